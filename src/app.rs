@@ -1,0 +1,118 @@
+//! The application: shared state, building it (connecting stores, migrating, binding the
+//! listener) and running it until shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{self, Grant, Permission};
+use crate::config::Config;
+use crate::store::{self, gridfs::FrameStore};
+
+/// What every handler can reach. Cheap to clone: pools and `Arc`s.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: PgPool,
+    pub frame_store: FrameStore,
+    /// Bounds uploads decoded at once (each may hold `max_upload_bytes` in memory).
+    pub upload_slots: Arc<Semaphore>,
+    /// Cancelled when the server shuts down; long-lived tasks watch it.
+    pub shutdown: CancellationToken,
+}
+
+pub struct App {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl App {
+    /// Connects the stores, applies migrations, creates the bootstrap admin if asked, and
+    /// binds the listener (port 0 picks a free one: see [`App::local_addr`]).
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        let db = store::connect_pg(&config)?;
+        store::MIGRATOR
+            .run(&db)
+            .await
+            .context("applying database migrations")?;
+        let frame_store = FrameStore::connect(&config)
+            .await
+            .context("configuring the GridFS client")?;
+        if let Some(spec) = &config.bootstrap_admin {
+            bootstrap_admin(&db, spec).await?;
+        }
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let state = AppState {
+            upload_slots: Arc::new(Semaphore::new(config.upload_concurrency.max(1))),
+            config: Arc::new(config),
+            db,
+            frame_store,
+            shutdown: CancellationToken::new(),
+        };
+        Ok(App { listener, state })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` is cancelled, then lets in-flight requests finish.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let state = self.state.clone();
+        let router = crate::http::router(self.state);
+        tracing::info!(addr = %self.listener.local_addr()?, "c3s listening");
+        let stop = shutdown.clone();
+        axum::serve(
+            self.listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
+        .context("serving")?;
+        state.shutdown.cancel();
+        state.db.close().await;
+        Ok(())
+    }
+}
+
+/// Creates (or re-grants) the admin named by `login:password`.
+async fn bootstrap_admin(db: &PgPool, spec: &str) -> anyhow::Result<()> {
+    let (login, password) = spec
+        .split_once(':')
+        .context("C3S_BOOTSTRAP_ADMIN is login:password")?;
+    let login = auth::parse_login(login).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let user = match store::users::user_by_login(db, &login).await? {
+        Some(user) => user,
+        None => {
+            let password = password.to_owned();
+            let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
+                .await?
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut tx = db.begin().await?;
+            let user =
+                store::users::insert_user(&mut tx, Some(&login), &login, Some(&hash)).await?;
+            tx.commit().await?;
+            tracing::info!(%login, "bootstrap admin created");
+            user
+        }
+    };
+    let admin = Grant {
+        permission: Permission::Admin,
+        scene_id: None,
+    };
+    store::users::grant(db, user.user_id, &admin, None).await?;
+    Ok(())
+}

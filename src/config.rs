@@ -1,0 +1,168 @@
+//! Server settings: one clap struct, every field settable by flag or environment variable.
+//!
+//! The README's "Settings" table is written from this file; keep them together.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Everything the server needs to start. Secrets are redacted in `Debug` so the start-up log
+/// line that prints the config never leaks them.
+#[derive(Clone, Parser)]
+#[command(name = "c3s", version, about = "Cloud Scene Screen Service")]
+pub struct Config {
+    /// Address the public HTTP + WebSocket listener binds.
+    #[arg(long, env = "C3S_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// PostgreSQL connection URL (users, permissions, scenes, frame metadata).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/c3s"
+    )]
+    pub database_url: String,
+
+    /// Most PostgreSQL connections this node keeps open.
+    #[arg(long, env = "C3S_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+
+    /// MongoDB connection string for the GridFS frame store. For a replica set include
+    /// `replicaSet=...`; C3S writes frames with majority write concern.
+    #[arg(long, env = "MONGODB_URL", default_value = "mongodb://127.0.0.1:27017")]
+    pub mongodb_url: String,
+
+    /// MongoDB database holding the GridFS bucket.
+    #[arg(long, env = "C3S_MONGODB_DATABASE", default_value = "c3s")]
+    pub mongodb_database: String,
+
+    /// GridFS bucket name: one per deployment, so two deployments can share a MongoDB.
+    #[arg(long, env = "C3S_GRIDFS_BUCKET", default_value = "frames")]
+    pub gridfs_bucket: String,
+
+    /// How long a storage call may wait for its database before the request gets 503.
+    /// Short on purpose: an operator minutes before a show needs a fast, clear answer.
+    #[arg(long, env = "C3S_STORE_TIMEOUT_MS", default_value_t = 5000)]
+    pub store_timeout_ms: u64,
+
+    /// Directory of the web client served at `/`.
+    #[arg(long, env = "C3S_WEB_ROOT", default_value = "web-client")]
+    pub web_root: PathBuf,
+
+    /// Largest accepted frame upload, in bytes.
+    #[arg(long, env = "C3S_MAX_UPLOAD_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_upload_bytes: u64,
+
+    /// Largest accepted frame, in pixels (width × height). Refused from the header, before
+    /// any pixel buffer is allocated.
+    #[arg(long, env = "C3S_MAX_FRAME_PIXELS", default_value_t = 40_000_000)]
+    pub max_frame_pixels: u64,
+
+    /// Most frames one animated upload may split into.
+    #[arg(long, env = "C3S_MAX_ANIMATION_FRAMES", default_value_t = 1000)]
+    pub max_animation_frames: usize,
+
+    /// Uploads decoded at the same time; each may hold up to `max_upload_bytes` in memory.
+    #[arg(long, env = "C3S_UPLOAD_CONCURRENCY", default_value_t = 4)]
+    pub upload_concurrency: usize,
+
+    /// Lifetime of a login session token, in hours.
+    #[arg(long, env = "C3S_SESSION_TTL_HOURS", default_value_t = 24)]
+    pub session_ttl_hours: i64,
+
+    /// Lifetime of a phone's device token, in days.
+    #[arg(long, env = "C3S_DEVICE_TTL_DAYS", default_value_t = 30)]
+    pub device_ttl_days: i64,
+
+    /// Create this admin account at start-up when it does not exist (`login:password`).
+    #[arg(long, env = "C3S_BOOTSTRAP_ADMIN")]
+    pub bootstrap_admin: Option<String>,
+
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, env = "C3S_LOG_JSON", default_value_t = false)]
+    pub log_json: bool,
+}
+
+impl Config {
+    pub fn store_timeout(&self) -> Duration {
+        Duration::from_millis(self.store_timeout_ms)
+    }
+
+    /// Settings for a test or tool that builds a server in process.
+    pub fn for_tests(database_url: String, mongodb_url: String, mongodb_database: String) -> Self {
+        let mut config = Config::parse_from(["c3s"]);
+        config.listen = "127.0.0.1:0".parse().expect("literal address");
+        config.database_url = database_url;
+        config.mongodb_url = mongodb_url;
+        config.mongodb_database = mongodb_database;
+        config.web_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("web-client");
+        config
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("db_max_connections", &self.db_max_connections)
+            .field("mongodb_url", &redact_url(&self.mongodb_url))
+            .field("mongodb_database", &self.mongodb_database)
+            .field("gridfs_bucket", &self.gridfs_bucket)
+            .field("store_timeout_ms", &self.store_timeout_ms)
+            .field("web_root", &self.web_root)
+            .field("max_upload_bytes", &self.max_upload_bytes)
+            .field("max_frame_pixels", &self.max_frame_pixels)
+            .field("max_animation_frames", &self.max_animation_frames)
+            .field("upload_concurrency", &self.upload_concurrency)
+            .field("session_ttl_hours", &self.session_ttl_hours)
+            .field("device_ttl_days", &self.device_ttl_days)
+            .field(
+                "bootstrap_admin",
+                &self.bootstrap_admin.as_ref().map(|_| "<redacted>"),
+            )
+            .field("log_json", &self.log_json)
+            .finish()
+    }
+}
+
+/// Hides the password part of `scheme://user:password@host/...`.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:<redacted>@{host}")
+            } else {
+                url.to_owned()
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords_only() {
+        assert_eq!(
+            redact_url("postgres://c3s:hunter2@db:5432/c3s"),
+            "postgres://c3s:<redacted>@db:5432/c3s"
+        );
+        assert_eq!(
+            redact_url("postgres://postgres@127.0.0.1/c3s"),
+            "postgres://postgres@127.0.0.1/c3s"
+        );
+        assert_eq!(
+            redact_url("mongodb://h1,h2/?replicaSet=rs"),
+            "mongodb://h1,h2/?replicaSet=rs"
+        );
+    }
+}

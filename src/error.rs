@@ -1,0 +1,192 @@
+//! The HTTP-facing error: every failure a client can see, with its status and JSON body
+//! `{ "error": "<code>", "message": "<sentence>" }`.
+//!
+//! Internal causes are logged here, never sent: a client learns *what* failed, not our stack.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::store::gridfs::GridFsError;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No identity, or an expired or revoked token.
+    #[error("authentication required")]
+    Unauthorized,
+    /// An identity without the right for this action.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The named thing does not exist, or the caller may not know it exists.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The request conflicts with what is stored (a taken login, a stale order).
+    #[error("{0}")]
+    Conflict(String),
+    /// Malformed request: bad JSON, bad path or query.
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    /// Well-formed but invalid content (a bad field value, an undecodable image).
+    #[error("{message}")]
+    Invalid { code: &'static str, message: String },
+    #[error("the body is larger than the {limit} bytes allowed")]
+    PayloadTooLarge { limit: u64 },
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// A store the request needs is unreachable; nothing was written.
+    #[error("{0} is unavailable, try again shortly")]
+    Unavailable(&'static str),
+    /// A bug or an unexpected failure; logged with its cause.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable, machine-readable code (`not_found`, `invalid_image`, ...).
+    pub error: String,
+    /// A sentence for a person.
+    pub message: String,
+}
+
+impl Error {
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        Error::Invalid {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Error::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Error::Forbidden(message.into())
+    }
+
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            Error::Unauthorized => StatusCode::UNAUTHORIZED,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Error::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Error::Unauthorized => "unauthorized",
+            Error::Forbidden(_) => "forbidden",
+            Error::NotFound(_) => "not_found",
+            Error::Conflict(_) => "conflict",
+            Error::BadRequest { code, .. } | Error::Invalid { code, .. } => code,
+            Error::PayloadTooLarge { .. } => "payload_too_large",
+            Error::UnsupportedMediaType(_) => "unsupported_media_type",
+            Error::Unavailable(_) => "unavailable",
+            Error::Internal(_) => "internal",
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        match &self {
+            Error::Internal(cause) => tracing::error!(error = ?cause, "internal error"),
+            Error::Unavailable(what) => tracing::warn!(store = what, "store unavailable"),
+            _ => {}
+        }
+        let body = ErrorBody {
+            error: self.code().to_owned(),
+            message: self.to_string(),
+        };
+        (self.status_code(), axum::Json(body)).into_response()
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                tracing::warn!(error = ?e, "postgres unreachable");
+                Error::Unavailable("the database")
+            }
+            sqlx::Error::RowNotFound => Error::NotFound("record"),
+            sqlx::Error::Database(db) => match db.kind() {
+                sqlx::error::ErrorKind::UniqueViolation => Error::Conflict(format!(
+                    "that already exists ({})",
+                    db.constraint().unwrap_or("unique")
+                )),
+                sqlx::error::ErrorKind::ForeignKeyViolation => Error::invalid(
+                    "invalid_reference",
+                    format!(
+                        "a referenced record does not exist ({})",
+                        db.constraint().unwrap_or("foreign key")
+                    ),
+                ),
+                sqlx::error::ErrorKind::CheckViolation
+                | sqlx::error::ErrorKind::NotNullViolation => Error::invalid(
+                    "invalid_field",
+                    format!(
+                        "a value is out of range ({})",
+                        db.constraint().unwrap_or("check")
+                    ),
+                ),
+                _ => Error::Internal(e.into()),
+            },
+            _ => Error::Internal(e.into()),
+        }
+    }
+}
+
+impl From<GridFsError> for Error {
+    fn from(e: GridFsError) -> Self {
+        match e {
+            GridFsError::Unavailable(cause) => {
+                tracing::warn!(error = ?cause, "gridfs unreachable");
+                Error::Unavailable("the frame store")
+            }
+            GridFsError::NotFound => Error::NotFound("frame bytes"),
+            GridFsError::Other(cause) => Error::Internal(cause.into()),
+        }
+    }
+}
+
+impl From<JsonRejection> for Error {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::MissingJsonContentType(_) => Error::UnsupportedMediaType(
+                "send the body as JSON with `Content-Type: application/json`".into(),
+            ),
+            JsonRejection::JsonDataError(e) => Error::invalid("invalid_json", e.body_text()),
+            JsonRejection::JsonSyntaxError(e) => Error::bad_request("bad_json", e.body_text()),
+            other => Error::bad_request("bad_json", other.body_text()),
+        }
+    }
+}
+
+impl From<PathRejection> for Error {
+    fn from(rejection: PathRejection) -> Self {
+        Error::bad_request("bad_path", rejection.body_text())
+    }
+}
+
+impl From<QueryRejection> for Error {
+    fn from(rejection: QueryRejection) -> Self {
+        Error::bad_request("bad_query", rejection.body_text())
+    }
+}

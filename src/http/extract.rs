@@ -1,0 +1,72 @@
+//! Extractors that turn every rejection into the app's JSON error, and the bearer-token
+//! identity extractors.
+
+use axum::extract::{FromRequest, FromRequestParts};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+
+use crate::app::AppState;
+use crate::auth::{hash_token, Identity};
+use crate::error::Error;
+use crate::store;
+
+/// `axum::Json` whose rejections (bad JSON, wrong content type) are [`Error`]s.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(Error))]
+pub struct Json<T>(pub T);
+
+impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
+    fn into_response(self) -> axum::response::Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// `axum::extract::Path` with the app's error on a malformed segment.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(Error))]
+pub struct Path<T>(pub T);
+
+/// `axum::extract::Query` with the app's error on a malformed query.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(Error))]
+pub struct Query<T>(pub T);
+
+/// The caller's identity from `Authorization: Bearer <token>`; 401 without a live token.
+pub struct Auth(pub Identity);
+
+/// The caller's identity when there is one; anonymous callers are allowed.
+pub struct MaybeAuth(pub Option<Identity>);
+
+/// The raw bearer token of the request, when it has one.
+pub fn bearer_token(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+impl FromRequestParts<AppState> for MaybeAuth {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let Some(token) = bearer_token(parts) else {
+            return Ok(MaybeAuth(None));
+        };
+        match store::users::identity_by_token(&state.db, &hash_token(token)).await? {
+            Some(identity) => Ok(MaybeAuth(Some(identity))),
+            // a token that was sent but is dead is an error, not an anonymous call: the
+            // client should know to log in again
+            None => Err(Error::Unauthorized),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        match MaybeAuth::from_request_parts(parts, state).await? {
+            MaybeAuth(Some(identity)) => Ok(Auth(identity)),
+            MaybeAuth(None) => Err(Error::Unauthorized),
+        }
+    }
+}

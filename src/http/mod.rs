@@ -1,0 +1,166 @@
+//! The HTTP API: one router per domain, assembled here with the OpenAPI document generated
+//! from the same handlers (so the document cannot drift from the routes), health checks, the
+//! static web client, and JSON errors for unknown routes and methods.
+
+pub mod accounts;
+pub mod extract;
+pub mod frames;
+pub mod scenes;
+
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use serde::Serialize;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::services::ServeDir;
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::app::AppState;
+use crate::error::{Error, ErrorBody};
+
+/// Largest JSON body any endpoint takes; frame uploads stream and have their own limit.
+const MAX_JSON_BODY_BYTES: usize = 1024 * 1024;
+/// A request that takes longer than this is cut off (uploads of large frames included).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "C3S — Cloud Scene Screen Service", description = "Scenes, pixels, frames and the people who run them. Every error is `{error, message}`."),
+    components(schemas(ErrorBody)),
+    modifiers(&BearerAuth),
+    tags((name = "accounts"), (name = "scenes"), (name = "frames"), (name = "health"))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// Every documented route (health checks, and the API under `/api`) and its OpenAPI document.
+pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let api = OpenApiRouter::new()
+        .merge(accounts::router())
+        .merge(scenes::router())
+        .merge(frames::router());
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .nest("/api", api)
+        .split_for_parts()
+}
+
+pub fn router(state: AppState) -> Router {
+    let (api, openapi) = api();
+    // serialised once: the document is the same for the life of the process
+    let openapi = bytes::Bytes::from(openapi.to_json().unwrap_or_default());
+    let api = api.route(
+        "/api/openapi.json",
+        get(move || {
+            let doc = openapi.clone();
+            async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    doc,
+                )
+            }
+        }),
+    );
+    let static_files = ServeDir::new(&state.config.web_root)
+        .append_index_html_on_directories(true)
+        .not_found_service(axum::handler::HandlerWithoutStateExt::into_service(
+            unknown_route,
+        ));
+    api.fallback_service(static_files)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+                let route = req
+                    .extensions()
+                    .get::<axum::extract::MatchedPath>()
+                    .map(|p| p.as_str().to_owned())
+                    .unwrap_or_default();
+                tracing::info_span!("http", method = %req.method(), uri = %req.uri(), route)
+            }),
+        )
+        .layer(CatchPanicLayer::custom(|_| {
+            Error::Internal(anyhow::anyhow!("handler panicked")).into_response()
+        }))
+        .with_state(state)
+}
+
+async fn unknown_route() -> Error {
+    Error::NotFound("route")
+}
+
+async fn method_not_allowed() -> impl IntoResponse {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        axum::Json(ErrorBody {
+            error: "method_not_allowed".into(),
+            message: "this route does not take that method".into(),
+        }),
+    )
+}
+
+#[derive(Serialize, ToSchema)]
+struct Health {
+    status: &'static str,
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
+async fn healthz() -> axum::Json<Health> {
+    axum::Json(Health { status: "ok" })
+}
+
+#[derive(Serialize, ToSchema)]
+struct Readiness {
+    postgres: &'static str,
+    gridfs: &'static str,
+}
+
+/// PostgreSQL and the GridFS store are reachable (503 naming the one that is not).
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
+async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Readiness>) {
+    let pg = async {
+        sqlx::query_scalar::<_, i32>("select 1")
+            .fetch_one(&state.db)
+            .await
+    };
+    let (pg, mongo) = tokio::join!(pg, state.frame_store.ping());
+    let word = |ok: bool| if ok { "ok" } else { "unavailable" };
+    let ready = pg.is_ok() && mongo.is_ok();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        axum::Json(Readiness {
+            postgres: word(pg.is_ok()),
+            gridfs: word(mongo.is_ok()),
+        }),
+    )
+}

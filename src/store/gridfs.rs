@@ -1,0 +1,187 @@
+//! Frame image bytes in MongoDB GridFS: the only code that talks to MongoDB.
+//!
+//! Files are written with majority write concern, so on a replica set an acknowledged upload
+//! survives the loss of the primary. Every call is bounded by the store timeout: when MongoDB
+//! is unreachable the caller gets [`GridFsError::Unavailable`] quickly, never a hang.
+
+use std::time::Duration;
+
+use futures::io::AsyncWriteExt;
+use futures::{AsyncReadExt, TryStreamExt};
+use mongodb::bson::{doc, oid::ObjectId, Bson, Document};
+use mongodb::gridfs::{GridFsBucket, GridFsDownloadStream};
+use mongodb::options::{ClientOptions, GridFsBucketOptions, ReadConcern, WriteConcern};
+use mongodb::{Client, Database};
+
+use crate::config::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GridFsError {
+    #[error("the frame store is unreachable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error("no such file in the frame store")]
+    NotFound,
+    #[error("frame store failure")]
+    Other(#[source] mongodb::error::Error),
+}
+
+impl From<mongodb::error::Error> for GridFsError {
+    fn from(e: mongodb::error::Error) -> Self {
+        use mongodb::error::{ErrorKind, GridFsErrorKind};
+        match *e.kind {
+            ErrorKind::ServerSelection { .. }
+            | ErrorKind::Io(_)
+            | ErrorKind::ConnectionPoolCleared { .. } => GridFsError::Unavailable(e.into()),
+            ErrorKind::GridFs(GridFsErrorKind::FileNotFound { .. }) => GridFsError::NotFound,
+            _ if e.contains_label(mongodb::error::RETRYABLE_WRITE_ERROR) => {
+                GridFsError::Unavailable(e.into())
+            }
+            _ => GridFsError::Other(e),
+        }
+    }
+}
+
+/// A handle on the deployment's GridFS bucket. Cheap to clone.
+#[derive(Clone)]
+pub struct FrameStore {
+    db: Database,
+    bucket: GridFsBucket,
+    timeout: Duration,
+}
+
+/// A file as listed from the bucket (used by tests and by the orphan sweep).
+#[derive(Debug, Clone)]
+pub struct StoredFile {
+    pub id: ObjectId,
+    pub length: u64,
+    pub metadata: Option<Document>,
+}
+
+impl FrameStore {
+    /// Builds the client without waiting for MongoDB: the server starts (and `/readyz` says
+    /// why it is not ready) even when the store is down.
+    pub async fn connect(config: &Config) -> anyhow::Result<Self> {
+        let mut options = ClientOptions::parse(&config.mongodb_url).await?;
+        options.app_name = Some("c3s".into());
+        let timeout = config.store_timeout();
+        options.server_selection_timeout = Some(timeout);
+        options.connect_timeout = Some(timeout.min(Duration::from_secs(3)));
+        let client = Client::with_options(options)?;
+        let db = client.database(&config.mongodb_database);
+        let bucket = db.gridfs_bucket(
+            GridFsBucketOptions::builder()
+                .bucket_name(config.gridfs_bucket.clone())
+                .write_concern(WriteConcern::majority())
+                .read_concern(ReadConcern::majority())
+                .build(),
+        );
+        Ok(FrameStore {
+            db,
+            bucket,
+            timeout,
+        })
+    }
+
+    async fn bounded<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, GridFsError>>,
+    ) -> Result<T, GridFsError> {
+        // Large files get more time: the timeout guards against a dead store, not a slow one.
+        match tokio::time::timeout(self.timeout * 6, work).await {
+            Ok(result) => result,
+            Err(_) => Err(GridFsError::Unavailable(anyhow::anyhow!("timed out"))),
+        }
+    }
+
+    pub async fn ping(&self) -> Result<(), GridFsError> {
+        self.bounded(async {
+            self.db.run_command(doc! { "ping": 1 }).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Writes one file and returns its id. On any failure the chunks written so far are
+    /// removed, so a failed put leaves nothing behind.
+    pub async fn put(
+        &self,
+        filename: &str,
+        metadata: Document,
+        bytes: &[u8],
+    ) -> Result<ObjectId, GridFsError> {
+        let id = ObjectId::new();
+        self.bounded(async {
+            let mut upload = self
+                .bucket
+                .open_upload_stream(filename)
+                .id(Bson::ObjectId(id))
+                .metadata(metadata)
+                .await?;
+            let written = async {
+                upload.write_all(bytes).await?;
+                upload.close().await
+            }
+            .await;
+            if let Err(e) = written {
+                // abort removes the chunks; if the store is gone it fails too, and the
+                // orphan sweep removes them later.
+                let _ = upload.abort().await;
+                return Err(GridFsError::Unavailable(e.into()));
+            }
+            Ok(id)
+        })
+        .await
+    }
+
+    /// Opens a file for streaming; the caller reads it as a byte stream.
+    pub async fn open(&self, id: ObjectId) -> Result<GridFsDownloadStream, GridFsError> {
+        self.bounded(async { Ok(self.bucket.open_download_stream(Bson::ObjectId(id)).await?) })
+            .await
+    }
+
+    /// Reads a whole file into memory (frames are bounded by the upload limit).
+    pub async fn get(&self, id: ObjectId) -> Result<Vec<u8>, GridFsError> {
+        self.bounded(async {
+            let mut stream = self.bucket.open_download_stream(Bson::ObjectId(id)).await?;
+            let mut bytes = Vec::new();
+            stream
+                .read_to_end(&mut bytes)
+                .await
+                .map_err(|e| GridFsError::Unavailable(e.into()))?;
+            Ok(bytes)
+        })
+        .await
+    }
+
+    /// Deletes a file and its chunks. Deleting a file that is already gone is not an error.
+    pub async fn delete(&self, id: ObjectId) -> Result<(), GridFsError> {
+        self.bounded(async {
+            match self.bucket.delete(Bson::ObjectId(id)).await {
+                Ok(()) => Ok(()),
+                Err(e) => match GridFsError::from(e) {
+                    GridFsError::NotFound => Ok(()),
+                    other => Err(other),
+                },
+            }
+        })
+        .await
+    }
+
+    /// Every file in the bucket.
+    pub async fn list(&self) -> Result<Vec<StoredFile>, GridFsError> {
+        self.bounded(async {
+            let files: Vec<_> = self.bucket.find(doc! {}).await?.try_collect().await?;
+            Ok(files
+                .into_iter()
+                .filter_map(|f| {
+                    Some(StoredFile {
+                        id: f.id.as_object_id()?,
+                        length: f.length,
+                        metadata: f.metadata,
+                    })
+                })
+                .collect())
+        })
+        .await
+    }
+}

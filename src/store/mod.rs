@@ -1,0 +1,34 @@
+//! The only code that talks to the databases: PostgreSQL (sqlx) for everything relational and
+//! MongoDB GridFS for frame bytes.
+//!
+//! Queries are written out in the functions that need them, each file owning one domain's
+//! tables. Functions take a `PgPool` or a transaction; they do no permission checks (the HTTP
+//! layer does) and return `sqlx::Error`, which `crate::error` maps to a status.
+
+pub mod frames;
+pub mod gridfs;
+pub mod scenes;
+pub mod users;
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+use crate::config::Config;
+
+/// The schema, embedded at build time from `migrations/`, applied at start-up.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+
+/// Opens the pool lazily: a node starts even while PostgreSQL is down and `/readyz` reports it;
+/// connections are made (and re-made after a restart of PostgreSQL) on demand.
+pub fn connect_pg(config: &Config) -> anyhow::Result<PgPool> {
+    let options: PgConnectOptions = config.database_url.parse()?;
+    let options = options.application_name("c3s");
+    Ok(PgPoolOptions::new()
+        .max_connections(config.db_max_connections)
+        .acquire_timeout(config.store_timeout())
+        .idle_timeout(Some(Duration::from_secs(300)))
+        .test_before_acquire(true)
+        .connect_lazy_with(options))
+}

@@ -1,0 +1,310 @@
+//! The test harness: a real server on a free port, its own PostgreSQL database and its own
+//! GridFS database, and a real HTTP client.
+//!
+//! PostgreSQL: `C3S_TEST_DATABASE_URL` names a server where the tests may create databases
+//! (default: the machine's, `postgres://postgres@127.0.0.1:5432/postgres`); `scripts/test` points
+//! it at a private, throw-away cluster. MongoDB: `MONGODB_URL`, or else one SecantusDB started
+//! here from the project's `.venv` for this test process (and killed with it).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use c3s::app::App;
+use c3s::config::Config;
+use c3s::store::gridfs::FrameStore;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use sqlx::{Connection, PgPool};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub const ADMIN_LOGIN: &str = "admin";
+pub const ADMIN_PASSWORD: &str = "admin-password";
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    /// The server's own database, for assertions on what is stored.
+    pub db: PgPool,
+    /// The server's own GridFS bucket, for assertions on what is stored.
+    pub frames: FrameStore,
+    pub admin_token: String,
+    pub config: Config,
+    /// Stops the server when the test ends.
+    _shutdown: DropCancel,
+}
+
+struct DropCancel(CancellationToken);
+
+impl Drop for DropCancel {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+fn admin_url() -> String {
+    std::env::var("C3S_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A new, empty PostgreSQL database; returns its URL.
+pub async fn fresh_database() -> String {
+    let admin = admin_url();
+    let name = format!("c3s_test_{}", Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("connect to the test PostgreSQL (set C3S_TEST_DATABASE_URL)");
+    sqlx::query(&format!("create database {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    let (base, _) = admin.rsplit_once('/').expect("database URL has a path");
+    format!("{base}/{name}")
+}
+
+/// A SecantusDB process started by the tests. Ended (by PID) on drop.
+pub struct Secantus {
+    pub child: Child,
+    pub url: String,
+}
+
+impl Drop for Secantus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Secantus {
+    /// Starts an in-memory SecantusDB on a free port and waits until it listens.
+    pub fn start() -> Secantus {
+        let bin = std::env::var("C3S_SECANTUSD")
+            .unwrap_or_else(|_| format!("{}/.venv/bin/secantusd-py", env!("CARGO_MANIFEST_DIR")));
+        // setpriv --pdeathsig: if this test process dies, the store dies with it
+        let mut child = Command::new("setpriv")
+            .args(["--pdeathsig", "KILL", "--"])
+            .arg(&bin)
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--storage-path",
+                ":memory:",
+            ])
+            .args(["--log-level", "INFO"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {bin} (run scripts/test, or set MONGODB_URL): {e}"));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let port = loop {
+            let line = lines
+                .next()
+                .expect("secantusd-py exited before listening")
+                .expect("read secantusd-py output");
+            if let Some(rest) = line.split("listening on 127.0.0.1:").nth(1) {
+                break rest.trim().parse::<u16>().expect("port number");
+            }
+        };
+        // keep draining its log so it never blocks on a full pipe
+        std::thread::spawn(move || for _ in lines {});
+        Secantus {
+            child,
+            url: format!("mongodb://127.0.0.1:{port}/?directConnection=true"),
+        }
+    }
+}
+
+/// The MongoDB URL every test in this process shares.
+fn shared_mongodb_url() -> String {
+    if let Ok(url) = std::env::var("MONGODB_URL") {
+        return url;
+    }
+    static SHARED: OnceLock<String> = OnceLock::new();
+    SHARED
+        .get_or_init(|| {
+            // Started from a thread that lives as long as the process, because the
+            // parent-death signal fires when the *thread* that spawned the child ends.
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let store = Secantus::start();
+                tx.send(store.url.clone()).expect("send url");
+                loop {
+                    std::thread::park();
+                }
+            });
+            rx.recv().expect("SecantusDB started")
+        })
+        .clone()
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(shared_mongodb_url(), |_| {}).await
+}
+
+/// A server against the given MongoDB, with settings adjusted by `tweak`.
+pub async fn spawn_app_with(mongodb_url: String, tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let database_url = fresh_database().await;
+    let mut config = Config::for_tests(
+        database_url,
+        mongodb_url,
+        format!("c3s_test_{}", Uuid::new_v4().simple()),
+    );
+    config.bootstrap_admin = Some(format!("{ADMIN_LOGIN}:{ADMIN_PASSWORD}"));
+    config.store_timeout_ms = 2000;
+    tweak(&mut config);
+    let app = App::build(config.clone()).await.expect("build app");
+    let base = format!("http://{}", app.local_addr());
+    let db = app.state().db.clone();
+    let frames = app.state().frame_store.clone();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(app.run(shutdown.clone()));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client");
+    let mut app = TestApp {
+        base,
+        client,
+        db,
+        frames,
+        admin_token: String::new(),
+        config,
+        _shutdown: DropCancel(shutdown),
+    };
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/api/auth/login",
+            None,
+            Some(json!({"login": ADMIN_LOGIN, "password": ADMIN_PASSWORD})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "admin login: {body}");
+    app.admin_token = body["token"].as_str().expect("token").to_owned();
+    app
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// A JSON call; returns the status and the body parsed as JSON (Null when empty).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status();
+        let bytes = resp.bytes().await.expect("body read");
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        (status, value)
+    }
+
+    /// Registers an account and returns (token, user_id).
+    pub async fn register(&self, login: &str) -> (String, Uuid) {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/api/auth/register",
+                None,
+                Some(json!({"login": login, "password": "a long password"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "register {login}: {body}");
+        (
+            body["token"].as_str().unwrap().to_owned(),
+            body["user"]["user_id"].as_str().unwrap().parse().unwrap(),
+        )
+    }
+
+    /// A guest phone: (device token, user_id).
+    pub async fn guest(&self) -> (String, Uuid) {
+        let (status, body) = self.call(Method::POST, "/api/auth/guest", None, None).await;
+        assert_eq!(status, StatusCode::CREATED, "guest: {body}");
+        (
+            body["token"].as_str().unwrap().to_owned(),
+            body["user"]["user_id"].as_str().unwrap().parse().unwrap(),
+        )
+    }
+
+    /// Creates a scene as `token` and returns its id.
+    pub async fn create_scene(&self, token: &str, name: &str) -> Uuid {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/api/scenes",
+                Some(token),
+                Some(json!({"name": name, "width": 100.0, "height": 50.0})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "create scene: {body}");
+        body["scene_id"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// Opens a scene for phones.
+    pub async fn open_scene(&self, token: &str, scene_id: Uuid) {
+        let (status, body) = self
+            .call(
+                Method::PATCH,
+                &format!("/api/scenes/{scene_id}"),
+                Some(token),
+                Some(json!({"status": "open"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "open scene: {body}");
+    }
+
+    /// Uploads raw bytes as a frame; returns status and JSON body.
+    pub async fn upload(
+        &self,
+        token: &str,
+        scene_id: Uuid,
+        content_type: &str,
+        bytes: Vec<u8>,
+        query: &str,
+    ) -> (StatusCode, Value) {
+        let resp = self
+            .client
+            .post(self.url(&format!("/api/scenes/{scene_id}/frames{query}")))
+            .bearer_auth(token)
+            .header("content-type", content_type)
+            .body(bytes)
+            .send()
+            .await
+            .expect("upload sent");
+        let status = resp.status();
+        let body = resp.json::<Value>().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    /// Rows in `frame` and files in the bucket: what "storage unchanged" compares.
+    pub async fn storage_counts(&self) -> (i64, usize) {
+        let rows: i64 = sqlx::query_scalar("select count(*) from frame")
+            .fetch_one(&self.db)
+            .await
+            .unwrap();
+        let files = self.frames.list().await.expect("list gridfs").len();
+        (rows, files)
+    }
+}

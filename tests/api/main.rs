@@ -1,0 +1,10 @@
+//! Integration tests against the real server, a real PostgreSQL and a real GridFS store.
+//! One binary (only `mod` lines here) so it builds once.
+
+mod accounts;
+mod faults;
+mod frames;
+mod health;
+mod helpers;
+mod images;
+mod scenes;
