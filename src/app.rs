@@ -56,6 +56,7 @@ impl App {
             frame_store,
             shutdown: CancellationToken::new(),
         };
+        tokio::spawn(sweep_orphans_once(state.clone()));
         Ok(App { listener, state })
     }
 
@@ -85,6 +86,20 @@ impl App {
         state.shutdown.cancel();
         state.db.close().await;
         Ok(())
+    }
+}
+
+/// Unreferenced GridFS files younger than this are left alone: they may belong to an upload
+/// whose rows are not written yet.
+const ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Removes frame bytes that lost their row (see `store::sweep_orphan_frames`), once at start-up,
+/// in the background: a store that is down only delays it to the next start.
+async fn sweep_orphans_once(state: AppState) {
+    match store::sweep_orphan_frames(&state.db, &state.frame_store, ORPHAN_GRACE).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(deleted = n, "removed orphaned frame bytes"),
+        Err(e) => tracing::warn!(error = ?e, "orphan sweep skipped"),
     }
 }
 

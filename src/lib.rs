@@ -9,6 +9,7 @@
 //! - [`frames`]: checking uploads and splitting animations into frames.
 //! - [`store`]: the only code that talks to PostgreSQL and GridFS.
 //! - [`http`]: thin axum handlers, one module per domain, and the OpenAPI document.
+//! - [`testkit`]: real PostgreSQL databases and SecantusDB processes for tests and benches.
 
 pub mod app;
 pub mod auth;
@@ -18,3 +19,4 @@ pub mod frames;
 pub mod http;
 pub mod scene;
 pub mod store;
+pub mod testkit;

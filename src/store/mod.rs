@@ -32,3 +32,27 @@ pub fn connect_pg(config: &Config) -> anyhow::Result<PgPool> {
         .test_before_acquire(true)
         .connect_lazy_with(options))
 }
+
+/// Deletes GridFS files that no frame row refers to and that are older than `grace` (so an
+/// upload in flight, whose bytes precede its row, is never touched). Such files are left by a
+/// failure between the two writes, or by a delete whose GridFS half failed. Returns how many
+/// were deleted.
+pub async fn sweep_orphan_frames(
+    db: &PgPool,
+    frame_store: &gridfs::FrameStore,
+    grace: Duration,
+) -> anyhow::Result<usize> {
+    let files = frame_store.list().await?;
+    let referenced: std::collections::HashSet<String> =
+        frames::all_gridfs_ids(db).await?.into_iter().collect();
+    let cutoff = std::time::SystemTime::now() - grace;
+    let mut deleted = 0;
+    for file in files {
+        let created: std::time::SystemTime = file.id.timestamp().into();
+        if created < cutoff && !referenced.contains(&file.id.to_hex()) {
+            frame_store.delete(file.id).await?;
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
+}

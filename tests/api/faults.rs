@@ -7,7 +7,7 @@ use crate::images;
 /// the rest of the API keeps working.
 #[tokio::test]
 async fn gridfs_down_gives_503_and_writes_nothing() {
-    let store = Secantus::start();
+    let store = Secantus::start().expect("start a private SecantusDB");
     let app = spawn_app_with(store.url.clone(), |c| c.store_timeout_ms = 1000).await;
     let (op, _) = app.register("oper").await;
     let scene = app.create_scene(&op, "Fragile").await;

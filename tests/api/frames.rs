@@ -388,3 +388,30 @@ async fn refused_uploads_leave_storage_unchanged() {
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
+
+/// Bytes that lost their row (a crash between the two writes) are swept; referenced ones stay.
+#[tokio::test]
+async fn orphaned_bytes_are_swept_and_referenced_ones_kept() {
+    let app = spawn_app().await;
+    let (op, _) = app.register("oper").await;
+    let scene = app.create_scene(&op, "Sweep").await;
+    let (status, _) = app
+        .upload(&op, scene, "image/png", images::png(8, 8), "")
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    app.frames
+        .put("orphan", mongodb::bson::doc! {}, b"left behind")
+        .await
+        .unwrap();
+    assert_eq!(app.storage_counts().await, (1, 2));
+    let young =
+        c3s::store::sweep_orphan_frames(&app.db, &app.frames, std::time::Duration::from_secs(3600))
+            .await
+            .unwrap();
+    assert_eq!(young, 0, "a fresh file may be an upload in flight");
+    let swept = c3s::store::sweep_orphan_frames(&app.db, &app.frames, std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(swept, 1);
+    assert_eq!(app.storage_counts().await, (1, 1));
+}

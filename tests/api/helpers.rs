@@ -1,22 +1,15 @@
 //! The test harness: a real server on a free port, its own PostgreSQL database and its own
-//! GridFS database, and a real HTTP client.
-//!
-//! PostgreSQL: `C3S_TEST_DATABASE_URL` names a server where the tests may create databases
-//! (default: the machine's, `postgres://postgres@127.0.0.1:5432/postgres`); `scripts/test` points
-//! it at a private, throw-away cluster. MongoDB: `MONGODB_URL`, or else one SecantusDB started
-//! here from the project's `.venv` for this test process (and killed with it).
+//! GridFS database (see `c3s::testkit`), and a real HTTP client.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use c3s::app::App;
 use c3s::config::Config;
 use c3s::store::gridfs::FrameStore;
+pub use c3s::testkit::{fresh_database, shared_mongodb_url, Secantus};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use sqlx::{Connection, PgPool};
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -44,111 +37,13 @@ impl Drop for DropCancel {
     }
 }
 
-fn admin_url() -> String {
-    std::env::var("C3S_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// A new, empty PostgreSQL database; returns its URL.
-pub async fn fresh_database() -> String {
-    let admin = admin_url();
-    let name = format!("c3s_test_{}", Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(&admin)
-        .await
-        .expect("connect to the test PostgreSQL (set C3S_TEST_DATABASE_URL)");
-    sqlx::query(&format!("create database {name}"))
-        .execute(&mut conn)
-        .await
-        .expect("create test database");
-    let (base, _) = admin.rsplit_once('/').expect("database URL has a path");
-    format!("{base}/{name}")
-}
-
-/// A SecantusDB process started by the tests. Ended (by PID) on drop.
-pub struct Secantus {
-    pub child: Child,
-    pub url: String,
-}
-
-impl Drop for Secantus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Secantus {
-    /// Starts an in-memory SecantusDB on a free port and waits until it listens.
-    pub fn start() -> Secantus {
-        let bin = std::env::var("C3S_SECANTUSD")
-            .unwrap_or_else(|_| format!("{}/.venv/bin/secantusd-py", env!("CARGO_MANIFEST_DIR")));
-        // setpriv --pdeathsig: if this test process dies, the store dies with it
-        let mut child = Command::new("setpriv")
-            .args(["--pdeathsig", "KILL", "--"])
-            .arg(&bin)
-            .args([
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--storage-path",
-                ":memory:",
-            ])
-            .args(["--log-level", "INFO"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {bin} (run scripts/test, or set MONGODB_URL): {e}"));
-        let stderr = child.stderr.take().expect("piped stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let port = loop {
-            let line = lines
-                .next()
-                .expect("secantusd-py exited before listening")
-                .expect("read secantusd-py output");
-            if let Some(rest) = line.split("listening on 127.0.0.1:").nth(1) {
-                break rest.trim().parse::<u16>().expect("port number");
-            }
-        };
-        // keep draining its log so it never blocks on a full pipe
-        std::thread::spawn(move || for _ in lines {});
-        Secantus {
-            child,
-            url: format!("mongodb://127.0.0.1:{port}/?directConnection=true"),
-        }
-    }
-}
-
-/// The MongoDB URL every test in this process shares.
-fn shared_mongodb_url() -> String {
-    if let Ok(url) = std::env::var("MONGODB_URL") {
-        return url;
-    }
-    static SHARED: OnceLock<String> = OnceLock::new();
-    SHARED
-        .get_or_init(|| {
-            // Started from a thread that lives as long as the process, because the
-            // parent-death signal fires when the *thread* that spawned the child ends.
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                let store = Secantus::start();
-                tx.send(store.url.clone()).expect("send url");
-                loop {
-                    std::thread::park();
-                }
-            });
-            rx.recv().expect("SecantusDB started")
-        })
-        .clone()
-}
-
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(shared_mongodb_url(), |_| {}).await
 }
 
 /// A server against the given MongoDB, with settings adjusted by `tweak`.
 pub async fn spawn_app_with(mongodb_url: String, tweak: impl FnOnce(&mut Config)) -> TestApp {
-    let database_url = fresh_database().await;
+    let database_url = fresh_database().await.expect("create a test database");
     let mut config = Config::for_tests(
         database_url,
         mongodb_url,
