@@ -12,6 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{self, Grant, Permission};
 use crate::config::Config;
+use crate::framecache::FrameCache;
+use crate::hub::Hub;
+use crate::scheduler::{Scheduler, SchedulerConfig, Waker};
 use crate::store::{self, gridfs::FrameStore};
 
 /// What every handler can reach. Cheap to clone: pools and `Arc`s.
@@ -24,6 +27,11 @@ pub struct AppState {
     pub upload_slots: Arc<Semaphore>,
     /// Cancelled when the server shuts down; long-lived tasks watch it.
     pub shutdown: CancellationToken,
+    /// This node's phones and the snapshots their colours come from.
+    pub hub: Arc<Hub>,
+    pub frame_cache: Arc<FrameCache>,
+    /// Wakes the scheduler thread early (a phone joined, a show changed).
+    pub scheduler: Waker,
 }
 
 pub struct App {
@@ -49,12 +57,30 @@ impl App {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
+        let shutdown = CancellationToken::new();
+        let hub = Arc::new(Hub::default());
+        let frame_cache = Arc::new(FrameCache::new(
+            frame_store.clone(),
+            config.frame_cache_mb * 1024 * 1024,
+        ));
+        let scheduler = Scheduler::spawn(
+            hub.clone(),
+            frame_cache.clone(),
+            SchedulerConfig {
+                tick_ms: config.tick_ms.max(10),
+                lookahead_ms: config.lookahead_ms.max(0),
+            },
+            shutdown.clone(),
+        );
         let state = AppState {
             upload_slots: Arc::new(Semaphore::new(config.upload_concurrency.max(1))),
             config: Arc::new(config),
             db,
             frame_store,
-            shutdown: CancellationToken::new(),
+            shutdown,
+            hub,
+            frame_cache,
+            scheduler,
         };
         tokio::spawn(sweep_orphans_once(state.clone()));
         Ok(App { listener, state })
@@ -76,11 +102,16 @@ impl App {
         let router = crate::http::router(self.state);
         tracing::info!(addr = %self.listener.local_addr()?, "c3s listening");
         let stop = shutdown.clone();
+        let shutdown_all = state.shutdown.clone();
         axum::serve(
             self.listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .with_graceful_shutdown(async move {
+            stop.cancelled().await;
+            // sockets end on this, so the server's graceful shutdown does not wait for them
+            shutdown_all.cancel();
+        })
         .await
         .context("serving")?;
         state.shutdown.cancel();

@@ -76,6 +76,23 @@ pub struct Config {
     #[arg(long, env = "C3S_DEVICE_TTL_DAYS", default_value_t = 30)]
     pub device_ttl_days: i64,
 
+    /// How often the scheduler builds and sends each phone's next window of colours, in ms.
+    #[arg(long, env = "C3S_TICK_MS", default_value_t = 500)]
+    pub tick_ms: i64,
+
+    /// How far ahead of their instant colours reach the phones, in ms: network jitter and
+    /// drops shorter than this never show on screen.
+    #[arg(long, env = "C3S_LOOKAHEAD_MS", default_value_t = 1500)]
+    pub lookahead_ms: i64,
+
+    /// Messages queued per phone before it counts as too slow and is dropped.
+    #[arg(long, env = "C3S_WS_QUEUE", default_value_t = crate::hub::CONN_QUEUE_CAPACITY)]
+    pub ws_queue_capacity: usize,
+
+    /// Memory for decoded, resampled frames, in MiB.
+    #[arg(long, env = "C3S_FRAME_CACHE_MB", default_value_t = 256)]
+    pub frame_cache_mb: u64,
+
     /// Create this admin account at start-up when it does not exist (`login:password`).
     #[arg(long, env = "C3S_BOOTSTRAP_ADMIN")]
     pub bootstrap_admin: Option<String>,
@@ -119,6 +136,10 @@ impl std::fmt::Debug for Config {
             .field("upload_concurrency", &self.upload_concurrency)
             .field("session_ttl_hours", &self.session_ttl_hours)
             .field("device_ttl_days", &self.device_ttl_days)
+            .field("tick_ms", &self.tick_ms)
+            .field("lookahead_ms", &self.lookahead_ms)
+            .field("ws_queue_capacity", &self.ws_queue_capacity)
+            .field("frame_cache_mb", &self.frame_cache_mb)
             .field(
                 "bootstrap_admin",
                 &self.bootstrap_admin.as_ref().map(|_| "<redacted>"),

@@ -8,15 +8,31 @@
 //! - [`scene`]: scenes and pixels as the API speaks of them.
 //! - [`frames`]: checking uploads and splitting animations into frames.
 //! - [`store`]: the only code that talks to PostgreSQL and GridFS.
+//! - [`clock`]: server time and the maths of clock sync.
+//! - [`playback`]: shows and playback timelines, as pure functions of time.
+//! - [`chunk`]: the binary colour chunk phones receive.
+//! - [`framecache`]: frames decoded and resampled to a show's grid.
+//! - [`hub`]: this node's phones and scene snapshots (the data plane).
+//! - [`scheduler`]: the hot path that turns snapshots into chunks every tick.
+//! - [`live`]: publishes control-plane changes to the hub.
+//! - [`ws`]: the phones' WebSocket sessions and protocol.
 //! - [`http`]: thin axum handlers, one module per domain, and the OpenAPI document.
 //! - [`testkit`]: real PostgreSQL databases and SecantusDB processes for tests and benches.
 
 pub mod app;
 pub mod auth;
+pub mod chunk;
+pub mod clock;
 pub mod config;
 pub mod error;
+pub mod framecache;
 pub mod frames;
 pub mod http;
+pub mod hub;
+pub mod live;
+pub mod playback;
 pub mod scene;
+pub mod scheduler;
 pub mod store;
 pub mod testkit;
+pub mod ws;

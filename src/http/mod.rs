@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod extract;
 pub mod frames;
 pub mod scenes;
+pub mod shows;
 
 use std::time::Duration;
 
@@ -35,7 +36,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
     info(title = "C3S — Cloud Scene Screen Service", description = "Scenes, pixels, frames and the people who run them. Every error is `{error, message}`."),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth),
-    tags((name = "accounts"), (name = "scenes"), (name = "frames"), (name = "health"))
+    tags((name = "accounts"), (name = "scenes"), (name = "frames"), (name = "shows"), (name = "realtime"), (name = "health"))
 )]
 struct ApiDoc;
 
@@ -56,10 +57,12 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let api = OpenApiRouter::new()
         .merge(accounts::router())
         .merge(scenes::router())
-        .merge(frames::router());
+        .merge(frames::router())
+        .merge(shows::router());
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(healthz))
         .routes(routes!(readyz))
+        .merge(crate::ws::router())
         .nest("/api", api)
         .split_for_parts()
 }

@@ -11,6 +11,7 @@ use super::extract::{Auth, Json, MaybeAuth, Path, Query};
 use crate::app::AppState;
 use crate::auth::{Grant, Identity, Permission};
 use crate::error::{Error, ErrorBody, Result};
+use crate::live;
 use crate::scene::{NewScene, Pixel, PixelStatus, Scene, SceneStatus, SceneUpdate};
 use crate::store::{self, scenes::Visibility};
 
@@ -172,6 +173,11 @@ async fn update_scene(
         .await?
         .ok_or(Error::NotFound("scene"))?;
     tx.commit().await?;
+    if scene.status == SceneStatus::Ended {
+        live::publish_scene_ended(&state, scene_id);
+    } else {
+        live::publish_scene(&state, &scene).await?;
+    }
     Ok(Json(scene))
 }
 
@@ -191,6 +197,7 @@ async fn delete_scene(
     me.require(Permission::Operator, scene_id)?;
     let gridfs_ids = store::scenes::delete_scene(&mut tx, scene_id).await?;
     tx.commit().await?;
+    live::publish_scene_ended(&state, scene_id);
     super::frames::delete_bytes_after_commit(&state, gridfs_ids).await;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -218,11 +225,6 @@ async fn join_scene(
     if pixel.status == PixelStatus::Kicked {
         return Err(Error::forbidden("this phone was removed from the scene"));
     }
-    let grant = Grant {
-        permission: Permission::Pixel,
-        scene_id: Some(scene_id),
-    };
-    store::users::grant(&mut *tx, me.user_id, &grant, None).await?;
     tx.commit().await?;
     Ok(Json(pixel))
 }
@@ -284,6 +286,7 @@ async fn kick_pixel(
         .await?
         .ok_or(Error::NotFound("pixel"))?;
     tx.commit().await?;
+    live::publish_kick(&state, scene_id, pixel_id);
     tracing::info!(%scene_id, %pixel_id, by = %me.user_id, "pixel kicked");
     Ok(Json(pixel))
 }

@@ -8,6 +8,7 @@
 pub mod frames;
 pub mod gridfs;
 pub mod scenes;
+pub mod shows;
 pub mod users;
 
 use std::time::Duration;

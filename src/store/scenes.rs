@@ -308,8 +308,8 @@ pub async fn pixel_by_id(
     Ok(row.map(Pixel::from))
 }
 
-/// The caller's pixel in a scene, created on first join. A kicked pixel is returned as is:
-/// the caller refuses it.
+/// The caller's pixel in a scene, created on first join, with the `pixel` grant. A kicked
+/// pixel is returned as is (and gets no grant): the caller refuses it.
 #[tracing::instrument(skip_all, err)]
 pub async fn join_scene(
     tx: &mut Transaction<'_, Postgres>,
@@ -326,7 +326,44 @@ pub async fn join_scene(
     .bind(user_id)
     .fetch_one(&mut **tx)
     .await?;
+    if row.status != "kicked" {
+        sqlx::query(
+            "insert into user_permission (user_id, permission_id, scene_id) values ($1, 1, $2)
+             on conflict (user_id, permission_id, scene_id) do nothing",
+        )
+        .bind(user_id)
+        .bind(scene_id)
+        .execute(&mut **tx)
+        .await?;
+    }
     Ok(row.into())
+}
+
+/// Places a pixel at a scene position (found by `method`); returns it, or none when the
+/// pixel is not in the scene or was kicked.
+#[tracing::instrument(skip_all, err)]
+pub async fn place_pixel(
+    executor: impl sqlx::PgExecutor<'_>,
+    scene_id: Uuid,
+    pixel_id: Uuid,
+    position: (f64, f64),
+    method: LocationMethod,
+    confidence: f32,
+) -> Result<Option<Pixel>, sqlx::Error> {
+    let row: Option<PixelRow> = sqlx::query_as(&format!(
+        "update pixel set x = $3, y = $4, location_method_id = $5, confidence = $6,
+             status = 'located', updated_at = now()
+         where scene_id = $1 and pixel_id = $2 and status <> 'kicked' returning {PIXEL_COLUMNS}"
+    ))
+    .bind(scene_id)
+    .bind(pixel_id)
+    .bind(position.0)
+    .bind(position.1)
+    .bind(method.id())
+    .bind(confidence)
+    .fetch_optional(executor)
+    .await?;
+    Ok(row.map(Pixel::from))
 }
 
 /// Marks a pixel kicked and takes its `pixel` grant away; false when there is no such pixel.
@@ -355,4 +392,34 @@ pub async fn kick_pixel(
         .await?;
     }
     Ok(row.map(Pixel::from))
+}
+
+/// Places many pixels in one statement; returns how many were placed (kicked pixels and
+/// pixels of other scenes are not).
+#[tracing::instrument(skip_all, err)]
+pub async fn place_pixels(
+    tx: &mut Transaction<'_, Postgres>,
+    scene_id: Uuid,
+    placements: &[(Uuid, f64, f64)],
+    method: LocationMethod,
+    confidence: f32,
+) -> Result<usize, sqlx::Error> {
+    let ids: Vec<Uuid> = placements.iter().map(|p| p.0).collect();
+    let xs: Vec<f64> = placements.iter().map(|p| p.1).collect();
+    let ys: Vec<f64> = placements.iter().map(|p| p.2).collect();
+    let done = sqlx::query(
+        "update pixel p set x = v.x, y = v.y, location_method_id = $5, confidence = $6,
+             status = 'located', updated_at = now()
+         from unnest($2::uuid[], $3::float8[], $4::float8[]) as v(pixel_id, x, y)
+         where p.scene_id = $1 and p.pixel_id = v.pixel_id and p.status <> 'kicked'",
+    )
+    .bind(scene_id)
+    .bind(&ids)
+    .bind(&xs)
+    .bind(&ys)
+    .bind(method.id())
+    .bind(confidence)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() as usize)
 }

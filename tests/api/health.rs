@@ -48,6 +48,13 @@ async fn openapi_lists_every_route() {
         ("/api/scenes/{scene_id}/frames/{frame_id}", "patch"),
         ("/api/scenes/{scene_id}/frames/{frame_id}", "delete"),
         ("/api/scenes/{scene_id}/frames/{frame_id}/image", "get"),
+        ("/api/scenes/{scene_id}/show", "get"),
+        ("/api/scenes/{scene_id}/show", "put"),
+        ("/api/scenes/{scene_id}/playback", "post"),
+        ("/api/scenes/{scene_id}/presence", "get"),
+        ("/api/scenes/{scene_id}/pixels/{pixel_id}/position", "put"),
+        ("/api/scenes/{scene_id}/pixels/positions", "post"),
+        ("/ws/scenes/{scene_id}", "get"),
     ];
     for (path, method) in expected {
         assert!(

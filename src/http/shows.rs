@@ -1,0 +1,385 @@
+//! Shows and playback (operators), presence, and placing phones on the scene (observers).
+
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use super::extract::{Auth, Json, Path};
+use super::scenes::scene_with_right;
+use crate::app::AppState;
+use crate::auth::Permission;
+use crate::clock;
+use crate::error::{Error, ErrorBody, Result};
+use crate::hub::Presence;
+use crate::live;
+use crate::playback::{Command, PlaybackError, Show, ShowFrame, Timeline};
+use crate::scene::{LocationMethod, Pixel, Scene};
+use crate::store;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_show, put_show))
+        .routes(routes!(control_playback))
+        .routes(routes!(get_presence))
+        .routes(routes!(place_pixel))
+        .routes(routes!(place_pixels))
+}
+
+/// A play starts at least this far ahead, so every phone has its colours in time.
+pub const MIN_START_LEAD_MS: i64 = 1000;
+const DEFAULT_START_LEAD_MS: i64 = 3000;
+/// Pause, resume, seek and stop take effect this far ahead unless told otherwise: long enough
+/// for the news to reach phones on a slow network before the instant.
+const DEFAULT_COMMAND_LEAD_MS: i64 = 500;
+const MAX_LEAD_MS: i64 = 24 * 3600 * 1000;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ShowState {
+    pub scene_id: Uuid,
+    pub show: Show,
+    pub timeline: Timeline,
+    pub total_ms: i64,
+    /// Server time of this answer, µs since the Unix epoch.
+    pub server_time_us: i64,
+    /// Position in the show now, ms; none when nothing plays.
+    pub position_ms: Option<i64>,
+}
+
+fn show_state(scene_id: Uuid, show: Show, timeline: Timeline) -> ShowState {
+    let now_us = clock::now_us();
+    ShowState {
+        scene_id,
+        total_ms: show.total_ms(),
+        position_ms: timeline.state_at(now_us / 1000).position_at(now_us / 1000),
+        show,
+        timeline,
+        server_time_us: now_us,
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShowRequest {
+    /// Frames in show order (a frame may appear more than once); all of the scene's frames in
+    /// their order when left out.
+    pub frame_ids: Option<Vec<Uuid>>,
+    #[serde(rename = "loop", default)]
+    pub looped: bool,
+}
+
+/// The scene's show and where its playback is.
+#[utoipa::path(get, path = "/scenes/{scene_id}/show", tag = "shows", params(("scene_id" = Uuid, Path)),
+    responses((status = 200, body = ShowState), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn get_show(
+    State(state): State<AppState>,
+    Auth(me): Auth,
+    Path(scene_id): Path<Uuid>,
+) -> Result<Json<ShowState>> {
+    scene_with_right(&state, &me, scene_id, Permission::Observer).await?;
+    let stored = store::shows::show_of(&state.db, scene_id)
+        .await?
+        .ok_or(Error::NotFound("show"))?;
+    Ok(Json(show_state(scene_id, stored.show, stored.timeline)))
+}
+
+/// Builds (or rebuilds) the scene's show from its frames. Playback stops; a new version starts.
+#[utoipa::path(put, path = "/scenes/{scene_id}/show", tag = "shows", params(("scene_id" = Uuid, Path)),
+    request_body = ShowRequest,
+    responses((status = 200, body = ShowState), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn put_show(
+    State(state): State<AppState>,
+    Auth(me): Auth,
+    Path(scene_id): Path<Uuid>,
+    Json(body): Json<ShowRequest>,
+) -> Result<Json<ShowState>> {
+    scene_with_right(&state, &me, scene_id, Permission::Operator).await?;
+    let mut tx = state.db.begin().await?;
+    let scene = store::scenes::lock_scene(&mut tx, scene_id)
+        .await?
+        .ok_or(Error::NotFound("scene"))?;
+    let frames = store::frames::list_frames(&mut *tx, scene_id).await?;
+    let chosen: Vec<_> = match &body.frame_ids {
+        None => frames.iter().collect(),
+        Some(ids) => ids
+            .iter()
+            .map(|id| {
+                frames.iter().find(|f| f.frame_id == *id).ok_or_else(|| {
+                    Error::invalid("unknown_frame", format!("frame {id} is not in this scene"))
+                })
+            })
+            .collect::<Result<_>>()?,
+    };
+    if chosen.is_empty() {
+        return Err(Error::invalid(
+            "empty_show",
+            "a show needs at least one frame",
+        ));
+    }
+    let show = Show {
+        frames: chosen
+            .into_iter()
+            .map(|f| ShowFrame {
+                frame_id: f.frame_id,
+                sha256: hex::encode(&f.sha256.0),
+                gridfs_id: f.gridfs_id.clone(),
+                duration_ms: f.duration_ms as u32,
+                width: f.width as u32,
+                height: f.height as u32,
+            })
+            .collect(),
+        looped: body.looped,
+    };
+    let previous = store::shows::lock_show(&mut tx, scene_id).await?;
+    let base = previous.map(|p| p.timeline).unwrap_or(Timeline::NEW);
+    let timeline = base
+        .apply(
+            Command::Stop {
+                at_ms: clock::now_ms(),
+            },
+            &show,
+        )
+        .map_err(playback_error)?;
+    store::shows::save_show(&mut tx, scene_id, &show, &timeline).await?;
+    tx.commit().await?;
+    live::publish_scene(&state, &scene).await?;
+    Ok(Json(show_state(scene_id, show, timeline)))
+}
+
+/// A playback command. Instants are relative to the server's now, in ms.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PlaybackRequest {
+    /// Start at `start_in_ms` from now (at least 1000, default 3000), from `from_ms` into
+    /// the show (default 0).
+    Play {
+        start_in_ms: Option<i64>,
+        from_ms: Option<i64>,
+    },
+    Pause {
+        in_ms: Option<i64>,
+    },
+    Resume {
+        start_in_ms: Option<i64>,
+    },
+    Seek {
+        position_ms: i64,
+        in_ms: Option<i64>,
+    },
+    Stop {
+        in_ms: Option<i64>,
+    },
+}
+
+fn lead(requested: Option<i64>, default: i64, min: i64) -> Result<i64> {
+    let lead = requested.unwrap_or(default);
+    if !(min..=MAX_LEAD_MS).contains(&lead) {
+        return Err(Error::invalid(
+            "invalid_lead",
+            format!("the command must take effect {min} ms to a day from now"),
+        ));
+    }
+    Ok(lead)
+}
+
+fn playback_error(e: PlaybackError) -> Error {
+    match e {
+        PlaybackError::OutOfRange(..) => Error::invalid("out_of_range", e.to_string()),
+        _ => Error::Conflict(e.to_string()),
+    }
+}
+
+/// Play, pause, resume, seek or stop the show. Each command makes a new version.
+#[utoipa::path(post, path = "/scenes/{scene_id}/playback", tag = "shows", params(("scene_id" = Uuid, Path)),
+    request_body = PlaybackRequest,
+    responses((status = 200, body = ShowState), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn control_playback(
+    State(state): State<AppState>,
+    Auth(me): Auth,
+    Path(scene_id): Path<Uuid>,
+    Json(body): Json<PlaybackRequest>,
+) -> Result<Json<ShowState>> {
+    scene_with_right(&state, &me, scene_id, Permission::Operator).await?;
+    let now = clock::now_ms();
+    let command = match body {
+        PlaybackRequest::Play {
+            start_in_ms,
+            from_ms,
+        } => Command::Play {
+            start_at_ms: now + lead(start_in_ms, DEFAULT_START_LEAD_MS, MIN_START_LEAD_MS)?,
+            from_ms: from_ms.unwrap_or(0),
+        },
+        PlaybackRequest::Pause { in_ms } => Command::Pause {
+            at_ms: now + lead(in_ms, DEFAULT_COMMAND_LEAD_MS, 0)?,
+        },
+        PlaybackRequest::Resume { start_in_ms } => Command::Resume {
+            at_ms: now + lead(start_in_ms, DEFAULT_START_LEAD_MS, MIN_START_LEAD_MS)?,
+        },
+        PlaybackRequest::Seek { position_ms, in_ms } => Command::Seek {
+            position_ms,
+            at_ms: now + lead(in_ms, DEFAULT_COMMAND_LEAD_MS, 0)?,
+        },
+        PlaybackRequest::Stop { in_ms } => Command::Stop {
+            at_ms: now + lead(in_ms, DEFAULT_COMMAND_LEAD_MS, 0)?,
+        },
+    };
+    let mut tx = state.db.begin().await?;
+    let scene = store::scenes::lock_scene(&mut tx, scene_id)
+        .await?
+        .ok_or(Error::NotFound("scene"))?;
+    let stored = store::shows::lock_show(&mut tx, scene_id)
+        .await?
+        .ok_or_else(|| Error::Conflict("the scene has no show yet; build one first".into()))?;
+    let timeline = stored
+        .timeline
+        .apply(command, &stored.show)
+        .map_err(playback_error)?;
+    store::shows::save_show(&mut tx, scene_id, &stored.show, &timeline).await?;
+    tx.commit().await?;
+    live::publish_scene(&state, &scene).await?;
+    tracing::info!(%scene_id, version = timeline.version, ?command, "playback");
+    Ok(Json(show_state(scene_id, stored.show, timeline)))
+}
+
+/// Phones of the scene connected to this node: connected, located, synced, sync errors.
+#[utoipa::path(get, path = "/scenes/{scene_id}/presence", tag = "shows", params(("scene_id" = Uuid, Path)),
+    responses((status = 200, body = Presence), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn get_presence(
+    State(state): State<AppState>,
+    Auth(me): Auth,
+    Path(scene_id): Path<Uuid>,
+) -> Result<Json<Presence>> {
+    scene_with_right(&state, &me, scene_id, Permission::Observer).await?;
+    let presence = match state.hub.scene(scene_id) {
+        Some(hub) => hub.presence(),
+        None => crate::hub::SceneHub::empty_presence(),
+    };
+    Ok(Json(presence))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlacePixel {
+    pub x: f64,
+    pub y: f64,
+}
+
+fn check_inside(scene: &Scene, x: f64, y: f64) -> Result<()> {
+    if !(x.is_finite()
+        && y.is_finite()
+        && (0.0..=scene.width).contains(&x)
+        && (0.0..=scene.height).contains(&y))
+    {
+        return Err(Error::invalid(
+            "outside_scene",
+            format!(
+                "({x}, {y}) is outside the scene (0..{} × 0..{})",
+                scene.width, scene.height
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// An observer places a phone on the scene map.
+#[utoipa::path(put, path = "/scenes/{scene_id}/pixels/{pixel_id}/position", tag = "scenes",
+    params(("scene_id" = Uuid, Path), ("pixel_id" = Uuid, Path)), request_body = PlacePixel,
+    responses((status = 200, body = Pixel), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn place_pixel(
+    State(state): State<AppState>,
+    Auth(me): Auth,
+    Path((scene_id, pixel_id)): Path<(Uuid, Uuid)>,
+    Json(body): Json<PlacePixel>,
+) -> Result<Json<Pixel>> {
+    let scene = scene_with_right(&state, &me, scene_id, Permission::Observer).await?;
+    check_inside(&scene, body.x, body.y)?;
+    let pixel = store::scenes::place_pixel(
+        &state.db,
+        scene_id,
+        pixel_id,
+        (body.x, body.y),
+        LocationMethod::Observer,
+        1.0,
+    )
+    .await?
+    .ok_or(Error::NotFound("pixel"))?;
+    live::publish_position(&state, scene_id, pixel_id, Some((body.x, body.y)));
+    Ok(Json(pixel))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlacedPixel {
+    pub pixel_id: Uuid,
+    pub x: f64,
+    pub y: f64,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlacePixels {
+    pub positions: Vec<PlacedPixel>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Placed {
+    pub placed: usize,
+}
+
+/// Most pixels one bulk placement takes.
+const MAX_BULK_PLACEMENTS: usize = 50_000;
+
+/// An observer places many phones at once (all or nothing).
+#[utoipa::path(post, path = "/scenes/{scene_id}/pixels/positions", tag = "scenes",
+    params(("scene_id" = Uuid, Path)), request_body = PlacePixels,
+    responses((status = 200, body = Placed), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn place_pixels(
+    State(state): State<AppState>,
+    Auth(me): Auth,
+    Path(scene_id): Path<Uuid>,
+    Json(body): Json<PlacePixels>,
+) -> Result<Json<Placed>> {
+    let scene = scene_with_right(&state, &me, scene_id, Permission::Observer).await?;
+    if body.positions.len() > MAX_BULK_PLACEMENTS {
+        return Err(Error::invalid(
+            "too_many",
+            format!("at most {MAX_BULK_PLACEMENTS} positions at once"),
+        ));
+    }
+    for p in &body.positions {
+        check_inside(&scene, p.x, p.y)?;
+    }
+    let placements: Vec<(Uuid, f64, f64)> = body
+        .positions
+        .iter()
+        .map(|p| (p.pixel_id, p.x, p.y))
+        .collect();
+    let mut tx = state.db.begin().await?;
+    let placed = store::scenes::place_pixels(
+        &mut tx,
+        scene_id,
+        &placements,
+        LocationMethod::Observer,
+        1.0,
+    )
+    .await?;
+    if placed != placements.len() {
+        return Err(Error::NotFound("pixel"));
+    }
+    tx.commit().await?;
+    for (pixel_id, x, y) in placements {
+        live::publish_position(&state, scene_id, pixel_id, Some((x, y)));
+    }
+    Ok(Json(Placed { placed }))
+}

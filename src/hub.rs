@@ -1,0 +1,436 @@
+//! The in-memory data plane of one node: for each scene, its connected phones and the
+//! snapshot (scene, show, timeline) their colours are computed from.
+//!
+//! Invariants: no lock here is held across an `.await` (they are std locks, and the scheduler
+//! runs on its own thread); every per-connection queue is bounded, and a phone whose queue is
+//! full is told why and dropped, never waited for.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::framecache::Grid;
+use crate::playback::{Show, Timeline};
+
+/// Messages waiting for one phone's socket. Chunks are a few hundred bytes; eight of them is
+/// two to four seconds of show at the default tick, more than any live phone falls behind.
+pub const CONN_QUEUE_CAPACITY: usize = 8;
+
+/// What goes out to a phone.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    /// A binary colour chunk (`crate::chunk`), often shared by many phones.
+    Chunk(Bytes),
+    /// A JSON text message.
+    Text(String),
+}
+
+/// Why the server closes a phone's socket; each has a WebSocket close code and a reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum CloseReason {
+    None = 0,
+    Lagging = 1,
+    Kicked = 2,
+    SceneEnded = 3,
+    Replaced = 4,
+}
+
+impl CloseReason {
+    fn from_u8(v: u8) -> CloseReason {
+        match v {
+            1 => CloseReason::Lagging,
+            2 => CloseReason::Kicked,
+            3 => CloseReason::SceneEnded,
+            4 => CloseReason::Replaced,
+            _ => CloseReason::None,
+        }
+    }
+
+    /// (close code, reason) as documented in docs/protocol.md.
+    pub fn close_frame(self) -> (u16, &'static str) {
+        match self {
+            CloseReason::Lagging => (4008, "too slow: the phone fell behind the show"),
+            CloseReason::Kicked => (4003, "removed from the scene"),
+            CloseReason::SceneEnded => (4010, "the scene has ended"),
+            CloseReason::Replaced => (4009, "this phone connected again elsewhere"),
+            CloseReason::None => (1000, "bye"),
+        }
+    }
+}
+
+/// Position packed into one atomic: two f32 bit patterns; NaN means unlocated.
+const UNLOCATED: u64 = u64::MAX;
+
+fn pack(x: f32, y: f32) -> u64 {
+    (u64::from(x.to_bits()) << 32) | u64::from(y.to_bits())
+}
+
+/// One connected phone.
+pub struct Conn {
+    pub id: u64,
+    pub pixel_id: Uuid,
+    tx: mpsc::Sender<Outgoing>,
+    position: AtomicU64,
+    close: CancellationToken,
+    close_reason: AtomicU8,
+    /// Last reported clock-sync error bound, in µs (`u32::MAX` before the first report).
+    sync_error_us: AtomicU32,
+    /// Set when the phone must get a catch-up chunk (it joined, or was located or moved).
+    catch_up: AtomicBool,
+}
+
+impl Conn {
+    pub fn position(&self) -> Option<(f32, f32)> {
+        let p = self.position.load(Ordering::Relaxed);
+        (p != UNLOCATED).then(|| (f32::from_bits((p >> 32) as u32), f32::from_bits(p as u32)))
+    }
+
+    /// Moves the phone; it gets a catch-up chunk for its new place on the next wake-up.
+    pub fn set_position(&self, position: Option<(f32, f32)>) {
+        let v = position.map_or(UNLOCATED, |(x, y)| pack(x, y));
+        self.position.store(v, Ordering::Relaxed);
+        self.request_catch_up();
+    }
+
+    pub fn request_catch_up(&self) {
+        self.catch_up.store(true, Ordering::Release);
+    }
+
+    pub fn take_catch_up(&self) -> bool {
+        self.catch_up.swap(false, Ordering::AcqRel)
+    }
+
+    pub fn report_sync(&self, error_ms: f64) {
+        let us = (error_ms.abs() * 1000.0).min(f64::from(u32::MAX - 1)) as u32;
+        self.sync_error_us.store(us, Ordering::Relaxed);
+    }
+
+    pub fn sync_error_ms(&self) -> Option<f64> {
+        let us = self.sync_error_us.load(Ordering::Relaxed);
+        (us != u32::MAX).then(|| f64::from(us) / 1000.0)
+    }
+
+    /// Queues a message without waiting; a full queue drops the phone as lagging.
+    pub fn offer(&self, msg: Outgoing) -> bool {
+        match self.tx.try_send(msg) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.close_with(CloseReason::Lagging);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Asks the connection's task to close the socket with `reason`.
+    pub fn close_with(&self, reason: CloseReason) {
+        let _ = self.close_reason.compare_exchange(
+            CloseReason::None as u8,
+            reason as u8,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        self.close.cancel();
+    }
+
+    pub fn closing(&self) -> &CancellationToken {
+        &self.close
+    }
+
+    pub fn close_reason(&self) -> CloseReason {
+        CloseReason::from_u8(self.close_reason.load(Ordering::Relaxed))
+    }
+}
+
+/// What a scene's colours are computed from. Replaced whole, never edited in place.
+#[derive(Debug, Clone)]
+pub struct SceneSnapshot {
+    pub width: f32,
+    pub height: f32,
+    pub idle_rgb: [u8; 3],
+    pub show: Option<Arc<Show>>,
+    pub grid: Grid,
+    pub timeline: Timeline,
+}
+
+/// Counts the operator sees. Error buckets are upper bounds in ms (`inf` last).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Presence {
+    pub connected: usize,
+    pub located: usize,
+    /// Phones whose last reported sync error is within `SYNCED_ERROR_MS`.
+    pub synced: usize,
+    pub sync_error_histogram: Vec<HistogramBucket>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct HistogramBucket {
+    /// Upper bound of the bucket in ms; none for the last, unbounded one.
+    pub le_ms: Option<f64>,
+    pub count: usize,
+}
+
+/// A phone counts as synced when its clock is known to within this.
+pub const SYNCED_ERROR_MS: f64 = 10.0;
+const HISTOGRAM_BOUNDS_MS: [f64; 7] = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0];
+
+#[derive(Default)]
+struct Conns {
+    by_id: HashMap<u64, Arc<Conn>>,
+    /// The live connection of each pixel (a replaced one stays in `by_id` until it ends).
+    by_pixel: HashMap<Uuid, u64>,
+}
+
+/// One scene on this node.
+pub struct SceneHub {
+    pub scene_id: Uuid,
+    conns: RwLock<Conns>,
+    snapshot: RwLock<Arc<SceneSnapshot>>,
+    /// Set when the snapshot changed in a way phones must hear about at once (a new show
+    /// version): the scheduler sends every phone a catch-up chunk and clears it.
+    pub needs_catch_up: AtomicBool,
+}
+
+impl SceneHub {
+    pub fn snapshot(&self) -> Arc<SceneSnapshot> {
+        self.snapshot.read().expect("snapshot lock").clone()
+    }
+
+    pub fn set_snapshot(&self, snapshot: SceneSnapshot) {
+        *self.snapshot.write().expect("snapshot lock") = Arc::new(snapshot);
+        self.needs_catch_up.store(true, Ordering::Release);
+    }
+
+    /// Calls `f` with every connection, under a read lock (do not block in `f`).
+    pub fn for_each_conn(&self, mut f: impl FnMut(&Arc<Conn>)) {
+        for conn in self.conns.read().expect("conns lock").by_id.values() {
+            f(conn);
+        }
+    }
+
+    pub fn conn_count(&self) -> usize {
+        self.conns.read().expect("conns lock").by_id.len()
+    }
+
+    /// The live connection of a pixel, if it has one here.
+    pub fn conn_of_pixel(&self, pixel_id: Uuid) -> Option<Arc<Conn>> {
+        let conns = self.conns.read().expect("conns lock");
+        let id = conns.by_pixel.get(&pixel_id)?;
+        conns.by_id.get(id).cloned()
+    }
+
+    pub fn empty_presence() -> Presence {
+        Presence {
+            connected: 0,
+            located: 0,
+            synced: 0,
+            sync_error_histogram: HISTOGRAM_BOUNDS_MS
+                .iter()
+                .map(|&b| HistogramBucket {
+                    le_ms: Some(b),
+                    count: 0,
+                })
+                .chain([HistogramBucket {
+                    le_ms: None,
+                    count: 0,
+                }])
+                .collect(),
+        }
+    }
+
+    pub fn presence(&self) -> Presence {
+        let mut p = Self::empty_presence();
+        self.for_each_conn(|c| {
+            p.connected += 1;
+            p.located += usize::from(c.position().is_some());
+            if let Some(err) = c.sync_error_ms() {
+                p.synced += usize::from(err <= SYNCED_ERROR_MS);
+                let i = HISTOGRAM_BOUNDS_MS
+                    .iter()
+                    .position(|&b| err <= b)
+                    .unwrap_or(HISTOGRAM_BOUNDS_MS.len());
+                p.sync_error_histogram[i].count += 1;
+            }
+        });
+        p
+    }
+}
+
+/// Every scene with phones on this node.
+pub struct Hub {
+    scenes: DashMap<Uuid, Arc<SceneHub>>,
+    next_conn_id: AtomicU64,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub {
+            scenes: DashMap::new(),
+            next_conn_id: AtomicU64::new(1),
+        }
+    }
+}
+
+impl Hub {
+    pub fn scene(&self, scene_id: Uuid) -> Option<Arc<SceneHub>> {
+        self.scenes.get(&scene_id).map(|s| s.value().clone())
+    }
+
+    /// The scene's hub, created with `snapshot` when it has none yet.
+    pub fn scene_or_insert(
+        &self,
+        scene_id: Uuid,
+        snapshot: impl FnOnce() -> SceneSnapshot,
+    ) -> Arc<SceneHub> {
+        self.scenes
+            .entry(scene_id)
+            .or_insert_with(|| {
+                Arc::new(SceneHub {
+                    scene_id,
+                    conns: RwLock::new(Conns::default()),
+                    snapshot: RwLock::new(Arc::new(snapshot())),
+                    needs_catch_up: AtomicBool::new(false),
+                })
+            })
+            .value()
+            .clone()
+    }
+
+    /// Scenes, cloned out so no map guard outlives the call.
+    pub fn scenes(&self) -> Vec<Arc<SceneHub>> {
+        self.scenes.iter().map(|e| e.value().clone()).collect()
+    }
+
+    /// Registers a phone; returns its connection and the receiving end of its queue. A phone
+    /// already connected with the same pixel is closed ("replaced"): one socket per pixel.
+    pub fn connect(
+        &self,
+        scene: &SceneHub,
+        pixel_id: Uuid,
+        position: Option<(f32, f32)>,
+        queue_capacity: usize,
+    ) -> (Arc<Conn>, mpsc::Receiver<Outgoing>) {
+        let (tx, rx) = mpsc::channel(queue_capacity);
+        let conn = Arc::new(Conn {
+            id: self.next_conn_id.fetch_add(1, Ordering::Relaxed),
+            pixel_id,
+            tx,
+            position: AtomicU64::new(UNLOCATED),
+            close: CancellationToken::new(),
+            close_reason: AtomicU8::new(CloseReason::None as u8),
+            sync_error_us: AtomicU32::new(u32::MAX),
+            catch_up: AtomicBool::new(true),
+        });
+        conn.set_position(position);
+        let mut conns = scene.conns.write().expect("conns lock");
+        if let Some(old) = conns
+            .by_pixel
+            .insert(pixel_id, conn.id)
+            .and_then(|id| conns.by_id.get(&id))
+        {
+            old.close_with(CloseReason::Replaced);
+        }
+        conns.by_id.insert(conn.id, conn.clone());
+        (conn, rx)
+    }
+
+    pub fn disconnect(&self, scene: &SceneHub, conn_id: u64) {
+        let mut conns = scene.conns.write().expect("conns lock");
+        if let Some(conn) = conns.by_id.remove(&conn_id) {
+            if conns.by_pixel.get(&conn.pixel_id) == Some(&conn_id) {
+                conns.by_pixel.remove(&conn.pixel_id);
+            }
+        }
+    }
+
+    /// The live connection of one pixel in a scene on this node.
+    pub fn conn_of_pixel(&self, scene_id: Uuid, pixel_id: Uuid) -> Option<Arc<Conn>> {
+        self.scene(scene_id)?.conn_of_pixel(pixel_id)
+    }
+
+    /// Closes every phone of a scene with `reason`.
+    pub fn close_scene(&self, scene_id: Uuid, reason: CloseReason) {
+        if let Some(scene) = self.scene(scene_id) {
+            scene.for_each_conn(|c| c.close_with(reason));
+        }
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.scenes.iter().map(|s| s.value().conn_count()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot() -> SceneSnapshot {
+        SceneSnapshot {
+            width: 10.0,
+            height: 10.0,
+            idle_rgb: [0, 0, 0],
+            show: None,
+            grid: Grid { w: 1, h: 1 },
+            timeline: Timeline::NEW,
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_only_that_phone() {
+        let hub = Hub::default();
+        let scene = hub.scene_or_insert(Uuid::new_v4(), snapshot);
+        let (slow, _slow_rx) = hub.connect(&scene, Uuid::new_v4(), None, 2);
+        let (fast, mut fast_rx) = hub.connect(&scene, Uuid::new_v4(), None, 2);
+        for i in 0..3 {
+            slow.offer(Outgoing::Text(format!("{i}")));
+            fast.offer(Outgoing::Text(format!("{i}")));
+            while fast_rx.try_recv().is_ok() {}
+        }
+        assert!(slow.closing().is_cancelled());
+        assert_eq!(slow.close_reason(), CloseReason::Lagging);
+        assert!(!fast.closing().is_cancelled());
+    }
+
+    #[test]
+    fn reconnecting_replaces_the_old_socket_and_positions_pack() {
+        let hub = Hub::default();
+        let scene = hub.scene_or_insert(Uuid::new_v4(), snapshot);
+        let pixel = Uuid::new_v4();
+        let (first, _rx1) = hub.connect(&scene, pixel, Some((1.5, -2.25)), 4);
+        assert_eq!(first.position(), Some((1.5, -2.25)));
+        let (second, _rx2) = hub.connect(&scene, pixel, None, 4);
+        assert_eq!(first.close_reason(), CloseReason::Replaced);
+        assert!(second.position().is_none());
+        assert_eq!(scene.conn_count(), 2);
+        hub.disconnect(&scene, first.id);
+        assert_eq!(
+            hub.conn_of_pixel(scene.scene_id, pixel).unwrap().id,
+            second.id
+        );
+        hub.disconnect(&scene, second.id);
+        assert!(hub.conn_of_pixel(scene.scene_id, pixel).is_none());
+    }
+
+    #[test]
+    fn presence_counts_and_histogram() {
+        let hub = Hub::default();
+        let scene = hub.scene_or_insert(Uuid::new_v4(), snapshot);
+        let (a, _ra) = hub.connect(&scene, Uuid::new_v4(), Some((1.0, 1.0)), 4);
+        let (b, _rb) = hub.connect(&scene, Uuid::new_v4(), None, 4);
+        a.report_sync(0.8);
+        b.report_sync(35.0);
+        let p = scene.presence();
+        assert_eq!((p.connected, p.located, p.synced), (2, 1, 1));
+        assert_eq!(p.sync_error_histogram[0].count, 1);
+        assert_eq!(p.sync_error_histogram[5].count, 1);
+    }
+}

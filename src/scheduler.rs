@@ -1,0 +1,308 @@
+//! The playback scheduler: the hot path. On its own OS thread (so its CPU work never stalls
+//! the reactor), every tick it builds, for each connected located phone, the chunk of colours
+//! for the next window and queues it without waiting.
+//!
+//! Per scene and tick the work is: the window's segments (shared by every phone), one chunk
+//! per grid cell in use (phones in the same cell share the bytes: all of a tick's chunks are
+//! slices of one buffer), and one non-blocking `try_send` per phone. Nothing is allocated per
+//! phone: scratch space is kept between ticks.
+//!
+//! Windows are contiguous per scene: each tick covers `[horizon, now + lookahead + tick)`. A
+//! phone that joins, is located, or sees a new show version gets a catch-up chunk for
+//! `[now, horizon)` at once, so it never waits a tick to be right.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use uuid::Uuid;
+
+use crate::chunk;
+use crate::clock;
+use crate::framecache::{FrameCache, Grid, Raster};
+use crate::hub::{Conn, Hub, Outgoing, SceneSnapshot};
+use crate::playback::Segment;
+
+#[derive(Debug, Clone, Copy)]
+pub struct SchedulerConfig {
+    /// How often windows are built and sent.
+    pub tick_ms: i64,
+    /// How far ahead of its instant a colour reaches the phone (at least).
+    pub lookahead_ms: i64,
+}
+
+/// Wakes the scheduler early (a phone joined or was located, a show changed). Cheap to clone.
+#[derive(Clone)]
+pub struct Waker(SyncSender<()>);
+
+impl Waker {
+    pub fn wake(&self) {
+        let _ = self.0.try_send(());
+    }
+}
+
+/// The scratch space of one scene, kept between ticks so a tick allocates nothing per phone.
+#[derive(Default)]
+pub struct SceneWork {
+    /// End of the last regular window sent.
+    horizon_ms: i64,
+    segments: Vec<Segment>,
+    rasters: Vec<Option<Arc<Raster>>>,
+    buf: Vec<u8>,
+    /// For each grid cell, the build number its chunk was last built in, and its byte range.
+    built_in: Vec<u32>,
+    range: Vec<(u32, u32)>,
+    build_no: u32,
+}
+
+/// What one build produced: the bytes, and whether anything but idle colour is in them.
+pub struct Built {
+    pub bytes: Bytes,
+    pub all_idle: bool,
+}
+
+impl SceneWork {
+    /// Computes the window's segments and finds their rasters. Returns the frames that are
+    /// not cached yet (the window cannot be built until they are).
+    pub fn prepare(
+        &mut self,
+        snap: &SceneSnapshot,
+        cache: &FrameCache,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Vec<usize> {
+        self.segments.clear();
+        self.rasters.clear();
+        let mut missing = Vec::new();
+        match &snap.show {
+            Some(show) => snap
+                .timeline
+                .segments(show, from_ms, to_ms, &mut self.segments),
+            None => self.segments.push(Segment {
+                start_ms: from_ms,
+                frame: None,
+            }),
+        }
+        for seg in &self.segments {
+            let raster = seg.frame.and_then(|i| {
+                let frame = &snap.show.as_ref()?.frames[i as usize];
+                let r = cache.get(&frame.sha256, snap.grid);
+                if r.is_none() {
+                    missing.push(i as usize);
+                }
+                r
+            });
+            self.rasters.push(raster);
+        }
+        missing
+    }
+
+    fn start_build(&mut self, cells: usize) {
+        self.buf.clear();
+        if self.built_in.len() != cells {
+            self.built_in = vec![0; cells];
+            self.range = vec![(0, 0); cells];
+            self.build_no = 0;
+        }
+        self.build_no = self.build_no.wrapping_add(1).max(1);
+    }
+
+    /// The chunk of `cell` for the prepared window, built on first use in this build.
+    fn chunk_for(&mut self, cell: u32, version: u32, from_ms: i64, to_ms: i64, idle: [u8; 3]) {
+        let c = cell as usize;
+        if self.built_in[c] == self.build_no {
+            return;
+        }
+        let start = self.buf.len();
+        chunk::push_header(&mut self.buf, version, from_ms, (to_ms - from_ms) as u32);
+        let mut last: Option<[u8; 3]> = None;
+        let mut last_at = from_ms;
+        for (seg, raster) in self.segments.iter().zip(&self.rasters) {
+            let rgb = raster.as_ref().map_or(idle, |r| r.rgb[c]);
+            if last != Some(rgb) {
+                chunk::push_entry(&mut self.buf, (seg.start_ms - last_at) as u32, rgb);
+                last = Some(rgb);
+                last_at = seg.start_ms;
+            }
+        }
+        self.built_in[c] = self.build_no;
+        self.range[c] = (start as u32, (self.buf.len() - start) as u32);
+    }
+
+    /// Builds the prepared window `[from, to)` for the phones `each` yields (it is called
+    /// twice: once to build, once to send) and queues it. Returns how many chunks were queued.
+    pub fn build_and_send(
+        &mut self,
+        snap: &SceneSnapshot,
+        from_ms: i64,
+        to_ms: i64,
+        each: impl Fn(&mut dyn FnMut(&Conn)),
+    ) -> usize {
+        let grid = snap.grid;
+        self.start_build(grid.cells());
+        let version = snap.timeline.version as u32;
+        each(&mut |conn| {
+            if let Some(cell) = cell_of(conn, snap, grid) {
+                self.chunk_for(cell, version, from_ms, to_ms, snap.idle_rgb);
+            }
+        });
+        if self.buf.is_empty() {
+            return 0;
+        }
+        let bytes = Bytes::from(std::mem::take(&mut self.buf));
+        let mut sent = 0;
+        each(&mut |conn| {
+            if let Some(cell) = cell_of(conn, snap, grid) {
+                let (start, len) = self.range[cell as usize];
+                let start = start as usize;
+                sent += usize::from(
+                    conn.offer(Outgoing::Chunk(bytes.slice(start..start + len as usize))),
+                );
+            }
+        });
+        sent
+    }
+
+    /// Whether the prepared window shows only the idle colour.
+    pub fn all_idle(&self) -> bool {
+        self.rasters.iter().all(Option::is_none)
+    }
+}
+
+fn cell_of(conn: &Conn, snap: &SceneSnapshot, grid: Grid) -> Option<u32> {
+    conn.position()
+        .map(|(x, y)| grid.cell_of(x, y, snap.width, snap.height))
+}
+
+pub struct Scheduler {
+    hub: Arc<Hub>,
+    cache: Arc<FrameCache>,
+    config: SchedulerConfig,
+    runtime: tokio::runtime::Handle,
+    scenes: HashMap<Uuid, SceneWork>,
+    /// Frames being fetched, and since when (a failed fetch is tried again after a while).
+    loading: HashMap<(String, Grid), Instant>,
+}
+
+/// How long a frame fetch may take before the scheduler asks for it again.
+const RELOAD_AFTER: Duration = Duration::from_secs(5);
+
+impl Scheduler {
+    /// Starts the scheduler thread; it stops when `stop` is cancelled.
+    pub fn spawn(
+        hub: Arc<Hub>,
+        cache: Arc<FrameCache>,
+        config: SchedulerConfig,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Waker {
+        // one pending wake-up is enough: the scheduler looks at everything when it wakes
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let mut scheduler = Scheduler {
+            hub,
+            cache,
+            config,
+            runtime: tokio::runtime::Handle::current(),
+            scenes: HashMap::new(),
+            loading: HashMap::new(),
+        };
+        std::thread::Builder::new()
+            .name("c3s-scheduler".into())
+            .spawn(move || scheduler.run(rx, stop))
+            .expect("spawn the scheduler thread");
+        Waker(tx)
+    }
+
+    fn run(&mut self, wakes: Receiver<()>, stop: tokio_util::sync::CancellationToken) {
+        let tick = Duration::from_millis(self.config.tick_ms as u64);
+        let mut next_tick = Instant::now();
+        while !stop.is_cancelled() {
+            let now = Instant::now();
+            let regular = now >= next_tick;
+            if regular {
+                next_tick += tick;
+                if next_tick < now {
+                    next_tick = now + tick; // we fell behind: skip, never burst
+                }
+            }
+            self.tick(regular);
+            match wakes.recv_timeout(next_tick.saturating_duration_since(Instant::now())) {
+                Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+    }
+
+    /// One pass over every scene: catch-ups always, the regular window when `regular`.
+    pub fn tick(&mut self, regular: bool) {
+        let now = clock::now_ms();
+        for scene in self.hub.scenes() {
+            let snap = scene.snapshot();
+            let work = self.scenes.entry(scene.scene_id).or_default();
+            if work.horizon_ms < now {
+                work.horizon_ms = now;
+            }
+            let mut missing = Vec::new();
+
+            // a new version, or phones that joined or moved: [now, horizon) at once
+            let everyone = scene.needs_catch_up.swap(false, Ordering::AcqRel);
+            let mut picked: Vec<Arc<Conn>> = Vec::new();
+            scene.for_each_conn(|c| {
+                if c.take_catch_up() || everyone {
+                    picked.push(c.clone());
+                }
+            });
+            if !picked.is_empty() && work.horizon_ms > now {
+                missing = work.prepare(&snap, &self.cache, now, work.horizon_ms);
+                if missing.is_empty() {
+                    work.build_and_send(&snap, now, work.horizon_ms, |f| {
+                        picked.iter().for_each(|c| f(c))
+                    });
+                } else {
+                    // try again on the next wake-up, when the frames are in
+                    picked.iter().for_each(|c| c.request_catch_up());
+                    if everyone {
+                        scene.needs_catch_up.store(true, Ordering::Release);
+                    }
+                }
+            }
+
+            let target = now + self.config.lookahead_ms;
+            if regular && work.horizon_ms < target && missing.is_empty() {
+                let (from, to) = (work.horizon_ms, target + self.config.tick_ms);
+                missing = work.prepare(&snap, &self.cache, from, to);
+                if missing.is_empty() {
+                    if !work.all_idle() {
+                        work.build_and_send(&snap, from, to, |f| scene.for_each_conn(|c| f(c)));
+                    }
+                    work.horizon_ms = to;
+                }
+            }
+            if let Some(show) = &snap.show {
+                for i in missing {
+                    let frame = show.frames[i].clone();
+                    let key = (frame.sha256.clone(), snap.grid);
+                    let due = self
+                        .loading
+                        .get(&key)
+                        .is_none_or(|since| since.elapsed() > RELOAD_AFTER);
+                    if due {
+                        self.loading.insert(key, Instant::now());
+                        let cache = self.cache.clone();
+                        let grid = snap.grid;
+                        self.runtime.spawn(async move {
+                            if let Err(e) = cache.load(&frame, grid).await {
+                                tracing::warn!(frame_id = %frame.frame_id, error = ?e, "frame load failed");
+                            }
+                        });
+                    }
+                }
+            }
+        }
+        let cache = &self.cache;
+        self.loading
+            .retain(|(sha, grid), _| !cache.contains(sha, *grid));
+    }
+}

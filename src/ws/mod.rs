@@ -1,0 +1,295 @@
+//! The phones' WebSocket: `GET /ws/scenes/{scene_id}`. One task per phone runs the session:
+//! hello → join → welcome, then clock sync, colour chunks from the hub queue, heartbeats, and
+//! a close frame with a reason for every way it can end (docs/protocol.md).
+
+pub mod protocol;
+
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::Response;
+use tokio::time::{interval, timeout, Instant, MissedTickBehavior};
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth;
+use crate::clock;
+use crate::error::Error;
+use crate::http::extract::Path;
+use crate::hub::{CloseReason, Outgoing};
+use crate::live;
+use crate::scene::{PixelStatus, SceneStatus};
+use crate::store::{self, users::SessionKind};
+use protocol::{close, ClientMsg, Position, ScenePublic, ServerMsg, PROTOCOL_VERSION};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(scene_socket))
+}
+
+/// Largest message a phone may send; its messages are tiny JSON.
+const MAX_CLIENT_MESSAGE_BYTES: usize = 4096;
+/// Socket read buffer: small, because phones send little (the default would be 128 KiB each).
+const READ_BUFFER_BYTES: usize = 4096;
+/// How long a phone has to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the server pings; a phone silent for `IDLE_TIMEOUT` is dead.
+const PING_INTERVAL: Duration = Duration::from_secs(15);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(45);
+/// A socket that cannot take one message in this long is treated as gone.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Messages a phone may send per second, on average, and in a burst.
+const CLIENT_MSGS_PER_SEC: f64 = 20.0;
+const CLIENT_MSG_BURST: f64 = 40.0;
+
+/// The phone's socket. Upgrade to WebSocket, then send `hello` (docs/protocol.md).
+#[utoipa::path(get, path = "/ws/scenes/{scene_id}", tag = "realtime",
+    params(("scene_id" = Uuid, Path)),
+    responses((status = 101, description = "switching to the WebSocket protocol of docs/protocol.md"),
+        (status = 400, body = crate::error::ErrorBody)))]
+async fn scene_socket(
+    State(state): State<AppState>,
+    Path(scene_id): Path<Uuid>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    ws.max_message_size(MAX_CLIENT_MESSAGE_BYTES)
+        .max_frame_size(MAX_CLIENT_MESSAGE_BYTES)
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0)
+        .on_upgrade(move |socket| async move {
+            let mut socket = socket;
+            let end = session(&state, scene_id, &mut socket).await;
+            let (code, reason) = end;
+            let _ = timeout(
+                SEND_TIMEOUT,
+                socket.send(Message::Close(Some(CloseFrame {
+                    code,
+                    reason: Utf8Bytes::from(reason),
+                }))),
+            )
+            .await;
+        })
+}
+
+type End = (u16, String);
+
+fn end(code: u16, reason: impl Into<String>) -> End {
+    (code, reason.into())
+}
+
+async fn send(socket: &mut WebSocket, msg: Message) -> Result<(), End> {
+    match timeout(SEND_TIMEOUT, socket.send(msg)).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(end(close::GOING_AWAY, "send failed")),
+    }
+}
+
+/// Runs one phone's session; returns the close code and reason to end it with.
+async fn session(state: &AppState, scene_id: Uuid, socket: &mut WebSocket) -> End {
+    match run(state, scene_id, socket).await {
+        Ok(end) | Err(end) => end,
+    }
+}
+
+/// Reads the next message as a `ClientMsg`, mapping every way it can be wrong to a close.
+fn parse(msg: Result<Message, axum::Error>) -> Result<Option<ClientMsg>, End> {
+    match msg {
+        Ok(Message::Text(text)) => serde_json::from_str(text.as_str())
+            .map(Some)
+            .map_err(|e| end(close::BAD_MESSAGE, format!("bad message: {e}"))),
+        Ok(Message::Binary(_)) => Err(end(close::BAD_MESSAGE, "binary messages are not accepted")),
+        Ok(Message::Ping(_) | Message::Pong(_)) => Ok(None),
+        Ok(Message::Close(_)) => Err(end(1000, "bye")),
+        Err(e) => {
+            let text = format!("{e}");
+            if text.contains("too long") || text.contains("Space limit") || text.contains("size") {
+                Err(end(close::TOO_BIG, "message too big"))
+            } else {
+                Err(end(close::GOING_AWAY, "read failed"))
+            }
+        }
+    }
+}
+
+async fn run(state: &AppState, scene_id: Uuid, socket: &mut WebSocket) -> Result<End, End> {
+    // 1. hello
+    let hello = match timeout(HELLO_TIMEOUT, socket.recv()).await {
+        Ok(Some(msg)) => parse(msg)?,
+        Ok(None) => return Err(end(close::GOING_AWAY, "closed")),
+        Err(_) => return Err(end(close::HELLO_EXPECTED, "hello expected")),
+    };
+    let Some(ClientMsg::Hello { protocol, token }) = hello else {
+        return Err(end(
+            close::HELLO_EXPECTED,
+            "the first message must be hello",
+        ));
+    };
+    if protocol != PROTOCOL_VERSION {
+        return Err(end(
+            close::UNSUPPORTED_PROTOCOL,
+            format!(
+                "unsupported protocol version {protocol}; this server speaks {PROTOCOL_VERSION}"
+            ),
+        ));
+    }
+
+    // 2. identity and join
+    let unavailable = |e: Error| {
+        tracing::warn!(error = ?e, "socket join failed");
+        end(
+            close::UNAVAILABLE,
+            "the server cannot take phones right now; retry shortly",
+        )
+    };
+    let scene = store::scenes::scene_by_id(&state.db, scene_id)
+        .await
+        .map_err(|e| unavailable(e.into()))?
+        .filter(|s| matches!(s.status, SceneStatus::Open | SceneStatus::Live))
+        .ok_or_else(|| end(close::NOT_JOINABLE, "no such scene is open"))?;
+    let (user_id, new_token) = identify(state, token.as_deref())
+        .await
+        .map_err(unavailable)?;
+    let pixel = {
+        let mut tx = state.db.begin().await.map_err(|e| unavailable(e.into()))?;
+        let pixel = store::scenes::join_scene(&mut tx, scene_id, user_id)
+            .await
+            .map_err(|e| unavailable(e.into()))?;
+        if pixel.status == PixelStatus::Kicked {
+            let (code, reason) = CloseReason::Kicked.close_frame();
+            return Err(end(code, reason));
+        }
+        tx.commit().await.map_err(|e| unavailable(e.into()))?;
+        pixel
+    };
+    let scene_hub = live::scene_hub(state, &scene)
+        .await
+        .map_err(|e| unavailable(e.into()))?;
+    let position = pixel.x.zip(pixel.y);
+    let (conn, mut queue) = state.hub.connect(
+        &scene_hub,
+        pixel.pixel_id,
+        position.map(|(x, y)| (x as f32, y as f32)),
+        state.config.ws_queue_capacity,
+    );
+    let _leave = Leave {
+        state,
+        scene: &scene_hub,
+        conn_id: conn.id,
+    };
+    let public = ScenePublic {
+        scene_id,
+        name: scene.name.clone(),
+        width: scene.width,
+        height: scene.height,
+        idle_color: scene.idle_color.clone(),
+        status: scene.status.as_str().into(),
+        location_methods: scene.location_methods.clone(),
+    };
+    let welcome = ServerMsg::Welcome {
+        protocol: PROTOCOL_VERSION,
+        token: new_token.as_deref(),
+        user_id,
+        pixel_id: pixel.pixel_id,
+        scene: &public,
+        position: position.map(|(x, y)| Position { x, y }),
+        server_time_us: clock::now_us(),
+        tick_ms: state.config.tick_ms,
+        lookahead_ms: state.config.lookahead_ms,
+    };
+    send(socket, Message::Text(welcome.to_json().into())).await?;
+    state.scheduler.wake();
+
+    // 3. the session
+    let mut ping = interval(PING_INTERVAL);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    ping.tick().await;
+    let mut last_heard = Instant::now();
+    let mut budget = CLIENT_MSG_BURST;
+    let mut budget_at = Instant::now();
+    loop {
+        tokio::select! {
+            biased;
+            _ = conn.closing().cancelled() => {
+                let (code, reason) = conn.close_reason().close_frame();
+                return Ok(end(code, reason));
+            }
+            _ = state.shutdown.cancelled() => {
+                return Ok(end(close::GOING_AWAY, "server shutting down"));
+            }
+            msg = socket.recv() => {
+                let t1 = clock::now_us();
+                let Some(msg) = msg else { return Err(end(close::GOING_AWAY, "closed")) };
+                last_heard = Instant::now();
+                // token bucket: a phone that floods is cut off, not served
+                budget = (budget + budget_at.elapsed().as_secs_f64() * CLIENT_MSGS_PER_SEC).min(CLIENT_MSG_BURST);
+                budget_at = Instant::now();
+                budget -= 1.0;
+                if budget < 0.0 {
+                    return Err(end(close::TOO_MANY_MESSAGES, "too many messages"));
+                }
+                match parse(msg)? {
+                    None => {}
+                    Some(ClientMsg::Hello { .. }) => {
+                        return Err(end(close::BAD_MESSAGE, "hello was already said"));
+                    }
+                    Some(ClientMsg::Sync { t0 }) => {
+                        let reply = ServerMsg::Sync { t0, t1, t2: clock::now_us() }.to_json();
+                        send(socket, Message::Text(reply.into())).await?;
+                    }
+                    Some(ClientMsg::SyncReport { error_ms, .. }) => {
+                        if error_ms.is_finite() {
+                            conn.report_sync(error_ms);
+                        }
+                    }
+                }
+            }
+            out = queue.recv() => {
+                let Some(out) = out else { return Ok(end(1000, "bye")) };
+                let msg = match out {
+                    Outgoing::Chunk(bytes) => Message::Binary(bytes),
+                    Outgoing::Text(text) => Message::Text(text.into()),
+                };
+                send(socket, msg).await?;
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() > IDLE_TIMEOUT {
+                    return Err(end(close::HEARTBEAT_TIMEOUT, "no answer to pings"));
+                }
+                send(socket, Message::Ping(Default::default())).await?;
+            }
+        }
+    }
+}
+
+/// Removes the connection from the hub however the session ends.
+struct Leave<'a> {
+    state: &'a AppState,
+    scene: &'a crate::hub::SceneHub,
+    conn_id: u64,
+}
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.state.hub.disconnect(self.scene, self.conn_id);
+    }
+}
+
+/// The phone's user: the one behind its token, or a new guest (with a new device token).
+async fn identify(state: &AppState, token: Option<&str>) -> Result<(Uuid, Option<String>), Error> {
+    if let Some(token) = token {
+        if let Some(identity) =
+            store::users::identity_by_token(&state.db, &auth::hash_token(token)).await?
+        {
+            return Ok((identity.user_id, None));
+        }
+    }
+    let mut tx = state.db.begin().await?;
+    let user = store::users::insert_user(&mut tx, None, "phone", None).await?;
+    let (token, hash) = auth::new_token();
+    let expires = chrono::Utc::now() + chrono::Duration::days(state.config.device_ttl_days);
+    store::users::insert_session(&mut *tx, user.user_id, &hash, SessionKind::Device, expires)
+        .await?;
+    tx.commit().await?;
+    Ok((user.user_id, Some(token)))
+}

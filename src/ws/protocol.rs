@@ -1,0 +1,116 @@
+//! The phone ↔ server messages, as typed enums. `docs/protocol.md` describes the same; the
+//! JSON shape is `{"type": "<snake_case name>", ...fields}`.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::scene::LocationMethod;
+
+/// The protocol version this server speaks; a phone says which it speaks in `hello`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientMsg {
+    /// First message: the protocol version, and the device token from an earlier visit.
+    Hello {
+        protocol: u32,
+        #[serde(default)]
+        token: Option<String>,
+    },
+    /// Clock sync request: `t0` is the phone's clock, in ms.
+    Sync { t0: f64 },
+    /// The phone's current estimate: server clock minus its clock, and the error bound.
+    SyncReport { offset_ms: f64, error_ms: f64 },
+}
+
+#[derive(Debug, Serialize)]
+pub struct ScenePublic {
+    pub scene_id: Uuid,
+    pub name: String,
+    pub width: f64,
+    pub height: f64,
+    pub idle_color: String,
+    pub status: String,
+    pub location_methods: Vec<LocationMethod>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Position {
+    pub x: f64,
+    pub y: f64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMsg<'a> {
+    Welcome {
+        protocol: u32,
+        /// A new device token when the phone had none (or a dead one): keep it for next time.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        token: Option<&'a str>,
+        user_id: Uuid,
+        pixel_id: Uuid,
+        scene: &'a ScenePublic,
+        position: Option<Position>,
+        /// Server time when this was sent, µs since the Unix epoch.
+        server_time_us: i64,
+        tick_ms: i64,
+        lookahead_ms: i64,
+    },
+    /// Clock sync reply: `t0` echoed, `t1` received and `t2` sent, server µs.
+    Sync { t0: f64, t1: i64, t2: i64 },
+    /// The phone was placed (or moved) in the scene.
+    Located { x: f64, y: f64 },
+}
+
+impl ServerMsg<'_> {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("server messages serialise")
+    }
+}
+
+/// Close codes and reasons the server uses besides those of `hub::CloseReason`.
+pub mod close {
+    pub const BAD_MESSAGE: u16 = 4000;
+    pub const HELLO_EXPECTED: u16 = 4001;
+    pub const UNSUPPORTED_PROTOCOL: u16 = 4002;
+    pub const NOT_JOINABLE: u16 = 4004;
+    pub const UNAVAILABLE: u16 = 4005;
+    pub const HEARTBEAT_TIMEOUT: u16 = 4011;
+    pub const TOO_MANY_MESSAGES: u16 = 4029;
+    pub const TOO_BIG: u16 = 1009;
+    pub const GOING_AWAY: u16 = 1001;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_messages_parse_and_unknown_ones_do_not() {
+        let m: ClientMsg = serde_json::from_str(r#"{"type":"sync","t0":12.5}"#).unwrap();
+        assert!(matches!(m, ClientMsg::Sync { t0 } if t0 == 12.5));
+        let m: ClientMsg = serde_json::from_str(r#"{"type":"hello","protocol":1}"#).unwrap();
+        assert!(matches!(
+            m,
+            ClientMsg::Hello {
+                protocol: 1,
+                token: None
+            }
+        ));
+        assert!(serde_json::from_str::<ClientMsg>(r#"{"type":"dance"}"#).is_err());
+        assert!(serde_json::from_str::<ClientMsg>(r#"{"type":"sync","t0":1,"x":2}"#).is_err());
+    }
+
+    #[test]
+    fn server_messages_are_tagged() {
+        let json = ServerMsg::Sync {
+            t0: 1.5,
+            t1: 2,
+            t2: 3,
+        }
+        .to_json();
+        assert_eq!(json, r#"{"type":"sync","t0":1.5,"t1":2,"t2":3}"#);
+    }
+}
