@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -103,8 +104,16 @@ impl App {
         tracing::info!(addr = %self.listener.local_addr()?, "c3s listening");
         let stop = shutdown.clone();
         let shutdown_all = state.shutdown.clone();
+        let send_buffer = state.config.socket_send_buffer;
+        let listener = self.listener.tap_io(move |tcp| {
+            // clock-sync replies are tiny and must not wait for Nagle's algorithm
+            let _ = tcp.set_nodelay(true);
+            if send_buffer > 0 {
+                let _ = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer);
+            }
+        });
         axum::serve(
-            self.listener,
+            listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(async move {

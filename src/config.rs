@@ -89,6 +89,11 @@ pub struct Config {
     #[arg(long, env = "C3S_WS_QUEUE", default_value_t = crate::hub::CONN_QUEUE_CAPACITY)]
     pub ws_queue_capacity: usize,
 
+    /// Kernel send buffer of each accepted socket, in bytes (0: the system's autotuning).
+    /// Small values make a phone that stops reading show up as slow sooner.
+    #[arg(long, env = "C3S_SOCKET_SEND_BUFFER", default_value_t = 0)]
+    pub socket_send_buffer: usize,
+
     /// Memory for decoded, resampled frames, in MiB.
     #[arg(long, env = "C3S_FRAME_CACHE_MB", default_value_t = 256)]
     pub frame_cache_mb: u64,
@@ -140,6 +145,7 @@ impl std::fmt::Debug for Config {
             .field("lookahead_ms", &self.lookahead_ms)
             .field("ws_queue_capacity", &self.ws_queue_capacity)
             .field("frame_cache_mb", &self.frame_cache_mb)
+            .field("socket_send_buffer", &self.socket_send_buffer)
             .field(
                 "bootstrap_admin",
                 &self.bootstrap_admin.as_ref().map(|_| "<redacted>"),

@@ -65,7 +65,11 @@ pub async fn publish_scene(state: &AppState, scene: &Scene) -> Result<(), sqlx::
 /// Fetches and resamples a show's frames in the background, well before they play.
 fn preload(state: &AppState, show: Arc<crate::playback::Show>) {
     let cache = state.frame_cache.clone();
-    tokio::spawn(async move { cache.preload(&show).await });
+    let scheduler = state.scheduler.clone();
+    tokio::spawn(async move {
+        cache.preload(&show).await;
+        scheduler.wake();
+    });
 }
 
 /// Tells a connected phone where it now is.

@@ -183,6 +183,8 @@ pub struct Scheduler {
     config: SchedulerConfig,
     runtime: tokio::runtime::Handle,
     scenes: HashMap<Uuid, SceneWork>,
+    /// Its own waker: a frame load that completes wakes the scheduler to use it.
+    waker: Waker,
     /// Frames being fetched, and since when (a failed fetch is tried again after a while).
     loading: HashMap<(String, Grid), Instant>,
 }
@@ -200,7 +202,9 @@ impl Scheduler {
     ) -> Waker {
         // one pending wake-up is enough: the scheduler looks at everything when it wakes
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let waker = Waker(tx);
         let mut scheduler = Scheduler {
+            waker: waker.clone(),
             hub,
             cache,
             config,
@@ -212,7 +216,7 @@ impl Scheduler {
             .name("c3s-scheduler".into())
             .spawn(move || scheduler.run(rx, stop))
             .expect("spawn the scheduler thread");
-        Waker(tx)
+        waker
     }
 
     fn run(&mut self, wakes: Receiver<()>, stop: tokio_util::sync::CancellationToken) {
@@ -220,14 +224,13 @@ impl Scheduler {
         let mut next_tick = Instant::now();
         while !stop.is_cancelled() {
             let now = Instant::now();
-            let regular = now >= next_tick;
-            if regular {
+            if now >= next_tick {
                 next_tick += tick;
                 if next_tick < now {
                     next_tick = now + tick; // we fell behind: skip, never burst
                 }
             }
-            self.tick(regular);
+            self.tick();
             match wakes.recv_timeout(next_tick.saturating_duration_since(Instant::now())) {
                 Ok(()) | Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -235,8 +238,8 @@ impl Scheduler {
         }
     }
 
-    /// One pass over every scene: catch-ups always, the regular window when `regular`.
-    pub fn tick(&mut self, regular: bool) {
+    /// One pass over every scene: catch-ups, and the regular window where it is due.
+    pub fn tick(&mut self) {
         let now = clock::now_ms();
         for scene in self.hub.scenes() {
             let snap = scene.snapshot();
@@ -269,8 +272,10 @@ impl Scheduler {
                 }
             }
 
+            // the regular window: due when the phones' coverage runs short of the lookahead
+            // (on a tick, or on a wake-up for a scene that had none yet)
             let target = now + self.config.lookahead_ms;
-            if regular && work.horizon_ms < target && missing.is_empty() {
+            if work.horizon_ms < target && missing.is_empty() {
                 let (from, to) = (work.horizon_ms, target + self.config.tick_ms);
                 missing = work.prepare(&snap, &self.cache, from, to);
                 if missing.is_empty() {
@@ -292,9 +297,11 @@ impl Scheduler {
                         self.loading.insert(key, Instant::now());
                         let cache = self.cache.clone();
                         let grid = snap.grid;
+                        let waker = self.waker.clone();
                         self.runtime.spawn(async move {
-                            if let Err(e) = cache.load(&frame, grid).await {
-                                tracing::warn!(frame_id = %frame.frame_id, error = ?e, "frame load failed");
+                            match cache.load(&frame, grid).await {
+                                Ok(()) => waker.wake(),
+                                Err(e) => tracing::warn!(frame_id = %frame.frame_id, error = ?e, "frame load failed"),
                             }
                         });
                     }

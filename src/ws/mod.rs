@@ -237,11 +237,10 @@ async fn run(state: &AppState, scene_id: Uuid, socket: &mut WebSocket) -> Result
                         let reply = ServerMsg::Sync { t0, t1, t2: clock::now_us() }.to_json();
                         send(socket, Message::Text(reply.into())).await?;
                     }
-                    Some(ClientMsg::SyncReport { error_ms, .. }) => {
-                        if error_ms.is_finite() {
-                            conn.report_sync(error_ms);
-                        }
+                    Some(ClientMsg::SyncReport { error_ms, .. }) if error_ms.is_finite() => {
+                        conn.report_sync(error_ms);
                     }
+                    Some(ClientMsg::SyncReport { .. }) => {}
                 }
             }
             out = queue.recv() => {

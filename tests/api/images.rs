@@ -72,3 +72,9 @@ pub fn png_bomb() -> Vec<u8> {
     }
     png
 }
+
+/// A PNG of `w` × `h` with the given colours, row by row.
+pub fn png_of(w: u32, h: u32, colours: &[[u8; 3]]) -> Vec<u8> {
+    let img = RgbImage::from_fn(w, h, |x, y| Rgb(colours[(y * w + x) as usize]));
+    encode(&img, ImageFormat::Png)
+}

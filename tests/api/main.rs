@@ -7,4 +7,6 @@ mod frames;
 mod health;
 mod helpers;
 mod images;
+mod phone;
+mod realtime;
 mod scenes;
