@@ -18,13 +18,20 @@ pub const HEADER_BYTES: usize = 17;
 
 /// Appends a chunk's header to `out`; entries follow with [`push_entry`].
 pub fn push_header(out: &mut Vec<u8>, version: u32, start_ms: i64, length_ms: u32) {
-    out.push(KIND_COLOURS);
-    out.extend_from_slice(&version.to_le_bytes());
-    out.extend_from_slice(&start_ms.to_le_bytes());
-    out.extend_from_slice(&length_ms.to_le_bytes());
+    let mut header = [0u8; HEADER_BYTES];
+    header[0] = KIND_COLOURS;
+    header[1..5].copy_from_slice(&version.to_le_bytes());
+    header[5..13].copy_from_slice(&start_ms.to_le_bytes());
+    header[13..17].copy_from_slice(&length_ms.to_le_bytes());
+    out.extend_from_slice(&header);
 }
 
 pub fn push_entry(out: &mut Vec<u8>, dt_ms: u32, rgb: [u8; 3]) {
+    if dt_ms < 0x80 {
+        // the common case (frames under 128 ms): one 4-byte write
+        out.extend_from_slice(&[dt_ms as u8, rgb[0], rgb[1], rgb[2]]);
+        return;
+    }
     let mut v = dt_ms;
     loop {
         let byte = (v & 0x7f) as u8;

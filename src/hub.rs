@@ -183,11 +183,35 @@ pub struct HistogramBucket {
 pub const SYNCED_ERROR_MS: f64 = 10.0;
 const HISTOGRAM_BOUNDS_MS: [f64; 7] = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0];
 
+/// A scene's connections: a dense list (the scheduler walks it every tick, and splits it
+/// across threads) with indexes by connection id and by pixel.
 #[derive(Default)]
 struct Conns {
-    by_id: HashMap<u64, Arc<Conn>>,
-    /// The live connection of each pixel (a replaced one stays in `by_id` until it ends).
+    list: Vec<Arc<Conn>>,
+    /// Position of each connection in `list`.
+    index: HashMap<u64, usize>,
+    /// The live connection of each pixel (a replaced one stays listed until it ends).
     by_pixel: HashMap<Uuid, u64>,
+}
+
+impl Conns {
+    fn get(&self, id: u64) -> Option<&Arc<Conn>> {
+        self.index.get(&id).map(|&i| &self.list[i])
+    }
+
+    fn insert(&mut self, conn: Arc<Conn>) {
+        self.index.insert(conn.id, self.list.len());
+        self.list.push(conn);
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Arc<Conn>> {
+        let i = self.index.remove(&id)?;
+        let conn = self.list.swap_remove(i);
+        if let Some(moved) = self.list.get(i) {
+            self.index.insert(moved.id, i);
+        }
+        Some(conn)
+    }
 }
 
 /// One scene on this node.
@@ -212,20 +236,25 @@ impl SceneHub {
 
     /// Calls `f` with every connection, under a read lock (do not block in `f`).
     pub fn for_each_conn(&self, mut f: impl FnMut(&Arc<Conn>)) {
-        for conn in self.conns.read().expect("conns lock").by_id.values() {
+        for conn in &self.conns.read().expect("conns lock").list {
             f(conn);
         }
     }
 
+    /// Calls `f` with all connections as one slice, under a read lock (do not block in `f`).
+    pub fn with_conns<R>(&self, f: impl FnOnce(&[Arc<Conn>]) -> R) -> R {
+        f(&self.conns.read().expect("conns lock").list)
+    }
+
     pub fn conn_count(&self) -> usize {
-        self.conns.read().expect("conns lock").by_id.len()
+        self.conns.read().expect("conns lock").list.len()
     }
 
     /// The live connection of a pixel, if it has one here.
     pub fn conn_of_pixel(&self, pixel_id: Uuid) -> Option<Arc<Conn>> {
         let conns = self.conns.read().expect("conns lock");
         let id = conns.by_pixel.get(&pixel_id)?;
-        conns.by_id.get(id).cloned()
+        conns.get(*id).cloned()
     }
 
     pub fn empty_presence() -> Presence {
@@ -335,17 +364,17 @@ impl Hub {
         if let Some(old) = conns
             .by_pixel
             .insert(pixel_id, conn.id)
-            .and_then(|id| conns.by_id.get(&id))
+            .and_then(|id| conns.get(id))
         {
             old.close_with(CloseReason::Replaced);
         }
-        conns.by_id.insert(conn.id, conn.clone());
+        conns.insert(conn.clone());
         (conn, rx)
     }
 
     pub fn disconnect(&self, scene: &SceneHub, conn_id: u64) {
         let mut conns = scene.conns.write().expect("conns lock");
-        if let Some(conn) = conns.by_id.remove(&conn_id) {
+        if let Some(conn) = conns.remove(conn_id) {
             if conns.by_pixel.get(&conn.pixel_id) == Some(&conn_id) {
                 conns.by_pixel.remove(&conn.pixel_id);
             }

@@ -26,6 +26,9 @@ use crate::framecache::{FrameCache, Grid, Raster};
 use crate::hub::{Conn, Hub, Outgoing, SceneSnapshot};
 use crate::playback::Segment;
 
+/// From this many phones in a scene, a window is queued by two threads (the machine's cores).
+const PARALLEL_SEND_MIN_PHONES: usize = 20_000;
+
 #[derive(Debug, Clone, Copy)]
 pub struct SchedulerConfig {
     /// How often windows are built and sent.
@@ -132,38 +135,64 @@ impl SceneWork {
         self.range[c] = (start as u32, (self.buf.len() - start) as u32);
     }
 
-    /// Builds the prepared window `[from, to)` for the phones `each` yields (it is called
-    /// twice: once to build, once to send) and queues it. Returns how many chunks were queued.
+    /// Builds the prepared window `[from, to)` for `conns` and queues it. Returns how many
+    /// chunks were queued.
+    ///
+    /// When phones outnumber half the grid's cells every cell is built up front (cheaper than
+    /// a second walk over the phones), and a large crowd is served by two threads at once.
     pub fn build_and_send(
         &mut self,
         snap: &SceneSnapshot,
         from_ms: i64,
         to_ms: i64,
-        each: impl Fn(&mut dyn FnMut(&Conn)),
+        conns: &[Arc<Conn>],
     ) -> usize {
         let grid = snap.grid;
         self.start_build(grid.cells());
         let version = snap.timeline.version as u32;
-        each(&mut |conn| {
-            if let Some(cell) = cell_of(conn, snap, grid) {
+        if conns.len() * 2 >= grid.cells() {
+            // one allocation for the whole tick: header and up to 5 bytes per segment a cell
+            self.buf
+                .reserve(grid.cells() * (chunk::HEADER_BYTES + 5 * self.segments.len()));
+            for cell in 0..grid.cells() as u32 {
                 self.chunk_for(cell, version, from_ms, to_ms, snap.idle_rgb);
             }
-        });
+        } else {
+            for conn in conns {
+                if let Some(cell) = cell_of(conn, snap, grid) {
+                    self.chunk_for(cell, version, from_ms, to_ms, snap.idle_rgb);
+                }
+            }
+        }
         if self.buf.is_empty() {
             return 0;
         }
         let bytes = Bytes::from(std::mem::take(&mut self.buf));
-        let mut sent = 0;
-        each(&mut |conn| {
-            if let Some(cell) = cell_of(conn, snap, grid) {
-                let (start, len) = self.range[cell as usize];
-                let start = start as usize;
-                sent += usize::from(
-                    conn.offer(Outgoing::Chunk(bytes.slice(start..start + len as usize))),
-                );
+        let range = &self.range;
+        let send = |part: &[Arc<Conn>], bytes: &Bytes| {
+            let mut sent = 0;
+            for conn in part {
+                if let Some(cell) = cell_of(conn, snap, grid) {
+                    let (start, len) = range[cell as usize];
+                    let start = start as usize;
+                    sent += usize::from(
+                        conn.offer(Outgoing::Chunk(bytes.slice(start..start + len as usize))),
+                    );
+                }
             }
-        });
-        sent
+            sent
+        };
+        if conns.len() < PARALLEL_SEND_MIN_PHONES {
+            return send(conns, &bytes);
+        }
+        // the second thread gets its own copy of the bytes: sharing one reference count
+        // between two cores would bounce its cache line on every phone
+        let copy = Bytes::copy_from_slice(&bytes);
+        let (a, b) = conns.split_at(conns.len() / 2);
+        std::thread::scope(|scope| {
+            let other = scope.spawn(|| send(b, &copy));
+            send(a, &bytes) + other.join().expect("send thread")
+        })
     }
 
     /// Whether the prepared window shows only the idle colour.
@@ -260,9 +289,7 @@ impl Scheduler {
             if !picked.is_empty() && work.horizon_ms > now {
                 missing = work.prepare(&snap, &self.cache, now, work.horizon_ms);
                 if missing.is_empty() {
-                    work.build_and_send(&snap, now, work.horizon_ms, |f| {
-                        picked.iter().for_each(|c| f(c))
-                    });
+                    work.build_and_send(&snap, now, work.horizon_ms, &picked);
                 } else {
                     // try again on the next wake-up, when the frames are in
                     picked.iter().for_each(|c| c.request_catch_up());
@@ -280,7 +307,7 @@ impl Scheduler {
                 missing = work.prepare(&snap, &self.cache, from, to);
                 if missing.is_empty() {
                     if !work.all_idle() {
-                        work.build_and_send(&snap, from, to, |f| scene.for_each_conn(|c| f(c)));
+                        scene.with_conns(|conns| work.build_and_send(&snap, from, to, conns));
                     }
                     work.horizon_ms = to;
                 }

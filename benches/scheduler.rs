@@ -1,0 +1,217 @@
+//! The hot path, measured: frame preparation (decode + resample) and one scheduler tick (a
+//! window's segments, every cell's chunk, one queued message per phone) for 10k and 100k
+//! located phones.
+//!
+//! `cargo bench --bench scheduler` (no stores needed). Criterion prints its statistics; the
+//! last line is JSON: `{"bench":"scheduler","tick_10k_ms":..,"tick_100k_ms":..,...}`.
+
+use std::io::Cursor;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use c3s::clock;
+use c3s::framecache::{FrameCache, Grid, Raster};
+use c3s::hub::{Conn, Hub, Outgoing, SceneSnapshot};
+use c3s::playback::{Command, Show, ShowFrame, Timeline};
+use c3s::scheduler::SceneWork;
+use criterion::Criterion;
+use image::{ImageFormat, Rgb, RgbImage};
+use rand::{Rng, SeedableRng};
+use tokio::sync::mpsc::Receiver;
+use uuid::Uuid;
+
+const FPS: u32 = 30;
+const FRAME_PX: u32 = 128;
+const WINDOW_MS: i64 = 500;
+
+fn png(w: u32, h: u32, seed: u32) -> Vec<u8> {
+    let img = RgbImage::from_fn(w, h, |x, y| {
+        Rgb([(x ^ seed) as u8, (y + seed) as u8, (x * y) as u8])
+    });
+    let mut out = Vec::new();
+    img.write_to(&mut Cursor::new(&mut out), ImageFormat::Png)
+        .unwrap();
+    out
+}
+
+struct Setup {
+    hub: Arc<Hub>,
+    snapshot: SceneSnapshot,
+    cache: FrameCache,
+    receivers: Vec<Receiver<Outgoing>>,
+    _conns: Vec<Arc<Conn>>,
+}
+
+fn setup(runtime: &tokio::runtime::Runtime, phones: usize) -> Setup {
+    let store = runtime.block_on(async {
+        let config = c3s::config::Config::for_tests(
+            "postgres://unused@127.0.0.1/none".into(),
+            "mongodb://127.0.0.1:1".into(),
+            "none".into(),
+        );
+        c3s::store::gridfs::FrameStore::connect(&config)
+            .await
+            .unwrap()
+    });
+    let cache = FrameCache::new(store, 1 << 30);
+    let show = Show {
+        frames: (0..FPS)
+            .map(|i| ShowFrame {
+                frame_id: Uuid::new_v4(),
+                sha256: format!("{i:064x}"),
+                gridfs_id: String::new(),
+                duration_ms: 1000 / FPS,
+                width: FRAME_PX,
+                height: FRAME_PX,
+            })
+            .collect(),
+        looped: true,
+    };
+    let grid = Grid::for_show(&show);
+    for (i, f) in show.frames.iter().enumerate() {
+        let raster = Raster::from_image_bytes(&png(FRAME_PX, FRAME_PX, i as u32), grid).unwrap();
+        cache.insert(&f.sha256, Arc::new(raster));
+    }
+    let timeline = Timeline::NEW
+        .apply(
+            Command::Play {
+                start_at_ms: 0,
+                from_ms: 0,
+            },
+            &show,
+        )
+        .unwrap();
+    let snapshot = SceneSnapshot {
+        width: 100.0,
+        height: 100.0,
+        idle_rgb: [0, 0, 0],
+        show: Some(Arc::new(show)),
+        grid,
+        timeline,
+    };
+    let hub = Arc::new(Hub::default());
+    let scene = hub.scene_or_insert(Uuid::new_v4(), || snapshot.clone());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut receivers = Vec::with_capacity(phones);
+    let mut conns = Vec::with_capacity(phones);
+    for _ in 0..phones {
+        let pos = (rng.gen_range(0.0..100.0), rng.gen_range(0.0..100.0));
+        let (conn, rx) = hub.connect(&scene, Uuid::new_v4(), Some(pos), 8);
+        conn.take_catch_up();
+        receivers.push(rx);
+        conns.push(conn);
+    }
+    Setup {
+        hub,
+        snapshot,
+        cache,
+        receivers,
+        _conns: conns,
+    }
+}
+
+/// One tick's work for the scene: prepare the window, build and queue every phone's chunk.
+fn tick(s: &Setup, work: &mut SceneWork, from: i64) -> usize {
+    let scene = &s.hub.scenes()[0];
+    let missing = work.prepare(&s.snapshot, &s.cache, from, from + WINDOW_MS);
+    assert!(missing.is_empty());
+    scene.with_conns(|conns| work.build_and_send(&s.snapshot, from, from + WINDOW_MS, conns))
+}
+
+fn drain(s: &mut Setup) {
+    for rx in &mut s.receivers {
+        while rx.try_recv().is_ok() {}
+    }
+}
+
+/// Median wall time of `runs` ticks, in ms.
+fn median_tick_ms(s: &mut Setup, runs: usize) -> f64 {
+    let mut work = SceneWork::default();
+    let mut times = Vec::with_capacity(runs);
+    let mut from = clock::now_ms();
+    for _ in 0..runs {
+        drain(s);
+        let started = Instant::now();
+        let sent = tick(s, &mut work, from);
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(sent, s.receivers.len(), "every phone got its chunk");
+        from += WINDOW_MS;
+    }
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+/// Median wall time of building a window's chunks when no phone is located.
+fn median_tick_ms_unsent(s: &mut Setup, runs: usize) -> f64 {
+    let mut work = SceneWork::default();
+    let mut times = Vec::with_capacity(runs);
+    let mut from = clock::now_ms();
+    for _ in 0..runs {
+        let started = Instant::now();
+        assert_eq!(tick(s, &mut work, from), 0);
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        from += WINDOW_MS;
+    }
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+fn main() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut criterion = Criterion::default()
+        .configure_from_args()
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(5));
+
+    let big = png(1920, 1080, 3);
+    let grid = Grid { w: 512, h: 288 };
+    criterion.bench_function("prepare_frame_1080p_to_512x288", |b| {
+        b.iter(|| Raster::from_image_bytes(&big, grid).unwrap())
+    });
+    let started = Instant::now();
+    let runs = 10;
+    for _ in 0..runs {
+        Raster::from_image_bytes(&big, grid).unwrap();
+    }
+    let prepare_ms = started.elapsed().as_secs_f64() * 1000.0 / runs as f64;
+
+    let mut figures = Vec::new();
+    for phones in [10_000usize, 100_000] {
+        let mut s = setup(&runtime, phones);
+        let mut work = SceneWork::default();
+        let mut from = clock::now_ms();
+        criterion.bench_function(&format!("tick_{}k_phones", phones / 1000), |b| {
+            // queues are emptied between ticks, outside the measured time
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    drain(&mut s);
+                    from += WINDOW_MS;
+                    let started = Instant::now();
+                    tick(&s, &mut work, from);
+                    total += started.elapsed();
+                }
+                total
+            })
+        });
+        figures.push(median_tick_ms(&mut s, 30));
+    }
+    // the build alone: every cell's chunk, for phones none of which is located (nothing sent)
+    let mut s = setup(&runtime, 20_000);
+    s._conns.iter().for_each(|c| c.set_position(None));
+    let build_only_ms = median_tick_ms_unsent(&mut s, 30);
+    criterion.final_summary();
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "scheduler",
+            "fps": FPS,
+            "window_ms": WINDOW_MS,
+            "grid": format!("{FRAME_PX}x{FRAME_PX}"),
+            "prepare_frame_1080p_ms": (prepare_ms * 100.0).round() / 100.0,
+            "tick_10k_ms": (figures[0] * 1000.0).round() / 1000.0,
+            "tick_100k_ms": (figures[1] * 1000.0).round() / 1000.0,
+            "build_all_cells_ms": (build_only_ms * 1000.0).round() / 1000.0,
+        })
+    );
+}
