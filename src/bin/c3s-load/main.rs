@@ -57,6 +57,9 @@ struct Args {
     up_delay_ms: Option<u64>,
     #[arg(long)]
     up_jitter_ms: Option<u64>,
+    /// Clock-sync exchanges each phone makes (the least delayed one is trusted).
+    #[arg(long, default_value_t = 8)]
+    sync_samples: usize,
     /// The server binary to start.
     #[arg(long, default_value = "target/release/c3s")]
     server_bin: PathBuf,
@@ -317,6 +320,7 @@ async fn main() -> anyhow::Result<()> {
             up,
             down,
             clock_skew_ms: rng.gen_range(-5000.0..5000.0),
+            sync_samples: args.sync_samples,
         };
         tasks.push(tokio::spawn(phone::run(
             spec,
@@ -424,6 +428,9 @@ async fn main() -> anyhow::Result<()> {
         "duration_s": args.duration_s,
         "delay_ms": args.delay_ms,
         "jitter_ms": args.jitter_ms,
+        "up_delay_ms": up.delay.as_millis() as u64,
+        "up_jitter_ms": up.jitter.as_millis() as u64,
+        "sync_samples": args.sync_samples,
     });
     println!("{line}");
     Ok(())

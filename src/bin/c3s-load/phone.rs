@@ -20,8 +20,7 @@ use uuid::Uuid;
 
 use crate::netem::{self, Leg};
 
-/// Clock-sync exchanges a phone makes when it joins.
-const SYNC_SAMPLES: usize = 8;
+/// Time between a phone's clock-sync exchanges when it joins.
 const SYNC_SPACING: Duration = Duration::from_millis(30);
 
 pub struct PhoneSpec {
@@ -33,6 +32,8 @@ pub struct PhoneSpec {
     pub down: Leg,
     /// This phone's clock is off by this much (ms): what sync must find.
     pub clock_skew_ms: f64,
+    /// Clock-sync exchanges it makes when it joins.
+    pub sync_samples: usize,
 }
 
 /// What one phone measured.
@@ -111,8 +112,8 @@ async fn session(
     report.connected = true;
 
     // clock sync, as the web client does it: a few exchanges, trust the least delayed
-    let mut samples = Vec::with_capacity(SYNC_SAMPLES);
-    for _ in 0..SYNC_SAMPLES {
+    let mut samples = Vec::with_capacity(spec.sync_samples);
+    for _ in 0..spec.sync_samples.max(1) {
         let t0 = phone_now_ms(spec.clock_skew_ms);
         ws.send(Message::text(json!({"type": "sync", "t0": t0}).to_string()))
             .await?;
