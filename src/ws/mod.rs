@@ -147,21 +147,33 @@ async fn run(state: &AppState, scene_id: Uuid, socket: &mut WebSocket) -> Result
         .map_err(|e| unavailable(e.into()))?
         .filter(|s| matches!(s.status, SceneStatus::Open | SceneStatus::Live))
         .ok_or_else(|| end(close::NOT_JOINABLE, "no such scene is open"))?;
-    let (user_id, new_token) = identify(state, token.as_deref())
-        .await
-        .map_err(unavailable)?;
-    let pixel = {
-        let mut tx = state.db.begin().await.map_err(|e| unavailable(e.into()))?;
-        let pixel = store::scenes::join_scene(&mut tx, scene_id, user_id)
-            .await
-            .map_err(|e| unavailable(e.into()))?;
-        if pixel.status == PixelStatus::Kicked {
-            let (code, reason) = CloseReason::Kicked.close_frame();
-            return Err(end(code, reason));
+    // one transaction for a new phone's identity and its join: a crowd arriving at once is a
+    // burst of these, and PostgreSQL's commits are what limit it
+    let (user_id, new_token, pixel) = async {
+        let known = match token.as_deref() {
+            Some(t) => store::users::identity_by_token(&state.db, &auth::hash_token(t)).await?,
+            None => None,
+        };
+        let mut tx = state.db.begin().await?;
+        let (user_id, new_token) = match known {
+            Some(identity) => (identity.user_id, None),
+            None => {
+                let (user_id, token) = new_guest(state, &mut tx).await?;
+                (user_id, Some(token))
+            }
+        };
+        let pixel = store::scenes::join_scene(&mut tx, scene_id, user_id).await?;
+        if pixel.status != PixelStatus::Kicked {
+            tx.commit().await?;
         }
-        tx.commit().await.map_err(|e| unavailable(e.into()))?;
-        pixel
-    };
+        Ok::<_, Error>((user_id, new_token, pixel))
+    }
+    .await
+    .map_err(unavailable)?;
+    if pixel.status == PixelStatus::Kicked {
+        let (code, reason) = CloseReason::Kicked.close_frame();
+        return Err(end(code, reason));
+    }
     let scene_hub = live::scene_hub(state, &scene)
         .await
         .map_err(|e| unavailable(e.into()))?;
@@ -274,21 +286,15 @@ impl Drop for Leave<'_> {
     }
 }
 
-/// The phone's user: the one behind its token, or a new guest (with a new device token).
-async fn identify(state: &AppState, token: Option<&str>) -> Result<(Uuid, Option<String>), Error> {
-    if let Some(token) = token {
-        if let Some(identity) =
-            store::users::identity_by_token(&state.db, &auth::hash_token(token)).await?
-        {
-            return Ok((identity.user_id, None));
-        }
-    }
-    let mut tx = state.db.begin().await?;
-    let user = store::users::insert_user(&mut tx, None, "phone", None).await?;
+/// A new guest identity with a device token, inside the caller's transaction.
+async fn new_guest(
+    state: &AppState,
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+) -> Result<(Uuid, String), Error> {
+    let user = store::users::insert_user(tx, None, "phone", None).await?;
     let (token, hash) = auth::new_token();
     let expires = chrono::Utc::now() + chrono::Duration::days(state.config.device_ttl_days);
-    store::users::insert_session(&mut *tx, user.user_id, &hash, SessionKind::Device, expires)
+    store::users::insert_session(&mut **tx, user.user_id, &hash, SessionKind::Device, expires)
         .await?;
-    tx.commit().await?;
-    Ok((user.user_id, Some(token)))
+    Ok((user.user_id, token))
 }

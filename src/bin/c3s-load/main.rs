@@ -423,6 +423,7 @@ async fn main() -> anyhow::Result<()> {
         "server_peak_rss_mb": round3(rss_peak_kb as f64 / 1024.0),
         "rss_per_phone_kb": round3((rss_connected_kb.saturating_sub(rss_before_kb)) as f64 / phones_f),
         "dropped": dropped,
+        "join_retries": reports.iter().map(|r| u64::from(r.join_retries)).sum::<u64>(),
         "errors": failed,
         "fps": args.fps,
         "duration_s": args.duration_s,

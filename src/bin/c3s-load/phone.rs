@@ -20,6 +20,8 @@ use uuid::Uuid;
 
 use crate::netem::{self, Leg};
 
+/// Tries a phone makes to join before it gives up.
+const JOIN_ATTEMPTS: u32 = 6;
 /// Time between a phone's clock-sync exchanges when it joins.
 const SYNC_SPACING: Duration = Duration::from_millis(30);
 
@@ -53,6 +55,7 @@ pub struct PhoneReport {
     pub min_lead_ms: Option<i64>,
     pub bytes: u64,
     pub close: Option<String>,
+    pub join_retries: u32,
 }
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -69,8 +72,22 @@ pub async fn run(
     stop: CancellationToken,
 ) -> PhoneReport {
     let mut report = PhoneReport::default();
-    if let Err(e) = session(&spec, &joined, &stop, &mut report).await {
-        report.error = Some(e.to_string());
+    // like the web client: a join that fails is retried with backoff and jitter
+    for attempt in 0..JOIN_ATTEMPTS {
+        match session(&spec, &joined, &stop, &mut report).await {
+            Ok(()) => break,
+            Err(e) if report.connected || attempt + 1 == JOIN_ATTEMPTS || stop.is_cancelled() => {
+                report.error = Some(e.to_string());
+                break;
+            }
+            Err(_) => {
+                report.join_retries += 1;
+                let backoff = 250.0
+                    * f64::from(1u32 << attempt)
+                    * rand::Rng::gen_range(&mut rand::thread_rng(), 0.5..1.5);
+                tokio::time::sleep(Duration::from_millis(backoff as u64)).await;
+            }
+        }
     }
     report
 }
