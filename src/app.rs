@@ -83,7 +83,7 @@ impl App {
             frame_cache,
             scheduler,
         };
-        tokio::spawn(sweep_orphans_once(state.clone()));
+        tokio::spawn(sweep_orphans(state.clone()));
         Ok(App { listener, state })
     }
 
@@ -133,13 +133,23 @@ impl App {
 /// whose rows are not written yet.
 const ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// Removes frame bytes that lost their row (see `store::sweep_orphan_frames`), once at start-up,
-/// in the background: a store that is down only delays it to the next start.
-async fn sweep_orphans_once(state: AppState) {
-    match store::sweep_orphan_frames(&state.db, &state.frame_store, ORPHAN_GRACE).await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(deleted = n, "removed orphaned frame bytes"),
-        Err(e) => tracing::warn!(error = ?e, "orphan sweep skipped"),
+/// How often frame bytes that lost their row are looked for.
+const ORPHAN_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Removes frame bytes that lost their row (see `store::sweep_orphan_frames`): at start-up and
+/// then every hour, in the background; a store that is down only delays it.
+async fn sweep_orphans(state: AppState) {
+    let mut every = tokio::time::interval(ORPHAN_SWEEP_EVERY);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = state.shutdown.cancelled() => return,
+        }
+        match store::sweep_orphan_frames(&state.db, &state.frame_store, ORPHAN_GRACE).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "removed orphaned frame bytes"),
+            Err(e) => tracing::warn!(error = ?e, "orphan sweep skipped"),
+        }
     }
 }
 

@@ -222,6 +222,8 @@ pub struct SceneHub {
     /// Set when the snapshot changed in a way phones must hear about at once (a new show
     /// version): the scheduler sends every phone a catch-up chunk and clears it.
     pub needs_catch_up: AtomicBool,
+    /// Set once the scene has ended (or was deleted).
+    ended: AtomicBool,
 }
 
 impl SceneHub {
@@ -229,9 +231,26 @@ impl SceneHub {
         self.snapshot.read().expect("snapshot lock").clone()
     }
 
-    pub fn set_snapshot(&self, snapshot: SceneSnapshot) {
-        *self.snapshot.write().expect("snapshot lock") = Arc::new(snapshot);
+    /// Installs a snapshot unless one of a newer show version is already in: two commands'
+    /// publications may finish in either order, and phones must never go back a version.
+    pub fn set_snapshot(&self, snapshot: SceneSnapshot) -> bool {
+        let mut current = self.snapshot.write().expect("snapshot lock");
+        if snapshot.timeline.version < current.timeline.version {
+            return false;
+        }
+        *current = Arc::new(snapshot);
+        drop(current);
         self.needs_catch_up.store(true, Ordering::Release);
+        true
+    }
+
+    /// Marks the scene ended: phones joining from now on are turned away.
+    pub fn end(&self) {
+        self.ended.store(true, Ordering::Release);
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
     }
 
     /// Calls `f` with every connection, under a read lock (do not block in `f`).
@@ -328,6 +347,7 @@ impl Hub {
                     conns: RwLock::new(Conns::default()),
                     snapshot: RwLock::new(Arc::new(snapshot())),
                     needs_catch_up: AtomicBool::new(false),
+                    ended: AtomicBool::new(false),
                 })
             })
             .value()
@@ -389,6 +409,9 @@ impl Hub {
     /// Closes every phone of a scene with `reason`.
     pub fn close_scene(&self, scene_id: Uuid, reason: CloseReason) {
         if let Some(scene) = self.scene(scene_id) {
+            if reason == CloseReason::SceneEnded {
+                scene.end();
+            }
             scene.for_each_conn(|c| c.close_with(reason));
         }
     }

@@ -14,7 +14,8 @@
 //! - [`framecache`]: frames decoded and resampled to a show's grid.
 //! - [`hub`]: this node's phones and scene snapshots (the data plane).
 //! - [`scheduler`]: the hot path that turns snapshots into chunks every tick.
-//! - [`live`]: publishes control-plane changes to the hub.
+//! - [`live`]: publishes control-plane changes to the hub; resolves observations.
+//! - [`locate`]: locating methods (observations, GPS, seat maps).
 //! - [`ws`]: the phones' WebSocket sessions and protocol.
 //! - [`http`]: thin axum handlers, one module per domain, and the OpenAPI document.
 //! - [`testkit`]: real PostgreSQL databases and SecantusDB processes for tests and benches.
@@ -30,6 +31,7 @@ pub mod frames;
 pub mod http;
 pub mod hub;
 pub mod live;
+pub mod locate;
 pub mod playback;
 pub mod scene;
 pub mod scheduler;

@@ -44,12 +44,24 @@ pub async fn scene_hub(state: &AppState, scene: &Scene) -> Result<Arc<SceneHub>,
     if let Some(show) = snapshot.show.clone() {
         preload(state, show);
     }
-    Ok(state.hub.scene_or_insert(scene.scene_id, || snapshot))
+    let hub = state.hub.scene_or_insert(scene.scene_id, || snapshot);
+    // a command published while the snapshot loaded found no hub to tell: load once more
+    // (set_snapshot keeps whichever version is newer)
+    hub.set_snapshot(load_snapshot(state, scene).await?);
+    Ok(hub)
 }
 
 /// Reloads a scene's snapshot after a change (when phones of it are on this node) and makes
-/// the scheduler send everyone a catch-up of the new version.
-pub async fn publish_scene(state: &AppState, scene: &Scene) -> Result<(), sqlx::Error> {
+/// the scheduler send everyone a catch-up of the new version. Called after the change is
+/// committed, so a failure here is logged, not returned: the change stands, and the next
+/// publication or phone join loads it.
+pub async fn publish_scene(state: &AppState, scene: &Scene) {
+    if let Err(e) = try_publish_scene(state, scene).await {
+        tracing::warn!(scene_id = %scene.scene_id, error = ?e, "could not publish a scene change");
+    }
+}
+
+async fn try_publish_scene(state: &AppState, scene: &Scene) -> Result<(), sqlx::Error> {
     let Some(hub) = state.hub.scene(scene.scene_id) else {
         return Ok(());
     };
@@ -98,4 +110,74 @@ pub fn publish_kick(state: &AppState, scene_id: Uuid, pixel_id: Uuid) {
 
 pub fn publish_scene_ended(state: &AppState, scene_id: Uuid) {
     state.hub.close_scene(scene_id, CloseReason::SceneEnded);
+}
+
+/// What an observation did.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Placement {
+    /// The pixel after it (placed, or as it was when the observation was not confident enough).
+    pub pixel: Option<crate::scene::Pixel>,
+    /// Whether it moved the pixel.
+    pub placed: bool,
+    /// Set when it disagreed with where the pixel was.
+    pub contradiction: Option<crate::locate::Contradiction>,
+}
+
+/// Records an observation of a pixel, resolves its location from it (newest confident one
+/// wins, contradictions flagged), and tells the phone and the scheduler at once.
+pub async fn place(
+    state: &AppState,
+    scene: &Scene,
+    pixel_id: Uuid,
+    obs: crate::locate::Observation,
+    observer: Option<Uuid>,
+) -> Result<Placement, crate::error::Error> {
+    use crate::error::Error;
+    use crate::locate::{resolve, tolerance, Decision};
+    let mut tx = state.db.begin().await?;
+    let (current, kicked) = store::locate::lock_pixel(&mut tx, scene.scene_id, pixel_id)
+        .await?
+        .ok_or(Error::NotFound("pixel"))?;
+    if kicked {
+        return Err(Error::Conflict(
+            "this phone was removed from the scene".into(),
+        ));
+    }
+    let decision = resolve(current, &obs, tolerance(scene.width, scene.height));
+    let contradiction = match decision {
+        Decision::Place { contradiction } => contradiction,
+        Decision::Record => None,
+    };
+    store::locate::insert_observation(
+        &mut tx,
+        scene.scene_id,
+        pixel_id,
+        &obs,
+        observer,
+        contradiction.map(|c| c.distance),
+    )
+    .await?;
+    let pixel = match decision {
+        Decision::Place { .. } => {
+            store::scenes::place_pixel(
+                &mut *tx,
+                scene.scene_id,
+                pixel_id,
+                (obs.x, obs.y),
+                obs.method,
+                obs.confidence,
+            )
+            .await?
+        }
+        Decision::Record => None,
+    };
+    tx.commit().await?;
+    if pixel.is_some() {
+        publish_position(state, scene.scene_id, pixel_id, Some((obs.x, obs.y)));
+    }
+    Ok(Placement {
+        placed: pixel.is_some(),
+        pixel,
+        contradiction,
+    })
 }

@@ -192,6 +192,9 @@ impl Timeline {
                     return Err(PlaybackError::NotPlaying);
                 }
                 let position = state.position_at(at_ms).ok_or(PlaybackError::NotPlaying)?;
+                if show.frame_at(position).is_none() {
+                    return Err(PlaybackError::NotPlaying); // a show that has ended
+                }
                 Playback {
                     mode: Mode::Paused,
                     anchor_ms: at_ms,

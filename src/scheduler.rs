@@ -168,16 +168,21 @@ impl SceneWork {
             return 0;
         }
         let bytes = Bytes::from(std::mem::take(&mut self.buf));
-        let range = &self.range;
+        let (range, built_in, build_no) = (&self.range, &self.built_in, self.build_no);
         let send = |part: &[Arc<Conn>], bytes: &Bytes| {
             let mut sent = 0;
             for conn in part {
-                if let Some(cell) = cell_of(conn, snap, grid) {
-                    let (start, len) = range[cell as usize];
-                    let start = start as usize;
-                    sent += usize::from(
-                        conn.offer(Outgoing::Chunk(bytes.slice(start..start + len as usize))),
-                    );
+                // a phone moved since the build may be in a cell not built this time: it has
+                // asked for a catch-up, which it gets on the next wake-up
+                let Some(cell) =
+                    cell_of(conn, snap, grid).filter(|&c| built_in[c as usize] == build_no)
+                else {
+                    continue;
+                };
+                let (start, len) = range[cell as usize];
+                let (start, end) = (start as usize, start as usize + len as usize);
+                if end <= bytes.len() {
+                    sent += usize::from(conn.offer(Outgoing::Chunk(bytes.slice(start..end))));
                 }
             }
             sent
@@ -270,7 +275,19 @@ impl Scheduler {
     /// One pass over every scene: catch-ups, and the regular window where it is due.
     pub fn tick(&mut self) {
         let now = clock::now_ms();
-        for scene in self.hub.scenes() {
+        let scenes = self.hub.scenes();
+        // a scene with no phones here needs no work (and keeps no scratch memory)
+        self.scenes.retain(|id, _| {
+            scenes
+                .iter()
+                .any(|s| s.scene_id == *id && s.conn_count() > 0)
+        });
+        for scene in scenes {
+            if scene.conn_count() == 0 {
+                continue;
+            }
+            // the flag before the snapshot: a change between the two is then caught next time
+            let everyone = scene.needs_catch_up.swap(false, Ordering::AcqRel);
             let snap = scene.snapshot();
             let work = self.scenes.entry(scene.scene_id).or_default();
             if work.horizon_ms < now {
@@ -279,7 +296,6 @@ impl Scheduler {
             let mut missing = Vec::new();
 
             // a new version, or phones that joined or moved: [now, horizon) at once
-            let everyone = scene.needs_catch_up.swap(false, Ordering::AcqRel);
             let mut picked: Vec<Arc<Conn>> = Vec::new();
             scene.for_each_conn(|c| {
                 if c.take_catch_up() || everyone {
@@ -299,10 +315,11 @@ impl Scheduler {
                 }
             }
 
-            // the regular window: due when the phones' coverage runs short of the lookahead
-            // (on a tick, or on a wake-up for a scene that had none yet)
+            // the regular window: due when the phones' coverage would run short of the
+            // lookahead before the next tick (half a tick of slack for timer jitter); so each
+            // window reaches the phones a full lookahead before it starts
             let target = now + self.config.lookahead_ms;
-            if work.horizon_ms < target && missing.is_empty() {
+            if work.horizon_ms < target + self.config.tick_ms / 2 && missing.is_empty() {
                 let (from, to) = (work.horizon_ms, target + self.config.tick_ms);
                 missing = work.prepare(&snap, &self.cache, from, to);
                 if missing.is_empty() {

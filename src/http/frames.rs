@@ -164,12 +164,16 @@ async fn upload_frames(
     let inserted = async {
         let mut tx = state.db.begin().await?;
         let frames = store::frames::append_frames(&mut tx, scene_id, &rows).await?;
-        tx.commit().await?;
-        Ok::<_, sqlx::Error>(frames)
+        Ok::<_, sqlx::Error>((tx, frames))
     }
     .await;
     match inserted {
-        Ok(frames) => Ok((StatusCode::CREATED, Json(frames))),
+        Ok((tx, frames)) => {
+            // A failed commit may still have committed (the connection died during it), so
+            // the bytes stay; if the rows are not there, the orphan sweep removes them.
+            tx.commit().await?;
+            Ok((StatusCode::CREATED, Json(frames)))
+        }
         Err(e) => {
             delete_bytes_after_commit(&state, stored.iter().map(|id| id.to_hex()).collect()).await;
             Err(match e {
@@ -316,6 +320,11 @@ async fn delete_frame(
     scene_with_right(&state, &me, scene_id, Permission::Operator).await?;
     let mut tx = state.db.begin().await?;
     store::scenes::lock_scene(&mut tx, scene_id).await?;
+    if store::shows::show_uses_frame(&mut *tx, scene_id, frame_id).await? {
+        return Err(Error::Conflict(
+            "the scene's show uses this frame; rebuild the show without it first".into(),
+        ));
+    }
     let gridfs_id = store::frames::delete_frame(&mut tx, scene_id, frame_id)
         .await?
         .ok_or(Error::NotFound("frame"))?;

@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod extract;
 pub mod frames;
+pub mod locate;
 pub mod scenes;
 pub mod shows;
 
@@ -36,7 +37,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
     info(title = "C3S — Cloud Scene Screen Service", description = "Scenes, pixels, frames and the people who run them. Every error is `{error, message}`."),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth),
-    tags((name = "accounts"), (name = "scenes"), (name = "frames"), (name = "shows"), (name = "realtime"), (name = "health"))
+    tags((name = "accounts"), (name = "scenes"), (name = "frames"), (name = "shows"), (name = "locating"), (name = "realtime"), (name = "health"))
 )]
 struct ApiDoc;
 
@@ -58,7 +59,8 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(accounts::router())
         .merge(scenes::router())
         .merge(frames::router())
-        .merge(shows::router());
+        .merge(shows::router())
+        .merge(locate::router());
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(healthz))
         .routes(routes!(readyz))

@@ -176,7 +176,7 @@ async fn update_scene(
     if scene.status == SceneStatus::Ended {
         live::publish_scene_ended(&state, scene_id);
     } else {
-        live::publish_scene(&state, &scene).await?;
+        live::publish_scene(&state, &scene).await;
     }
     Ok(Json(scene))
 }

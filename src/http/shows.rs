@@ -15,7 +15,6 @@ use crate::error::{Error, ErrorBody, Result};
 use crate::hub::Presence;
 use crate::live;
 use crate::playback::{Command, PlaybackError, Show, ShowFrame, Timeline};
-use crate::scene::{LocationMethod, Pixel, Scene};
 use crate::store;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -23,8 +22,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_show, put_show))
         .routes(routes!(control_playback))
         .routes(routes!(get_presence))
-        .routes(routes!(place_pixel))
-        .routes(routes!(place_pixels))
 }
 
 /// A play starts at least this far ahead, so every phone has its colours in time.
@@ -146,7 +143,7 @@ async fn put_show(
         .map_err(playback_error)?;
     store::shows::save_show(&mut tx, scene_id, &show, &timeline).await?;
     tx.commit().await?;
-    live::publish_scene(&state, &scene).await?;
+    live::publish_scene(&state, &scene).await;
     Ok(Json(show_state(scene_id, show, timeline)))
 }
 
@@ -242,7 +239,7 @@ async fn control_playback(
         .map_err(playback_error)?;
     store::shows::save_show(&mut tx, scene_id, &stored.show, &timeline).await?;
     tx.commit().await?;
-    live::publish_scene(&state, &scene).await?;
+    live::publish_scene(&state, &scene).await;
     tracing::info!(%scene_id, version = timeline.version, ?command, "playback");
     Ok(Json(show_state(scene_id, stored.show, timeline)))
 }
@@ -262,124 +259,4 @@ async fn get_presence(
         None => crate::hub::SceneHub::empty_presence(),
     };
     Ok(Json(presence))
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PlacePixel {
-    pub x: f64,
-    pub y: f64,
-}
-
-fn check_inside(scene: &Scene, x: f64, y: f64) -> Result<()> {
-    if !(x.is_finite()
-        && y.is_finite()
-        && (0.0..=scene.width).contains(&x)
-        && (0.0..=scene.height).contains(&y))
-    {
-        return Err(Error::invalid(
-            "outside_scene",
-            format!(
-                "({x}, {y}) is outside the scene (0..{} × 0..{})",
-                scene.width, scene.height
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// An observer places a phone on the scene map.
-#[utoipa::path(put, path = "/scenes/{scene_id}/pixels/{pixel_id}/position", tag = "scenes",
-    params(("scene_id" = Uuid, Path), ("pixel_id" = Uuid, Path)), request_body = PlacePixel,
-    responses((status = 200, body = Pixel), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 422, body = ErrorBody)),
-    security(("bearer" = [])))]
-async fn place_pixel(
-    State(state): State<AppState>,
-    Auth(me): Auth,
-    Path((scene_id, pixel_id)): Path<(Uuid, Uuid)>,
-    Json(body): Json<PlacePixel>,
-) -> Result<Json<Pixel>> {
-    let scene = scene_with_right(&state, &me, scene_id, Permission::Observer).await?;
-    check_inside(&scene, body.x, body.y)?;
-    let pixel = store::scenes::place_pixel(
-        &state.db,
-        scene_id,
-        pixel_id,
-        (body.x, body.y),
-        LocationMethod::Observer,
-        1.0,
-    )
-    .await?
-    .ok_or(Error::NotFound("pixel"))?;
-    live::publish_position(&state, scene_id, pixel_id, Some((body.x, body.y)));
-    Ok(Json(pixel))
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PlacedPixel {
-    pub pixel_id: Uuid,
-    pub x: f64,
-    pub y: f64,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PlacePixels {
-    pub positions: Vec<PlacedPixel>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Placed {
-    pub placed: usize,
-}
-
-/// Most pixels one bulk placement takes.
-const MAX_BULK_PLACEMENTS: usize = 50_000;
-
-/// An observer places many phones at once (all or nothing).
-#[utoipa::path(post, path = "/scenes/{scene_id}/pixels/positions", tag = "scenes",
-    params(("scene_id" = Uuid, Path)), request_body = PlacePixels,
-    responses((status = 200, body = Placed), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 422, body = ErrorBody)),
-    security(("bearer" = [])))]
-async fn place_pixels(
-    State(state): State<AppState>,
-    Auth(me): Auth,
-    Path(scene_id): Path<Uuid>,
-    Json(body): Json<PlacePixels>,
-) -> Result<Json<Placed>> {
-    let scene = scene_with_right(&state, &me, scene_id, Permission::Observer).await?;
-    if body.positions.len() > MAX_BULK_PLACEMENTS {
-        return Err(Error::invalid(
-            "too_many",
-            format!("at most {MAX_BULK_PLACEMENTS} positions at once"),
-        ));
-    }
-    for p in &body.positions {
-        check_inside(&scene, p.x, p.y)?;
-    }
-    let placements: Vec<(Uuid, f64, f64)> = body
-        .positions
-        .iter()
-        .map(|p| (p.pixel_id, p.x, p.y))
-        .collect();
-    let mut tx = state.db.begin().await?;
-    let placed = store::scenes::place_pixels(
-        &mut tx,
-        scene_id,
-        &placements,
-        LocationMethod::Observer,
-        1.0,
-    )
-    .await?;
-    if placed != placements.len() {
-        return Err(Error::NotFound("pixel"));
-    }
-    tx.commit().await?;
-    for (pixel_id, x, y) in placements {
-        live::publish_position(&state, scene_id, pixel_id, Some((x, y)));
-    }
-    Ok(Json(Placed { placed }))
 }

@@ -7,6 +7,7 @@
 
 pub mod frames;
 pub mod gridfs;
+pub mod locate;
 pub mod scenes;
 pub mod shows;
 pub mod users;

@@ -82,3 +82,19 @@ pub async fn save_show(
     .await?;
     Ok(())
 }
+
+/// Whether the scene's show lists this frame.
+pub async fn show_uses_frame(
+    executor: impl sqlx::PgExecutor<'_>,
+    scene_id: Uuid,
+    frame_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "select exists (select 1 from show where scene_id = $1
+             and frames @> jsonb_build_array(jsonb_build_object('frame_id', $2::text)))",
+    )
+    .bind(scene_id)
+    .bind(frame_id.to_string())
+    .fetch_one(executor)
+    .await
+}

@@ -20,7 +20,10 @@ use crate::error::Error;
 use crate::http::extract::Path;
 use crate::hub::{CloseReason, Outgoing};
 use crate::live;
-use crate::scene::{PixelStatus, SceneStatus};
+use crate::locate::gps::GeoReference;
+use crate::locate::seat::normalise;
+use crate::locate::Observation;
+use crate::scene::{LocationMethod, PixelStatus, Scene, SceneStatus};
 use crate::store::{self, users::SessionKind};
 use protocol::{close, ClientMsg, Position, ScenePublic, ServerMsg, PROTOCOL_VERSION};
 
@@ -189,6 +192,10 @@ async fn run(state: &AppState, scene_id: Uuid, socket: &mut WebSocket) -> Result
         scene: &scene_hub,
         conn_id: conn.id,
     };
+    if scene_hub.is_ended() {
+        let (code, reason) = CloseReason::SceneEnded.close_frame();
+        return Err(end(code, reason));
+    }
     let public = ScenePublic {
         scene_id,
         name: scene.name.clone(),
@@ -253,6 +260,14 @@ async fn run(state: &AppState, scene_id: Uuid, socket: &mut WebSocket) -> Result
                         conn.report_sync(error_ms);
                     }
                     Some(ClientMsg::SyncReport { .. }) => {}
+                    Some(ClientMsg::Seat { section, row, seat }) => {
+                        let refused = locate_by_seat(state, &scene, pixel.pixel_id, &section, &row, &seat).await;
+                        refuse(socket, LocationMethod::Seat, refused).await?;
+                    }
+                    Some(ClientMsg::Gps { lat, lon, accuracy_m }) => {
+                        let refused = locate_by_gps(state, &scene, pixel.pixel_id, lat, lon, accuracy_m).await;
+                        refuse(socket, LocationMethod::Gps, refused).await?;
+                    }
                 }
             }
             out = queue.recv() => {
@@ -270,6 +285,116 @@ async fn run(state: &AppState, scene_id: Uuid, socket: &mut WebSocket) -> Result
                 send(socket, Message::Ping(Default::default())).await?;
             }
         }
+    }
+}
+
+/// Tells the phone why its seat or GPS position was not taken (when it was not).
+async fn refuse(
+    socket: &mut WebSocket,
+    method: LocationMethod,
+    refused: Option<String>,
+) -> Result<(), End> {
+    match refused {
+        None => Ok(()),
+        Some(reason) => {
+            let msg = ServerMsg::LocateRefused { method, reason }.to_json();
+            send(socket, Message::Text(msg.into())).await
+        }
+    }
+}
+
+/// How much a seat number is trusted (people mistype) and a GPS fix within the threshold.
+const SEAT_CONFIDENCE: f32 = 0.9;
+const GPS_CONFIDENCE: f32 = 0.7;
+
+/// Places the phone at its seat; the reason when it cannot.
+async fn locate_by_seat(
+    state: &AppState,
+    scene: &Scene,
+    pixel_id: Uuid,
+    section: &str,
+    row: &str,
+    seat: &str,
+) -> Option<String> {
+    if !scene.location_methods.contains(&LocationMethod::Seat) {
+        return Some("this scene does not locate phones by seat".into());
+    }
+    let (section, row, seat) = (normalise(section), normalise(row), normalise(seat));
+    let found =
+        store::locate::seat_position(&state.db, scene.scene_id, &section, &row, &seat).await;
+    let (x, y) = match found {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            return Some(format!(
+                "there is no seat {seat} in row {row} of section {section}"
+            ))
+        }
+        Err(e) => {
+            tracing::warn!(error = ?e, "seat lookup failed");
+            return Some("seats cannot be looked up right now; try again".into());
+        }
+    };
+    let obs = Observation {
+        x,
+        y,
+        method: LocationMethod::Seat,
+        confidence: SEAT_CONFIDENCE,
+    };
+    placed_or_reason(live::place(state, scene, pixel_id, obs, None).await)
+}
+
+/// Places the phone at its GPS position; the reason when it cannot.
+async fn locate_by_gps(
+    state: &AppState,
+    scene: &Scene,
+    pixel_id: Uuid,
+    lat: f64,
+    lon: f64,
+    accuracy_m: f64,
+) -> Option<String> {
+    if !scene.location_methods.contains(&LocationMethod::Gps) {
+        return Some("this scene does not locate phones by GPS".into());
+    }
+    let reference = match store::locate::geo_reference(&state.db, scene.scene_id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return Some("this scene is not geo-referenced yet".into()),
+        Err(e) => {
+            tracing::warn!(error = ?e, "geo-reference lookup failed");
+            return Some("positions cannot be taken right now; try again".into());
+        }
+    };
+    let (points, threshold_m) = reference;
+    let valid =
+        accuracy_m.is_finite() && accuracy_m > 0.0 && lat.abs() <= 90.0 && lon.abs() <= 180.0;
+    if !valid {
+        return Some("that is not a position".into());
+    }
+    if accuracy_m > threshold_m {
+        return Some(format!(
+            "the position is accurate to {accuracy_m:.0} m; this scene needs {threshold_m:.0} m or better"
+        ));
+    }
+    let Ok(fit) = GeoReference::fit(&points) else {
+        return Some("this scene's geo-reference is unusable".into());
+    };
+    let (x, y) = fit.to_scene(lat, lon);
+    if !((0.0..=scene.width).contains(&x) && (0.0..=scene.height).contains(&y)) {
+        return Some("the position is outside the scene".into());
+    }
+    let obs = Observation {
+        x,
+        y,
+        method: LocationMethod::Gps,
+        confidence: GPS_CONFIDENCE,
+    };
+    placed_or_reason(live::place(state, scene, pixel_id, obs, None).await)
+}
+
+fn placed_or_reason(result: Result<live::Placement, Error>) -> Option<String> {
+    match result {
+        Ok(p) if p.placed => None,
+        Ok(_) => Some("recorded, but not confident enough to move the phone".into()),
+        Err(e) => Some(e.to_string()),
     }
 }
 

@@ -22,6 +22,14 @@ pub enum ClientMsg {
     Sync { t0: f64 },
     /// The phone's current estimate: server clock minus its clock, and the error bound.
     SyncReport { offset_ms: f64, error_ms: f64 },
+    /// The user typed their seat.
+    Seat {
+        section: String,
+        row: String,
+        seat: String,
+    },
+    /// The browser's position (Geolocation API): degrees, and its accuracy in metres.
+    Gps { lat: f64, lon: f64, accuracy_m: f64 },
 }
 
 #[derive(Debug, Serialize)]
@@ -62,6 +70,13 @@ pub enum ServerMsg<'a> {
     Sync { t0: f64, t1: i64, t2: i64 },
     /// The phone was placed (or moved) in the scene.
     Located { x: f64, y: f64 },
+    /// A seat or GPS position was not accepted, and why.
+    LocateRefused {
+        method: LocationMethod,
+        reason: String,
+    },
+    /// Flash until this server instant (µs), so an observer can find the phone.
+    Identify { until_us: i64 },
 }
 
 impl ServerMsg<'_> {

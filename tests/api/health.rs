@@ -54,6 +54,9 @@ async fn openapi_lists_every_route() {
         ("/api/scenes/{scene_id}/presence", "get"),
         ("/api/scenes/{scene_id}/pixels/{pixel_id}/position", "put"),
         ("/api/scenes/{scene_id}/pixels/positions", "post"),
+        ("/api/scenes/{scene_id}/geo-reference", "put"),
+        ("/api/scenes/{scene_id}/seats", "put"),
+        ("/api/scenes/{scene_id}/pixels/{pixel_id}/identify", "post"),
         ("/ws/scenes/{scene_id}", "get"),
     ];
     for (path, method) in expected {

@@ -7,6 +7,7 @@ mod frames;
 mod health;
 mod helpers;
 mod images;
+mod locating;
 mod phone;
 mod realtime;
 mod scenes;

@@ -619,3 +619,56 @@ async fn first_frame(app: &TestApp, op: &str, scene: Uuid) -> String {
         .await;
     frames[0]["frame_id"].as_str().unwrap().to_owned()
 }
+
+#[tokio::test]
+async fn ending_a_scene_closes_its_phones_and_shows_keep_their_frames() {
+    let app = spawn_app().await;
+    let (op, scene) = two_frame_scene(&app, true).await;
+    // a frame the show uses cannot be deleted from under it
+    let frame = first_frame(&app, &op, scene).await;
+    let (status, body) = app
+        .call(
+            Method::DELETE,
+            &format!("/api/scenes/{scene}/frames/{frame}"),
+            Some(&op),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+
+    let mut phone = Phone::join(&app, scene, None).await;
+    let pixel = phone.pixel_id();
+    let (status, body) = app
+        .call(Method::POST, &format!("/api/scenes/{scene}/pixels/positions"), Some(&op),
+            Some(json!({"positions": [{"pixel_id": pixel, "x": 1, "y": 0.5}, {"pixel_id": pixel, "x": 1.5, "y": 0.5}]})))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "a pixel listed twice: {body}"
+    );
+    let (status, _) = app
+        .call(
+            Method::PATCH,
+            &format!("/api/scenes/{scene}"),
+            Some(&op),
+            Some(json!({"status": "ended"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        phone.ended(Duration::from_secs(5)).await,
+        Ended::Closed(4010, "the scene has ended".into())
+    );
+    let mut socket = open(&app, scene).await;
+    socket
+        .send(Message::text(
+            json!({"type": "hello", "protocol": 1}).to_string(),
+        ))
+        .await
+        .unwrap();
+    assert!(matches!(
+        ended(&mut socket, Duration::from_secs(5)).await,
+        Ended::Closed(4004, _)
+    ));
+}

@@ -1,0 +1,296 @@
+//! Locating over HTTP: the scene's geo-reference and seat map (operators), observer taps and
+//! "identify" (observers).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use super::extract::{Auth, Json, Path};
+use super::scenes::scene_with_right;
+use crate::app::AppState;
+use crate::auth::Permission;
+use crate::clock;
+use crate::error::{Error, ErrorBody, Result};
+use crate::hub::Outgoing;
+use crate::live::{self, Placement};
+use crate::locate::gps::{GeoError, GeoPoint, GeoReference};
+use crate::locate::seat::{self, LineError};
+use crate::locate::Observation;
+use crate::scene::{LocationMethod, Scene};
+use crate::store;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(put_geo_reference))
+        .routes(routes!(put_seats))
+        .routes(routes!(place_pixel))
+        .routes(routes!(identify_pixel))
+        .routes(routes!(place_pixels))
+}
+
+/// Largest seat-map upload.
+const MAX_SEAT_MAP_BYTES: usize = 16 * 1024 * 1024;
+/// How long an identified phone flashes.
+const IDENTIFY_MS: i64 = 5000;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GeoReferenceRequest {
+    /// Three or more (lat, lon) ↔ scene points; more points are fitted by least squares.
+    pub points: Vec<GeoPoint>,
+    /// Phones reporting a worse accuracy (metres) are refused.
+    pub accuracy_m: f64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GeoReferenceFit {
+    /// Largest distance (scene units) between a reference point and where the fit puts it.
+    pub residual: f64,
+    pub units_per_metre: f64,
+}
+
+fn geo_error(e: GeoError) -> Error {
+    Error::invalid("invalid_geo_reference", e.to_string())
+}
+
+/// Geo-references the scene for GPS locating.
+#[utoipa::path(put, path = "/scenes/{scene_id}/geo-reference", tag = "locating", params(("scene_id" = Uuid, Path)),
+    request_body = GeoReferenceRequest,
+    responses((status = 200, body = GeoReferenceFit), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn put_geo_reference(
+    State(state): State<AppState>,
+    Auth(me): Auth,
+    Path(scene_id): Path<Uuid>,
+    Json(body): Json<GeoReferenceRequest>,
+) -> Result<Json<GeoReferenceFit>> {
+    scene_with_right(&state, &me, scene_id, Permission::Operator).await?;
+    if !(body.accuracy_m.is_finite() && body.accuracy_m > 0.0) {
+        return Err(Error::invalid(
+            "invalid_accuracy",
+            "accuracy_m must be a positive number of metres",
+        ));
+    }
+    let fit = GeoReference::fit(&body.points).map_err(geo_error)?;
+    store::locate::set_geo_reference(&state.db, scene_id, &body.points, body.accuracy_m).await?;
+    Ok(Json(GeoReferenceFit {
+        residual: fit.residual,
+        units_per_metre: fit.units_per_metre(),
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SeatImport {
+    pub imported: usize,
+}
+
+/// The answer to a seat map with errors: every bad line, and nothing imported.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SeatMapErrors {
+    pub error: &'static str,
+    pub message: String,
+    pub lines: Vec<LineError>,
+}
+
+/// Imports the scene's seat map: CSV lines `section,row,seat,x,y` (a header line is allowed).
+/// All or nothing: any bad line refuses the whole map, listing every bad line.
+#[utoipa::path(put, path = "/scenes/{scene_id}/seats", tag = "locating", params(("scene_id" = Uuid, Path)),
+    request_body(content = String, content_type = "text/csv"),
+    responses((status = 200, body = SeatImport), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 422, body = SeatMapErrors)),
+    security(("bearer" = [])))]
+async fn put_seats(
+    State(state): State<AppState>,
+    Auth(me): Auth,
+    Path(scene_id): Path<Uuid>,
+    body: axum::body::Body,
+) -> Result<Response> {
+    let scene = scene_with_right(&state, &me, scene_id, Permission::Operator).await?;
+    let bytes = axum::body::to_bytes(body, MAX_SEAT_MAP_BYTES)
+        .await
+        .map_err(|_| Error::PayloadTooLarge {
+            limit: MAX_SEAT_MAP_BYTES as u64,
+        })?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| Error::invalid("invalid_seat_map", "the seat map is not UTF-8 text"))?;
+    let seats = match seat::parse(text, scene.width, scene.height) {
+        Ok(seats) => seats,
+        Err(lines) => {
+            let body = SeatMapErrors {
+                error: "invalid_seat_map",
+                message: format!("{} line(s) are wrong; nothing was imported", lines.len()),
+                lines,
+            };
+            return Ok((StatusCode::UNPROCESSABLE_ENTITY, axum::Json(body)).into_response());
+        }
+    };
+    if seats.is_empty() {
+        return Err(Error::invalid(
+            "invalid_seat_map",
+            "the seat map has no seats",
+        ));
+    }
+    let mut tx = state.db.begin().await?;
+    store::locate::replace_seats(&mut tx, scene_id, &seats).await?;
+    tx.commit().await?;
+    Ok(Json(SeatImport {
+        imported: seats.len(),
+    })
+    .into_response())
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Tap {
+    pub x: f64,
+    pub y: f64,
+}
+
+pub fn check_inside(scene: &Scene, x: f64, y: f64) -> Result<()> {
+    let inside = x.is_finite()
+        && y.is_finite()
+        && (0.0..=scene.width).contains(&x)
+        && (0.0..=scene.height).contains(&y);
+    if inside {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "outside_scene",
+            format!(
+                "({x}, {y}) is outside the scene (0..{} × 0..{})",
+                scene.width, scene.height
+            ),
+        ))
+    }
+}
+
+/// An observer taps a phone onto the scene map (an observation with full confidence).
+#[utoipa::path(put, path = "/scenes/{scene_id}/pixels/{pixel_id}/position", tag = "locating",
+    params(("scene_id" = Uuid, Path), ("pixel_id" = Uuid, Path)), request_body = Tap,
+    responses((status = 200, body = Placement), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn place_pixel(
+    State(state): State<AppState>,
+    Auth(me): Auth,
+    Path((scene_id, pixel_id)): Path<(Uuid, Uuid)>,
+    Json(body): Json<Tap>,
+) -> Result<Json<Placement>> {
+    let scene = scene_with_right(&state, &me, scene_id, Permission::Observer).await?;
+    check_inside(&scene, body.x, body.y)?;
+    let obs = Observation {
+        x: body.x,
+        y: body.y,
+        method: LocationMethod::Observer,
+        confidence: 1.0,
+    };
+    Ok(Json(
+        live::place(&state, &scene, pixel_id, obs, Some(me.user_id)).await?,
+    ))
+}
+
+/// Makes a phone flash for a few seconds so the observer can find it in the stands.
+#[utoipa::path(post, path = "/scenes/{scene_id}/pixels/{pixel_id}/identify", tag = "locating",
+    params(("scene_id" = Uuid, Path), ("pixel_id" = Uuid, Path)),
+    responses((status = 202), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn identify_pixel(
+    State(state): State<AppState>,
+    Auth(me): Auth,
+    Path((scene_id, pixel_id)): Path<(Uuid, Uuid)>,
+) -> Result<StatusCode> {
+    scene_with_right(&state, &me, scene_id, Permission::Observer).await?;
+    let conn = state
+        .hub
+        .conn_of_pixel(scene_id, pixel_id)
+        .ok_or_else(|| Error::Conflict("that phone is not connected".into()))?;
+    let until_us = clock::now_us() + IDENTIFY_MS * 1000;
+    let msg = crate::ws::protocol::ServerMsg::Identify { until_us }.to_json();
+    conn.offer(Outgoing::Text(msg));
+    Ok(StatusCode::ACCEPTED)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlacedPixel {
+    pub pixel_id: Uuid,
+    pub x: f64,
+    pub y: f64,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlacePixels {
+    pub positions: Vec<PlacedPixel>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Placed {
+    pub placed: usize,
+}
+
+/// Most pixels one bulk placement takes.
+const MAX_BULK_PLACEMENTS: usize = 50_000;
+
+/// An observer places many phones at once (all or nothing; each is recorded as an
+/// observation, without contradiction checks).
+#[utoipa::path(post, path = "/scenes/{scene_id}/pixels/positions", tag = "locating",
+    params(("scene_id" = Uuid, Path)), request_body = PlacePixels,
+    responses((status = 200, body = Placed), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn place_pixels(
+    State(state): State<AppState>,
+    Auth(me): Auth,
+    Path(scene_id): Path<Uuid>,
+    Json(body): Json<PlacePixels>,
+) -> Result<Json<Placed>> {
+    let scene = scene_with_right(&state, &me, scene_id, Permission::Observer).await?;
+    if body.positions.len() > MAX_BULK_PLACEMENTS {
+        return Err(Error::invalid(
+            "too_many",
+            format!("at most {MAX_BULK_PLACEMENTS} positions at once"),
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for p in &body.positions {
+        check_inside(&scene, p.x, p.y)?;
+        if !seen.insert(p.pixel_id) {
+            return Err(Error::invalid(
+                "duplicate_pixel",
+                format!("pixel {} is listed twice", p.pixel_id),
+            ));
+        }
+    }
+    let placements: Vec<(Uuid, f64, f64)> = body
+        .positions
+        .iter()
+        .map(|p| (p.pixel_id, p.x, p.y))
+        .collect();
+    let mut tx = state.db.begin().await?;
+    let placed = store::scenes::place_pixels(
+        &mut tx,
+        scene_id,
+        &placements,
+        LocationMethod::Observer,
+        1.0,
+    )
+    .await?;
+    if placed != placements.len() {
+        return Err(Error::invalid(
+            "unknown_pixel",
+            "some pixels are not in this scene, or were removed from it; nothing was placed",
+        ));
+    }
+    tx.commit().await?;
+    for (pixel_id, x, y) in placements {
+        live::publish_position(&state, scene_id, pixel_id, Some((x, y)));
+    }
+    Ok(Json(Placed { placed }))
+}
