@@ -33,6 +33,8 @@ pub struct AppState {
     pub frame_cache: Arc<FrameCache>,
     /// Wakes the scheduler thread early (a phone joined, a show changed).
     pub scheduler: Waker,
+    /// Signs QR tokens; the same on every node (stored in PostgreSQL).
+    pub secret: Arc<[u8]>,
 }
 
 pub struct App {
@@ -49,6 +51,10 @@ impl App {
             .run(&db)
             .await
             .context("applying database migrations")?;
+        let secret: Arc<[u8]> = store::locate::server_secret(&db)
+            .await
+            .context("reading the signing secret")?
+            .into();
         let frame_store = FrameStore::connect(&config)
             .await
             .context("configuring the GridFS client")?;
@@ -82,6 +88,7 @@ impl App {
             hub,
             frame_cache,
             scheduler,
+            secret,
         };
         tokio::spawn(sweep_orphans(state.clone()));
         Ok(App { listener, state })

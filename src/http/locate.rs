@@ -1,7 +1,7 @@
 //! Locating over HTTP: the scene's geo-reference and seat map (operators), observer taps and
 //! "identify" (observers).
 
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -30,6 +30,12 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(place_pixel))
         .routes(routes!(identify_pixel))
         .routes(routes!(place_pixels))
+        // photos are streamed with their own limit (`max_upload_bytes`), not the JSON one
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(upload_photo))
+                .layer(DefaultBodyLimit::disable()),
+        )
 }
 
 /// Largest seat-map upload.
@@ -293,4 +299,212 @@ async fn place_pixels(
         live::publish_position(&state, scene_id, pixel_id, Some((x, y)));
     }
     Ok(Json(Placed { placed }))
+}
+
+/// Largest photo, in pixels (a 50-megapixel camera's).
+const MAX_PHOTO_PIXELS: u64 = 60_000_000;
+/// How much a QR code seen in a photo is trusted.
+const QR_CONFIDENCE: f32 = 0.95;
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DetectionStatus {
+    /// The phone was placed at `scene`.
+    Located,
+    /// Read and verified, but not confident enough / already there (recorded only).
+    Recorded,
+    /// Not a token of this scene (forged, damaged, or another scene's).
+    Forged,
+    Expired,
+    /// A valid token of a pixel no longer in the scene (or removed from it).
+    UnknownPixel,
+    /// The code maps outside the scene rectangle (check the reference points).
+    OutsideScene,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Detection {
+    /// The code's corners in the photo, pixels: top-left, top-right, bottom-right, bottom-left.
+    pub outline: [[f64; 2]; 4],
+    /// Where its centre maps in the scene.
+    pub scene: Option<[f64; 2]>,
+    pub pixel_id: Option<Uuid>,
+    pub status: DetectionStatus,
+    pub contradiction: Option<crate::locate::Contradiction>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PhotoResult {
+    pub width: u32,
+    pub height: u32,
+    pub detections: Vec<Detection>,
+    pub located: usize,
+    /// Forged, expired and other-scene codes.
+    pub rejected: usize,
+}
+
+async fn read_photo_form(
+    mut form: axum::extract::Multipart,
+    limit: u64,
+) -> Result<(Vec<u8>, Vec<crate::locate::homography::RefPoint>)> {
+    let bad = |m: String| Error::bad_request("bad_form", m);
+    let (mut photo, mut points) = (None, None);
+    while let Some(mut field) = form.next_field().await.map_err(|e| bad(e.body_text()))? {
+        match field.name() {
+            Some("photo") => {
+                let mut bytes = Vec::new();
+                while let Some(chunk) = field.chunk().await.map_err(|e| bad(e.body_text()))? {
+                    if (bytes.len() + chunk.len()) as u64 > limit {
+                        return Err(Error::PayloadTooLarge { limit });
+                    }
+                    bytes.extend_from_slice(&chunk);
+                }
+                photo = Some(bytes);
+            }
+            Some("points") => {
+                let text = field.text().await.map_err(|e| bad(e.body_text()))?;
+                points = Some(serde_json::from_str(&text).map_err(|e| {
+                    Error::invalid(
+                        "invalid_reference_points",
+                        format!("points must be [{{px, py, x, y}}, ...]: {e}"),
+                    )
+                })?);
+            }
+            _ => {}
+        }
+    }
+    match (photo, points) {
+        (Some(photo), Some(points)) => Ok((photo, points)),
+        _ => Err(bad(
+            "send a multipart form with a `photo` file and `points` JSON".into(),
+        )),
+    }
+}
+
+/// Decodes a photo within the limits and returns it as greyscale.
+fn decode_photo(bytes: &[u8]) -> Result<image::GrayImage> {
+    use std::io::Cursor;
+    let format = image::guess_format(bytes)
+        .ok()
+        .filter(|f| matches!(f, image::ImageFormat::Jpeg | image::ImageFormat::Png))
+        .ok_or_else(|| Error::UnsupportedMediaType("a photo is a JPEG or PNG image".into()))?;
+    let (w, h) = image::ImageReader::with_format(Cursor::new(bytes), format)
+        .into_dimensions()
+        .map_err(|e| Error::invalid("invalid_image", format!("the photo cannot be read: {e}")))?;
+    if u64::from(w) * u64::from(h) > MAX_PHOTO_PIXELS {
+        return Err(Error::invalid(
+            "too_many_pixels",
+            format!("the photo is {w}×{h}; at most {MAX_PHOTO_PIXELS} pixels are taken"),
+        ));
+    }
+    let mut reader = image::ImageReader::with_format(Cursor::new(bytes), format);
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(w);
+    limits.max_image_height = Some(h);
+    limits.max_alloc = Some(u64::from(w) * u64::from(h) * 4 + (64 << 20));
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| {
+        Error::invalid("invalid_image", format!("the photo cannot be decoded: {e}"))
+    })?;
+    Ok(img.to_luma8())
+}
+
+/// An observer's crowd photo: every QR code in it is read, verified, mapped into the scene
+/// through the reference points' homography, and recorded as an observation.
+#[utoipa::path(post, path = "/scenes/{scene_id}/photos", tag = "locating", params(("scene_id" = Uuid, Path)),
+    request_body(content_type = "multipart/form-data",
+        description = "`photo`: a JPEG or PNG; `points`: JSON `[{px, py, x, y}, ...]`, at least 4"),
+    responses((status = 200, body = PhotoResult), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn upload_photo(
+    State(state): State<AppState>,
+    Auth(me): Auth,
+    Path(scene_id): Path<Uuid>,
+    form: std::result::Result<
+        axum::extract::Multipart,
+        axum::extract::multipart::MultipartRejection,
+    >,
+) -> Result<Json<PhotoResult>> {
+    let form = form.map_err(|e| Error::bad_request("bad_form", e.body_text()))?;
+    use crate::locate::homography::Homography;
+    use crate::locate::qr;
+    let scene = scene_with_right(&state, &me, scene_id, Permission::Observer).await?;
+    let _permit = state
+        .upload_slots
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|e| Error::Internal(e.into()))?;
+    let (photo, points) = read_photo_form(form, state.config.max_upload_bytes).await?;
+    let homography = Homography::fit(&points)
+        .map_err(|e| Error::invalid("invalid_reference_points", e.to_string()))?;
+    let (width, height, found) = tokio::task::spawn_blocking(move || {
+        let gray = decode_photo(&photo)?;
+        let (w, h) = gray.dimensions();
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Ok::<_, Error>((w, h, qr::detect(&gray, threads)))
+    })
+    .await
+    .map_err(|e| Error::Internal(e.into()))??;
+
+    let now_s = clock::now_us() / 1_000_000;
+    let mut result = PhotoResult {
+        width,
+        height,
+        detections: Vec::new(),
+        located: 0,
+        rejected: 0,
+    };
+    for f in found {
+        let outline = f.outline.map(|(x, y)| [x, y]);
+        let (cx, cy) = f.centre();
+        let scene_pos = homography.map(cx, cy);
+        let mut d = Detection {
+            outline,
+            scene: scene_pos.map(|(x, y)| [x, y]),
+            pixel_id: None,
+            status: DetectionStatus::Forged,
+            contradiction: None,
+        };
+        match qr::verify(&state.secret, scene_id, &f.payload, now_s) {
+            Err(qr::TokenError::Forged) => result.rejected += 1,
+            Err(qr::TokenError::Expired) => {
+                d.status = DetectionStatus::Expired;
+                result.rejected += 1;
+            }
+            Ok(pixel_id) => {
+                d.pixel_id = Some(pixel_id);
+                d.status = match scene_pos.filter(|&(x, y)| check_inside(&scene, x, y).is_ok()) {
+                    None => DetectionStatus::OutsideScene,
+                    Some((x, y)) => {
+                        let obs = Observation {
+                            x,
+                            y,
+                            method: LocationMethod::Qr,
+                            confidence: QR_CONFIDENCE,
+                        };
+                        match live::place(&state, &scene, pixel_id, obs, Some(me.user_id)).await {
+                            Ok(p) if p.placed => {
+                                result.located += 1;
+                                d.contradiction = p.contradiction;
+                                DetectionStatus::Located
+                            }
+                            Ok(_) => DetectionStatus::Recorded,
+                            Err(Error::NotFound(_) | Error::Conflict(_)) => {
+                                DetectionStatus::UnknownPixel
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                };
+            }
+        }
+        result.detections.push(d);
+    }
+    if result.rejected > 0 {
+        tracing::warn!(%scene_id, rejected = result.rejected, observer = %me.user_id, "photo had forged or expired codes");
+    }
+    Ok(Json(result))
 }

@@ -3,6 +3,8 @@
 //! resolved from them. One file per method.
 
 pub mod gps;
+pub mod homography;
+pub mod qr;
 pub mod seat;
 
 use serde::Serialize;

@@ -176,3 +176,10 @@ pub async fn insert_placements(
     .await?;
     Ok(())
 }
+
+/// The deployment's signing secret (made by the migration).
+pub async fn server_secret(pool: &PgPool) -> Result<Vec<u8>, sqlx::Error> {
+    sqlx::query_scalar("select secret from server_secret where server_secret_id = 1")
+        .fetch_one(pool)
+        .await
+}

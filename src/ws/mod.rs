@@ -21,6 +21,7 @@ use crate::http::extract::Path;
 use crate::hub::{CloseReason, Outgoing};
 use crate::live;
 use crate::locate::gps::GeoReference;
+use crate::locate::qr;
 use crate::locate::seat::normalise;
 use crate::locate::Observation;
 use crate::scene::{LocationMethod, PixelStatus, Scene, SceneStatus};
@@ -264,6 +265,13 @@ async fn run(state: &AppState, scene_id: Uuid, socket: &mut WebSocket) -> Result
                         let refused = locate_by_seat(state, &scene, pixel.pixel_id, &section, &row, &seat).await;
                         refuse(socket, LocationMethod::Seat, refused).await?;
                     }
+                    Some(ClientMsg::ShowQr) => {
+                        let expires_s = clock::now_us() / 1_000_000 + QR_TOKEN_TTL_S;
+                        let token = qr::sign(&state.secret, scene_id, pixel.pixel_id, expires_s);
+                        let (side, modules) = qr::render(&token);
+                        let msg = ServerMsg::Qr { side, modules, expires_us: expires_s * 1_000_000 };
+                        send(socket, Message::Text(msg.to_json().into())).await?;
+                    }
                     Some(ClientMsg::Gps { lat, lon, accuracy_m }) => {
                         let refused = locate_by_gps(state, &scene, pixel.pixel_id, lat, lon, accuracy_m).await;
                         refuse(socket, LocationMethod::Gps, refused).await?;
@@ -302,6 +310,9 @@ async fn refuse(
         }
     }
 }
+
+/// How long a phone's QR token stays valid: long enough for an observer's photo session.
+const QR_TOKEN_TTL_S: i64 = 15 * 60;
 
 /// How much a seat number is trusted (people mistype) and a GPS fix within the threshold.
 const SEAT_CONFIDENCE: f32 = 0.9;

@@ -30,6 +30,8 @@ pub enum ClientMsg {
     },
     /// The browser's position (Geolocation API): degrees, and its accuracy in metres.
     Gps { lat: f64, lon: f64, accuracy_m: f64 },
+    /// The observer asks for this phone's QR code.
+    ShowQr,
 }
 
 #[derive(Debug, Serialize)]
@@ -77,6 +79,13 @@ pub enum ServerMsg<'a> {
     },
     /// Flash until this server instant (µs), so an observer can find the phone.
     Identify { until_us: i64 },
+    /// The phone's QR code: `side` × `side` modules, row by row, '1' dark; draw it with a
+    /// quiet zone of 4 modules. Valid until `expires_us`.
+    Qr {
+        side: usize,
+        modules: String,
+        expires_us: i64,
+    },
 }
 
 impl ServerMsg<'_> {

@@ -57,6 +57,7 @@ async fn openapi_lists_every_route() {
         ("/api/scenes/{scene_id}/geo-reference", "put"),
         ("/api/scenes/{scene_id}/seats", "put"),
         ("/api/scenes/{scene_id}/pixels/{pixel_id}/identify", "post"),
+        ("/api/scenes/{scene_id}/photos", "post"),
         ("/ws/scenes/{scene_id}", "get"),
     ];
     for (path, method) in expected {

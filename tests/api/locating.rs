@@ -291,3 +291,238 @@ async fn observer_taps_flag_contradictions_and_identify_reaches_the_phone() {
         StatusCode::CONFLICT
     );
 }
+
+/// Draws a QR code (side × side modules, '1' dark) into `img` with its top-left module at
+/// (x0, y0), `px` pixels per module, with a white quiet zone.
+fn draw_code(img: &mut image::GrayImage, side: usize, modules: &str, x0: u32, y0: u32, px: u32) {
+    let quiet = 4 * px;
+    for y in y0 - quiet..y0 + side as u32 * px + quiet {
+        for x in x0 - quiet..x0 + side as u32 * px + quiet {
+            img.put_pixel(x, y, image::Luma([235]));
+        }
+    }
+    for my in 0..side {
+        for mx in 0..side {
+            if modules.as_bytes()[my * side + mx] == b'1' {
+                for dy in 0..px {
+                    for dx in 0..px {
+                        img.put_pixel(
+                            x0 + mx as u32 * px + dx,
+                            y0 + my as u32 * px + dy,
+                            image::Luma([20]),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn qr_of(phone: &mut Phone) -> (usize, String) {
+    phone
+        .socket
+        .send(Message::text(json!({"type": "show_qr"}).to_string()))
+        .await
+        .unwrap();
+    loop {
+        let v = next_json(&mut phone.socket).await;
+        if v["type"] == "qr" {
+            assert!(v["expires_us"].as_i64().unwrap() > c3s::clock::now_us());
+            return (
+                v["side"].as_u64().unwrap() as usize,
+                v["modules"].as_str().unwrap().to_owned(),
+            );
+        }
+    }
+}
+
+async fn post_photo(
+    app: &TestApp,
+    token: &str,
+    scene: Uuid,
+    photo: Vec<u8>,
+    points: Value,
+) -> (StatusCode, Value) {
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "photo",
+            reqwest::multipart::Part::bytes(photo).file_name("crowd.png"),
+        )
+        .text("points", points.to_string());
+    let resp = app
+        .client
+        .post(app.url(&format!("/api/scenes/{scene}/photos")))
+        .bearer_auth(token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    (resp.status(), resp.json().await.unwrap_or(Value::Null))
+}
+
+/// Phones show their codes; an observer's photo locates every one of them, and refuses a
+/// forged code and one from another scene.
+#[tokio::test]
+async fn qr_codes_in_a_photo_locate_phones() {
+    let app = spawn_app().await;
+    let (op, scene) = scene(&app).await;
+    let (op2, other_scene) = {
+        let (status, body) = app
+            .call(
+                Method::POST,
+                "/api/scenes",
+                Some(&op),
+                Some(json!({"name": "Other", "width": 10.0, "height": 10.0})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+        let id: Uuid = body["scene_id"].as_str().unwrap().parse().unwrap();
+        app.open_scene(&op, id).await;
+        (op.clone(), id)
+    };
+    let _ = op2;
+    // the photo shows the scene 1:1 at 16 px per scene unit: (px, py) = (16 x, 16 y)
+    let (w, h) = (1600u32, 960u32);
+    let mut photo = image::GrayImage::from_pixel(w, h, image::Luma([128]));
+    let spots = [
+        (10.0, 10.0),
+        (40.0, 12.0),
+        (70.0, 15.0),
+        (20.0, 40.0),
+        (55.0, 45.0),
+        (85.0, 50.0),
+    ];
+    let mut phones = Vec::new();
+    for &(x, y) in &spots {
+        let mut phone = Phone::join(&app, scene, None).await;
+        let (side, modules) = qr_of(&mut phone).await;
+        assert_eq!(side, 25, "version 2 codes");
+        let px = 4;
+        let half = side as u32 * px / 2;
+        draw_code(
+            &mut photo,
+            side,
+            &modules,
+            (x * 16.0) as u32 - half,
+            (y * 16.0) as u32 - half,
+            px,
+        );
+        phones.push(phone);
+    }
+    // a code from another scene, and a forged one
+    let mut stranger = Phone::join(&app, other_scene, None).await;
+    let (side, modules) = qr_of(&mut stranger).await;
+    draw_code(&mut photo, side, &modules, 200, 800, 4);
+    let forged = c3s::locate::qr::sign(
+        b"not the server's secret",
+        scene,
+        phones[0].pixel_id(),
+        2_000_000_000,
+    );
+    let (side, modules) = c3s::locate::qr::render(&forged);
+    draw_code(&mut photo, side, &modules, 1200, 100, 4);
+
+    let mut png = Vec::new();
+    photo
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let points = json!([
+        {"px": 0, "py": 0, "x": 0, "y": 0}, {"px": 1600, "py": 0, "x": 100, "y": 0},
+        {"px": 1600, "py": 960, "x": 100, "y": 60}, {"px": 0, "py": 960, "x": 0, "y": 60}
+    ]);
+    let (observer, observer_id) = app.register("observer").await;
+    let (status, _) = post_photo(&app, &observer, scene, png.clone(), points.clone()).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "an observer needs the observer permission"
+    );
+    app.call(
+        Method::POST,
+        &format!("/api/users/{observer_id}/permissions"),
+        Some(&op),
+        Some(json!({"permission": "observer", "scene_id": scene})),
+    )
+    .await;
+
+    let (status, result) = post_photo(&app, &observer, scene, png.clone(), points.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{result}");
+    assert_eq!(result["located"], 6, "{result}");
+    assert_eq!(result["rejected"], 2, "{result}");
+    assert_eq!(result["detections"].as_array().unwrap().len(), 8);
+    for (phone, &(x, y)) in phones.iter_mut().zip(&spots) {
+        let d = result["detections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["pixel_id"] == phone.pixel_id().to_string())
+            .expect("every phone detected");
+        assert_eq!(d["status"], "located");
+        let (sx, sy) = (
+            d["scene"][0].as_f64().unwrap(),
+            d["scene"][1].as_f64().unwrap(),
+        );
+        assert!(
+            (sx - x).abs() < 0.5 && (sy - y).abs() < 0.5,
+            "({sx}, {sy}) for ({x}, {y})"
+        );
+        let located = loop {
+            let v = next_json(&mut phone.socket).await;
+            if v["type"] == "located" {
+                break v;
+            }
+        };
+        assert!((located["x"].as_f64().unwrap() - x).abs() < 0.5);
+    }
+
+    // bad photos and points
+    let few = json!([{"px": 0, "py": 0, "x": 0, "y": 0}, {"px": 1, "py": 0, "x": 1, "y": 0}, {"px": 1, "py": 1, "x": 1, "y": 1}]);
+    let line = json!([{"px": 0, "py": 0, "x": 0, "y": 0}, {"px": 100, "py": 0, "x": 10, "y": 0},
+        {"px": 200, "py": 0, "x": 20, "y": 0}, {"px": 0, "py": 100, "x": 0, "y": 10}]);
+    for (what, bytes, pts, expected) in [
+        (
+            "not an image",
+            b"hello".to_vec(),
+            points.clone(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            "three points",
+            png.clone(),
+            few,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "collinear points",
+            png.clone(),
+            line,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "too many pixels",
+            crate::images::png_bomb(),
+            points.clone(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "points not JSON",
+            png.clone(),
+            json!("nope"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ] {
+        let (status, body) = post_photo(&app, &observer, scene, bytes, pts).await;
+        assert_eq!(status, expected, "{what}: {body}");
+        assert!(body["error"].is_string(), "{what}: {body}");
+    }
+    let resp = app
+        .client
+        .post(app.url(&format!("/api/scenes/{scene}/photos")))
+        .bearer_auth(&observer)
+        .body("not a form")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"], "bad_form");
+}

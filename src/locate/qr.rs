@@ -1,0 +1,232 @@
+//! QR locating: a phone shows a QR code of a short signed token; an observer photographs the
+//! crowd; every code found in the photo is verified and mapped into the scene.
+//!
+//! The token is 26 bytes, so the code is version 2 (25 × 25 modules) at error-correction level
+//! M, with big modules for a given code size:
+//! `pixel_id (16) | expiry, minutes since 2025-01-01 (3, big-endian) | HMAC-SHA256 (7)`.
+//! The HMAC covers the scene id too, so a token is bound to its pixel *and* its scene: one from
+//! another scene fails the check exactly like a forged one.
+
+use hmac::{Hmac, Mac};
+use image::GrayImage;
+use sha2::Sha256;
+use uuid::Uuid;
+
+pub const TOKEN_BYTES: usize = 26;
+const MAC_BYTES: usize = 7;
+/// 2025-01-01T00:00:00Z, the epoch of token expiry minutes.
+const EPOCH_S: i64 = 1_735_689_600;
+
+fn mac(secret: &[u8], scene_id: Uuid, pixel_id: Uuid, expiry: [u8; 3]) -> [u8; MAC_BYTES] {
+    let mut m = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    m.update(scene_id.as_bytes());
+    m.update(pixel_id.as_bytes());
+    m.update(&expiry);
+    let full = m.finalize().into_bytes();
+    full[..MAC_BYTES].try_into().expect("7 bytes")
+}
+
+/// A signed token for `pixel_id` in `scene_id`, valid until `expires_s` (Unix seconds).
+pub fn sign(secret: &[u8], scene_id: Uuid, pixel_id: Uuid, expires_s: i64) -> [u8; TOKEN_BYTES] {
+    let minutes = ((expires_s - EPOCH_S).max(0) / 60).min(0xff_ffff) as u32;
+    let expiry = [(minutes >> 16) as u8, (minutes >> 8) as u8, minutes as u8];
+    let mut token = [0u8; TOKEN_BYTES];
+    token[..16].copy_from_slice(pixel_id.as_bytes());
+    token[16..19].copy_from_slice(&expiry);
+    token[19..].copy_from_slice(&mac(secret, scene_id, pixel_id, expiry));
+    token
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenError {
+    /// Not a token of ours: wrong length, or a signature that does not match (forged, or
+    /// from another scene).
+    Forged,
+    Expired,
+}
+
+/// Checks a token read from a photo of `scene_id`; returns its pixel.
+pub fn verify(secret: &[u8], scene_id: Uuid, token: &[u8], now_s: i64) -> Result<Uuid, TokenError> {
+    let token: &[u8; TOKEN_BYTES] = token.try_into().map_err(|_| TokenError::Forged)?;
+    let pixel_id = Uuid::from_bytes(token[..16].try_into().expect("16 bytes"));
+    let expiry: [u8; 3] = token[16..19].try_into().expect("3 bytes");
+    let expected = mac(secret, scene_id, pixel_id, expiry);
+    // constant-time comparison
+    if expected
+        .iter()
+        .zip(&token[19..])
+        .fold(0u8, |d, (a, b)| d | (a ^ b))
+        != 0
+    {
+        return Err(TokenError::Forged);
+    }
+    let minutes = (u32::from(expiry[0]) << 16) | (u32::from(expiry[1]) << 8) | u32::from(expiry[2]);
+    if EPOCH_S + i64::from(minutes) * 60 < now_s {
+        return Err(TokenError::Expired);
+    }
+    Ok(pixel_id)
+}
+
+/// The QR code of a token: its side in modules and the modules row by row ('1' dark).
+pub fn render(token: &[u8; TOKEN_BYTES]) -> (usize, String) {
+    let code = qrcode::QrCode::with_error_correction_level(token, qrcode::EcLevel::M)
+        .expect("26 bytes fit version 2-M");
+    let side = code.width();
+    let modules = code
+        .to_colors()
+        .into_iter()
+        .map(|c| if c == qrcode::Color::Dark { '1' } else { '0' })
+        .collect();
+    (side, modules)
+}
+
+/// A code found in a photo: its payload and its outline in photo pixels
+/// (top-left, top-right, bottom-right, bottom-left of the code).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Found {
+    pub payload: Vec<u8>,
+    pub outline: [(f64, f64); 4],
+}
+
+impl Found {
+    pub fn centre(&self) -> (f64, f64) {
+        let (sx, sy) = self
+            .outline
+            .iter()
+            .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+        (sx / 4.0, sy / 4.0)
+    }
+}
+
+/// Tiles a detector looks at: big enough to hold a code, small enough that rqrr's cost (which
+/// grows fast with the number of candidate finder patterns in view) stays low; they overlap by
+/// more than the largest code expected, so every code lies whole inside some tile.
+pub const TILE_PX: u32 = 1024;
+pub const TILE_OVERLAP_PX: u32 = 320;
+
+/// Finds every QR code in a photo: tiled with overlap, tiles decoded on `threads` threads,
+/// codes seen in two tiles kept once.
+pub fn detect(photo: &GrayImage, threads: usize) -> Vec<Found> {
+    let (w, h) = photo.dimensions();
+    let step = TILE_PX - TILE_OVERLAP_PX;
+    let starts = |len: u32| {
+        let mut v: Vec<u32> = (0..len.saturating_sub(TILE_OVERLAP_PX).max(1))
+            .step_by(step as usize)
+            .collect();
+        if let Some(&last) = v.last() {
+            if last + TILE_PX < len {
+                v.push(len - TILE_PX);
+            }
+        }
+        v
+    };
+    let tiles: Vec<(u32, u32)> = starts(h)
+        .into_iter()
+        .flat_map(|y| starts(w).into_iter().map(move |x| (x, y)))
+        .collect();
+    let threads = threads.clamp(1, 16);
+    let per_thread = tiles.len().div_ceil(threads).max(1);
+    let mut found: Vec<Found> = std::thread::scope(|scope| {
+        let handles: Vec<_> = tiles
+            .chunks(per_thread)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .flat_map(|&(x, y)| detect_tile(photo, x, y))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    // the same code seen in two overlapping tiles: keep one
+    let mut seen = std::collections::HashSet::new();
+    found.retain(|f| seen.insert(f.payload.clone()));
+    found
+}
+
+fn detect_tile(photo: &GrayImage, x0: u32, y0: u32) -> Vec<Found> {
+    let (w, h) = photo.dimensions();
+    let tw = TILE_PX.min(w - x0) as usize;
+    let th = TILE_PX.min(h - y0) as usize;
+    let mut img = rqrr::PreparedImage::prepare_from_greyscale(tw, th, |x, y| {
+        photo.get_pixel(x0 + x as u32, y0 + y as u32).0[0]
+    });
+    img.detect_grids()
+        .into_iter()
+        .filter_map(|grid| {
+            let mut payload = Vec::new();
+            grid.decode_to(&mut payload).ok()?;
+            let b = grid.bounds;
+            let p = |i: usize| {
+                (
+                    f64::from(b[i].x) + f64::from(x0),
+                    f64::from(b[i].y) + f64::from(y0),
+                )
+            };
+            Some(Found {
+                payload,
+                outline: [p(0), p(1), p(2), p(3)],
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"test secret";
+
+    #[test]
+    fn tokens_verify_and_refuse_forgery_other_scenes_and_expiry() {
+        let (scene, other, pixel) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let now = 1_800_000_000;
+        let t = sign(SECRET, scene, pixel, now + 600);
+        assert_eq!(verify(SECRET, scene, &t, now), Ok(pixel));
+        assert_eq!(verify(SECRET, other, &t, now), Err(TokenError::Forged));
+        assert_eq!(
+            verify(b"other secret", scene, &t, now),
+            Err(TokenError::Forged)
+        );
+        let mut forged = t;
+        forged[3] ^= 1;
+        assert_eq!(verify(SECRET, scene, &forged, now), Err(TokenError::Forged));
+        assert_eq!(
+            verify(SECRET, scene, &t[..20], now),
+            Err(TokenError::Forged)
+        );
+        assert_eq!(
+            verify(SECRET, scene, &t, now + 3600),
+            Err(TokenError::Expired)
+        );
+    }
+
+    #[test]
+    fn the_code_is_version_2_and_reads_back() {
+        let t = sign(SECRET, Uuid::new_v4(), Uuid::new_v4(), 1_800_000_000);
+        let (side, modules) = render(&t);
+        assert_eq!(side, 25, "version 2");
+        // draw it at 4 px per module with a quiet zone and read it back
+        let px = 4u32;
+        let size = (side as u32 + 8) * px;
+        let img = GrayImage::from_fn(size, size, |x, y| {
+            let (mx, my) = ((x / px) as i64 - 4, (y / px) as i64 - 4);
+            let dark = (0..side as i64).contains(&mx)
+                && (0..side as i64).contains(&my)
+                && modules.as_bytes()[(my as usize) * side + mx as usize] == b'1';
+            image::Luma([if dark { 0 } else { 255 }])
+        });
+        let found = detect(&img, 2);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].payload, t);
+        let (cx, cy) = found[0].centre();
+        assert!(
+            (cx - f64::from(size) / 2.0).abs() < 3.0 && (cy - f64::from(size) / 2.0).abs() < 3.0
+        );
+    }
+}
