@@ -133,3 +133,10 @@ stop_throwaway_stores() {
   rm -rf "$STORES_DIR"
   exit $rc
 }
+
+# The Python side of benches/qr.rs: zxing-cpp (with numpy) in the project's venv.
+ensure_zxing() {
+  ensure_secantus
+  "$C3S_ROOT/.venv/bin/python" -c 'import zxingcpp, numpy' 2>/dev/null \
+    || "$C3S_ROOT/.venv/bin/pip" install -q "zxing-cpp==3.1.1" numpy
+}

@@ -133,7 +133,12 @@ pub fn detect(photo: &GrayImage, threads: usize) -> Vec<Found> {
             .map(|part| {
                 scope.spawn(move || {
                     part.iter()
-                        .flat_map(|&(x, y)| detect_tile(photo, x, y))
+                        .flat_map(|&(x, y)| {
+                            // rqrr asserts on some degenerate geometry: a tile that trips it
+                            // yields nothing rather than failing the whole photo
+                            let tile = std::panic::AssertUnwindSafe(|| detect_tile(photo, x, y));
+                            std::panic::catch_unwind(tile).unwrap_or_default()
+                        })
                         .collect::<Vec<_>>()
                 })
             })
