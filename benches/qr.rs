@@ -3,9 +3,10 @@
 //! `scripts/bench qr` (needs no database; it installs zxing-cpp into `.venv`). For each case it
 //! generates a 12-megapixel crowd photo: N phones showing their version-2 codes at known scene
 //! positions, under a tilted camera (perspective), each code rotated and lit differently, then
-//! blurred and noisy. It runs C3S's detector (`locate::qr::detect`, tiled, 2 threads) and
-//! zxing-cpp (tiled the same way, via scripts/zxing_detect.py), and prints one JSON line per
-//! case with recall, false positives, mean position error (scene units) and wall time of both.
+//! blurred and noisy. It runs C3S's detector (`locate::qr::detect_with`, tiled, on all cores)
+//! with each of its decoders (rxing, rqrr) and zxing-cpp (tiled the same way, via
+//! scripts/zxing_detect.py), and prints one JSON line per case with recall, false positives,
+//! mean position error (scene units) and wall time of each.
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -249,23 +250,26 @@ fn main() {
                 (recall, false_pos, mean_err)
             };
 
-            // rqrr spends minutes on a dense photo it cannot read (364 s for 1000 codes at
-            // 2 px/module when measured): skip that one case so the bench stays bounded
-            let skip_ours = n >= 1000 && px < 3.0;
-            let started = Instant::now();
-            let ours: Vec<_> = if skip_ours {
-                Vec::new()
-            } else {
-                qr::detect(&img, threads)
-            }
-            .into_iter()
-            .map(|f| {
-                let (cx, cy) = f.centre();
-                (f.payload, cx, cy)
-            })
-            .collect();
-            let our_s = started.elapsed().as_secs_f64();
-            let (recall, fp, err) = score(&ours);
+            let run = |decoder: qr::Decoder| {
+                // rqrr spends minutes on a dense photo it cannot read (364 s for 1000 codes at
+                // 2 px/module when measured): skip that one case so the bench stays bounded
+                if decoder == qr::Decoder::Rqrr && n >= 1000 && px < 3.0 {
+                    return serde_json::json!({"skipped": "over 6 minutes when measured; recall 0"});
+                }
+                let started = Instant::now();
+                let found: Vec<_> = qr::detect_with(&img, threads, decoder)
+                    .into_iter()
+                    .map(|f| {
+                        let (cx, cy) = f.centre();
+                        (f.payload, cx, cy)
+                    })
+                    .collect();
+                let secs = started.elapsed().as_secs_f64();
+                let (recall, fp, err) = score(&found);
+                serde_json::json!({"recall": recall, "false_positives": fp, "mean_error": (err * 1000.0).round() / 1000.0, "seconds": (secs * 1000.0).round() / 1000.0, "threads": threads})
+            };
+            let rxing = run(qr::Decoder::Rxing);
+            let rqrr = run(qr::Decoder::Rqrr);
 
             let raw = dir.join("photo.grey");
             std::fs::write(&raw, img.as_raw()).unwrap();
@@ -307,7 +311,8 @@ fn main() {
                 serde_json::json!({
                     "bench": "qr", "phones": n, "px_per_module": px, "megapixels": 12,
                     "phone_spacing": (spacing * 100.0).round() / 100.0,
-                    "c3s": if skip_ours { serde_json::json!({"skipped": "over 6 minutes when measured; recall 0"}) } else { serde_json::json!({"recall": recall, "false_positives": fp, "mean_error": (err * 1000.0).round() / 1000.0, "seconds": (our_s * 1000.0).round() / 1000.0, "threads": threads}) },
+                    "c3s_rxing": rxing,
+                    "c3s_rqrr": rqrr,
                     "zxing_cpp": zxing,
                 })
             );

@@ -105,9 +105,28 @@ impl Found {
 pub const TILE_PX: u32 = 1024;
 pub const TILE_OVERLAP_PX: u32 = 320;
 
+/// The QR decoders behind [`detect`]; `benches/qr.rs` measures them on the same photos.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoder {
+    /// rqrr (quirc's algorithm): the design's first choice.
+    Rqrr,
+    /// rxing, the pure-Rust port of ZXing (its multi-QR detector, hybrid binariser).
+    Rxing,
+}
+
+impl Decoder {
+    /// The one the server uses: chosen by the benchmark (see the issue notes).
+    pub const SERVER: Decoder = Decoder::Rxing;
+}
+
+/// Finds every QR code in a photo with the server's decoder.
+pub fn detect(photo: &GrayImage, threads: usize) -> Vec<Found> {
+    detect_with(photo, threads, Decoder::SERVER)
+}
+
 /// Finds every QR code in a photo: tiled with overlap, tiles decoded on `threads` threads,
 /// codes seen in two tiles kept once.
-pub fn detect(photo: &GrayImage, threads: usize) -> Vec<Found> {
+pub fn detect_with(photo: &GrayImage, threads: usize, decoder: Decoder) -> Vec<Found> {
     let (w, h) = photo.dimensions();
     let step = TILE_PX - TILE_OVERLAP_PX;
     let starts = |len: u32| {
@@ -136,7 +155,10 @@ pub fn detect(photo: &GrayImage, threads: usize) -> Vec<Found> {
                         .flat_map(|&(x, y)| {
                             // rqrr asserts on some degenerate geometry: a tile that trips it
                             // yields nothing rather than failing the whole photo
-                            let tile = std::panic::AssertUnwindSafe(|| detect_tile(photo, x, y));
+                            let tile = std::panic::AssertUnwindSafe(|| match decoder {
+                                Decoder::Rqrr => detect_tile(photo, x, y),
+                                Decoder::Rxing => detect_tile_rxing(photo, x, y),
+                            });
                             std::panic::catch_unwind(tile).unwrap_or_default()
                         })
                         .collect::<Vec<_>>()
@@ -176,6 +198,69 @@ fn detect_tile(photo: &GrayImage, x0: u32, y0: u32) -> Vec<Found> {
             Some(Found {
                 payload,
                 outline: [p(0), p(1), p(2), p(3)],
+            })
+        })
+        .collect()
+}
+
+fn detect_tile_rxing(photo: &GrayImage, x0: u32, y0: u32) -> Vec<Found> {
+    use rxing::common::HybridBinarizer;
+    use rxing::multi::qrcode::QRCodeMultiReader;
+    use rxing::multi::MultipleBarcodeReader;
+    use rxing::{
+        BinaryBitmap, DecodeHints, Luma8LuminanceSource, RXingResultMetadataType,
+        RXingResultMetadataValue,
+    };
+
+    let (w, h) = photo.dimensions();
+    let (tw, th) = (TILE_PX.min(w - x0), TILE_PX.min(h - y0));
+    let mut luma = Vec::with_capacity((tw * th) as usize);
+    for y in y0..y0 + th {
+        let row = (y * w + x0) as usize;
+        luma.extend_from_slice(&photo.as_raw()[row..row + tw as usize]);
+    }
+    let Ok(source) = Luma8LuminanceSource::new(luma, tw, th) else {
+        return Vec::new();
+    };
+    let mut bitmap = BinaryBitmap::new(HybridBinarizer::new(source));
+    let hints = DecodeHints {
+        TryHarder: Some(true),
+        ..Default::default()
+    };
+    let Ok(results) = QRCodeMultiReader::default().decode_multiple_with_hints(&mut bitmap, &hints)
+    else {
+        return Vec::new();
+    };
+    results
+        .into_iter()
+        .filter_map(|r| {
+            let payload = match r
+                .getRXingResultMetadata()
+                .get(&RXingResultMetadataType::BYTE_SEGMENTS)
+            {
+                Some(RXingResultMetadataValue::ByteSegments(segments)) => segments.concat(),
+                _ => r.getText().as_bytes().to_vec(),
+            };
+            // finder-pattern centres: bottom-left, top-left, top-right
+            let p = r.getPoints();
+            if p.len() < 3 {
+                return None;
+            }
+            let (bl, tl, tr) = (p[0], p[1], p[2]);
+            let centre = ((bl.x + tr.x) as f64 / 2.0, (bl.y + tr.y) as f64 / 2.0);
+            let br = (f64::from(tr.x + bl.x - tl.x), f64::from(tr.y + bl.y - tl.y));
+            // the finder centres sit 3.5 modules in from the corners of a 25-module code
+            let grow = |(x, y): (f64, f64)| {
+                let k = 12.5 / 9.0;
+                (
+                    centre.0 + (x - centre.0) * k + f64::from(x0),
+                    centre.1 + (y - centre.1) * k + f64::from(y0),
+                )
+            };
+            let pt = |q: rxing::Point| (f64::from(q.x), f64::from(q.y));
+            Some(Found {
+                payload,
+                outline: [grow(pt(tl)), grow(pt(tr)), grow(br), grow(pt(bl))],
             })
         })
         .collect()
