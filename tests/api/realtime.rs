@@ -47,16 +47,21 @@ async fn two_frame_scene(app: &TestApp, looped: bool) -> (String, Uuid) {
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
     }
+    build_show(app, &op, scene, looped).await;
+    (op, scene)
+}
+
+/// Builds the scene's show from all its frames, in order.
+async fn build_show(app: &TestApp, op: &str, scene: Uuid, looped: bool) {
     let (status, body) = app
         .call(
             Method::PUT,
             &format!("/api/scenes/{scene}/show"),
-            Some(&op),
+            Some(op),
             Some(json!({"loop": looped})),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    (op, scene)
 }
 
 async fn place(app: &TestApp, op: &str, scene: Uuid, pixel: Uuid, x: f64, y: f64) {
@@ -535,15 +540,7 @@ async fn a_slow_phone_is_dropped_without_delaying_others() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, _) = app
-        .call(
-            Method::PUT,
-            &format!("/api/scenes/{scene}/show"),
-            Some(&op),
-            Some(json!({"loop": true})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    build_show(&app, &op, scene, true).await;
 
     // the slow phone: a tiny receive buffer, and it never reads
     let url = crate::phone::ws_url(&app, scene);
