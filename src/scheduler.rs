@@ -225,6 +225,8 @@ pub struct Scheduler {
 
 /// How long a frame fetch may take before the scheduler asks for it again.
 const RELOAD_AFTER: Duration = Duration::from_secs(5);
+/// How long windows wait for a frame being fetched before showing idle colour in its place.
+const LOAD_PATIENCE: Duration = Duration::from_secs(1);
 
 impl Scheduler {
     /// Starts the scheduler thread; it stops when `stop` is cancelled.
@@ -322,7 +324,20 @@ impl Scheduler {
             if work.horizon_ms < target + self.config.tick_ms / 2 && missing.is_empty() {
                 let (from, to) = (work.horizon_ms, target + self.config.tick_ms);
                 missing = work.prepare(&snap, &self.cache, from, to);
-                if missing.is_empty() {
+                // Wait for missing frames while they load; a frame the store has not given
+                // within LOAD_PATIENCE is shown as idle colour instead, so one unreadable
+                // frame does not stop the whole show.
+                let given_up = snap.show.as_ref().is_some_and(|show| {
+                    missing.iter().any(|&i| {
+                        self.loading
+                            .get(&(show.frames[i].sha256.clone(), snap.grid))
+                            .is_some_and(|since| since.elapsed() > LOAD_PATIENCE)
+                    })
+                });
+                if missing.is_empty() || given_up {
+                    if !missing.is_empty() {
+                        tracing::warn!(scene_id = %scene.scene_id, frames = missing.len(), "frames not loaded in time; shown as idle");
+                    }
                     if !work.all_idle() {
                         scene.with_conns(|conns| work.build_and_send(&snap, from, to, conns));
                     }
