@@ -6,6 +6,8 @@
 //! is fitted by least squares, which absorbs the scene's rotation, scale and shear.
 
 use serde::{Deserialize, Serialize};
+
+use super::solve;
 use utoipa::ToSchema;
 
 /// One reference point: where a scene point is on Earth.
@@ -75,8 +77,8 @@ impl GeoReference {
                 by[i] += row[i] * p.y;
             }
         }
-        let sx = solve3(m, bx).ok_or(GeoError::Degenerate)?;
-        let sy = solve3(m, by).ok_or(GeoError::Degenerate)?;
+        let sx = solve(m, bx).ok_or(GeoError::Degenerate)?;
+        let sy = solve(m, by).ok_or(GeoError::Degenerate)?;
         r.coef = [sx[0], sx[1], sx[2], sy[0], sy[1], sy[2]];
         r.residual = points
             .iter()
@@ -105,37 +107,6 @@ impl GeoReference {
         let c = self.coef;
         ((c[0] * c[4] - c[1] * c[3]).abs()).sqrt()
     }
-}
-
-/// Solves a 3 × 3 system by Gaussian elimination with partial pivoting; none when singular.
-fn solve3(mut m: [[f64; 3]; 3], mut b: [f64; 3]) -> Option<[f64; 3]> {
-    let scale = m
-        .iter()
-        .flatten()
-        .fold(0.0f64, |a, v| a.max(v.abs()))
-        .max(1e-300);
-    for col in 0..3 {
-        let pivot = (col..3).max_by(|&i, &j| m[i][col].abs().total_cmp(&m[j][col].abs()))?;
-        if m[pivot][col].abs() < scale * 1e-12 {
-            return None;
-        }
-        m.swap(col, pivot);
-        b.swap(col, pivot);
-        for row in col + 1..3 {
-            let f = m[row][col] / m[col][col];
-            let pivot_row = m[col];
-            for (cell, p) in m[row].iter_mut().zip(pivot_row).skip(col) {
-                *cell -= f * p;
-            }
-            b[row] -= f * b[col];
-        }
-    }
-    let mut x = [0.0; 3];
-    for row in (0..3).rev() {
-        let s: f64 = (row + 1..3).map(|k| m[row][k] * x[k]).sum();
-        x[row] = (b[row] - s) / m[row][row];
-    }
-    Some(x)
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 //! normalised first (Hartley) so the fit is well conditioned for 12-megapixel coordinates.
 
 use serde::Deserialize;
+
+use super::solve;
 use utoipa::ToSchema;
 
 /// One reference point: a pixel of the photo and the scene point it shows.
@@ -165,37 +167,6 @@ fn has_collinear_triple(points: &[RefPoint]) -> bool {
     } else {
         bad == total
     }
-}
-
-/// Gaussian elimination with partial pivoting; none when singular.
-fn solve<const N: usize>(mut a: [[f64; N]; N], mut b: [f64; N]) -> Option<[f64; N]> {
-    let scale = a
-        .iter()
-        .flatten()
-        .fold(0.0f64, |m, v| m.max(v.abs()))
-        .max(1e-300);
-    for col in 0..N {
-        let pivot = (col..N).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
-        if a[pivot][col].abs() < scale * 1e-12 {
-            return None;
-        }
-        a.swap(col, pivot);
-        b.swap(col, pivot);
-        for row in col + 1..N {
-            let f = a[row][col] / a[col][col];
-            let pivot_row = a[col];
-            for (cell, p) in a[row].iter_mut().zip(pivot_row).skip(col) {
-                *cell -= f * p;
-            }
-            b[row] -= f * b[col];
-        }
-    }
-    let mut x = [0.0; N];
-    for row in (0..N).rev() {
-        let s: f64 = (row + 1..N).map(|k| a[row][k] * x[k]).sum();
-        x[row] = (b[row] - s) / a[row][row];
-    }
-    Some(x)
 }
 
 #[cfg(test)]
