@@ -98,6 +98,13 @@ pub struct Scene {
     pub updated_at: DateTime<Utc>,
 }
 
+impl Scene {
+    /// Whether the point (scene units) is inside the scene rectangle, edges included.
+    pub fn contains(&self, x: f64, y: f64) -> bool {
+        (0.0..=self.width).contains(&x) && (0.0..=self.height).contains(&y)
+    }
+}
+
 /// Body of `POST /api/scenes`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -158,11 +158,7 @@ pub struct Tap {
 }
 
 pub fn check_inside(scene: &Scene, x: f64, y: f64) -> Result<()> {
-    let inside = x.is_finite()
-        && y.is_finite()
-        && (0.0..=scene.width).contains(&x)
-        && (0.0..=scene.height).contains(&y);
-    if inside {
+    if scene.contains(x, y) {
         Ok(())
     } else {
         Err(Error::invalid(
@@ -476,7 +472,7 @@ async fn upload_photo(
             }
             Ok(pixel_id) => {
                 d.pixel_id = Some(pixel_id);
-                d.status = match scene_pos.filter(|&(x, y)| check_inside(&scene, x, y).is_ok()) {
+                d.status = match scene_pos.filter(|&(x, y)| scene.contains(x, y)) {
                     None => DetectionStatus::OutsideScene,
                     Some((x, y)) => {
                         let obs = Observation {

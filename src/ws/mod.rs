@@ -389,7 +389,7 @@ async fn locate_by_gps(
         return Some("this scene's geo-reference is unusable".into());
     };
     let (x, y) = fit.to_scene(lat, lon);
-    if !((0.0..=scene.width).contains(&x) && (0.0..=scene.height).contains(&y)) {
+    if !scene.contains(x, y) {
         return Some("the position is outside the scene".into());
     }
     let obs = Observation {
