@@ -300,6 +300,19 @@ mod tests {
         }
     }
 
+    /// A timeline playing `s` from its start at instant `at`.
+    fn played_at(s: &Show, at: i64) -> Timeline {
+        Timeline::NEW
+            .apply(
+                Command::Play {
+                    start_at_ms: at,
+                    from_ms: 0,
+                },
+                s,
+            )
+            .unwrap()
+    }
+
     fn segs(tl: &Timeline, show: &Show, a: i64, b: i64) -> Vec<(i64, Option<u32>)> {
         let mut out = Vec::new();
         tl.segments(show, a, b, &mut out);
@@ -322,15 +335,7 @@ mod tests {
     #[test]
     fn play_then_segments_follow_durations() {
         let s = show(&[100, 50, 200], false);
-        let tl = Timeline::NEW
-            .apply(
-                Command::Play {
-                    start_at_ms: 1000,
-                    from_ms: 0,
-                },
-                &s,
-            )
-            .unwrap();
+        let tl = played_at(&s, 1000);
         assert_eq!(tl.version, 1);
         assert_eq!(
             segs(&tl, &s, 900, 1500),
@@ -349,15 +354,7 @@ mod tests {
     #[test]
     fn pause_holds_the_frame_and_resume_continues() {
         let s = show(&[100, 100, 100], true);
-        let playing = Timeline::NEW
-            .apply(
-                Command::Play {
-                    start_at_ms: 0,
-                    from_ms: 0,
-                },
-                &s,
-            )
-            .unwrap();
+        let playing = played_at(&s, 0);
         let paused = playing.apply(Command::Pause { at_ms: 150 }, &s).unwrap();
         assert_eq!(paused.current.base_ms, 150);
         // before the pause instant the old playback still applies
@@ -377,15 +374,7 @@ mod tests {
     #[test]
     fn seek_and_stop() {
         let s = show(&[100, 100, 100], false);
-        let tl = Timeline::NEW
-            .apply(
-                Command::Play {
-                    start_at_ms: 0,
-                    from_ms: 0,
-                },
-                &s,
-            )
-            .unwrap();
+        let tl = played_at(&s, 0);
         let sought = tl
             .apply(
                 Command::Seek {
@@ -430,15 +419,7 @@ mod tests {
     #[test]
     fn loops_run_forever_in_a_bounded_number_of_segments() {
         let s = show(&[33, 33, 34], true);
-        let tl = Timeline::NEW
-            .apply(
-                Command::Play {
-                    start_at_ms: 0,
-                    from_ms: 0,
-                },
-                &s,
-            )
-            .unwrap();
+        let tl = played_at(&s, 0);
         let got = segs(&tl, &s, 1_000_000, 1_000_500);
         assert!(got.len() >= 15 && got.len() <= 17, "{got:?}");
         assert!(got.windows(2).all(|w| w[0].0 < w[1].0));

@@ -143,14 +143,25 @@ impl TestApp {
         )
     }
 
-    /// Creates a scene as `token` and returns its id.
+    /// Creates a 100 × 50 scene as `token` and returns its id.
     pub async fn create_scene(&self, token: &str, name: &str) -> Uuid {
+        self.create_scene_sized(token, name, 100.0, 50.0).await
+    }
+
+    /// Creates a `width` × `height` scene as `token` and returns its id.
+    pub async fn create_scene_sized(
+        &self,
+        token: &str,
+        name: &str,
+        width: f64,
+        height: f64,
+    ) -> Uuid {
         let (status, body) = self
             .call(
                 Method::POST,
                 "/api/scenes",
                 Some(token),
-                Some(json!({"name": name, "width": 100.0, "height": 50.0})),
+                Some(json!({"name": name, "width": width, "height": height})),
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "create scene: {body}");

@@ -12,16 +12,7 @@ use crate::phone::{next_json, Phone};
 /// An open 100 × 60 scene; returns (operator token, scene).
 async fn scene(app: &TestApp) -> (String, Uuid) {
     let (op, _) = app.register("oper").await;
-    let (status, body) = app
-        .call(
-            Method::POST,
-            "/api/scenes",
-            Some(&op),
-            Some(json!({"name": "Pitch", "width": 100.0, "height": 60.0})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let id: Uuid = body["scene_id"].as_str().unwrap().parse().unwrap();
+    let id = app.create_scene_sized(&op, "Pitch", 100.0, 60.0).await;
     app.open_scene(&op, id).await;
     (op, id)
 }
@@ -366,21 +357,8 @@ async fn post_photo(
 async fn qr_codes_in_a_photo_locate_phones() {
     let app = spawn_app().await;
     let (op, scene) = scene(&app).await;
-    let (op2, other_scene) = {
-        let (status, body) = app
-            .call(
-                Method::POST,
-                "/api/scenes",
-                Some(&op),
-                Some(json!({"name": "Other", "width": 10.0, "height": 10.0})),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED);
-        let id: Uuid = body["scene_id"].as_str().unwrap().parse().unwrap();
-        app.open_scene(&op, id).await;
-        (op.clone(), id)
-    };
-    let _ = op2;
+    let other_scene = app.create_scene_sized(&op, "Other", 10.0, 10.0).await;
+    app.open_scene(&op, other_scene).await;
     // the photo shows the scene 1:1 at 16 px per scene unit: (px, py) = (16 x, 16 y)
     let (w, h) = (1600u32, 960u32);
     let mut photo = image::GrayImage::from_pixel(w, h, image::Luma([128]));

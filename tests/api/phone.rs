@@ -82,6 +82,18 @@ impl Phone {
     }
 }
 
+/// Opens a socket, says hello (with `token`) and returns the close code the server ends it
+/// with; panics if it is welcomed or dropped without a reason.
+pub async fn refused_code(app: &TestApp, scene_id: Uuid, token: Option<&str>) -> u16 {
+    let mut socket = open(app, scene_id).await;
+    let hello = json!({"type": "hello", "protocol": 1, "token": token});
+    socket.send(Message::text(hello.to_string())).await.unwrap();
+    match ended(&mut socket, Duration::from_secs(5)).await {
+        Ended::Closed(code, _) => code,
+        Ended::Dropped => panic!("dropped without a close reason"),
+    }
+}
+
 pub async fn ended(socket: &mut Socket, within: Duration) -> Ended {
     let deadline = tokio::time::Instant::now() + within;
     loop {

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::helpers::{spawn_app, spawn_app_with, TestApp};
 use crate::images;
-use crate::phone::{colour_at, ended, next_json, open, Ended, Phone};
+use crate::phone::{colour_at, ended, next_json, open, refused_code, Ended, Phone};
 
 const RED: [u8; 3] = [255, 0, 0];
 const GREEN: [u8; 3] = [0, 255, 0];
@@ -161,17 +161,7 @@ async fn join_resume_and_kick() {
         again.ended(Duration::from_secs(5)).await,
         Ended::Closed(4003, "removed from the scene".into())
     );
-    let mut socket = open(&app, scene).await;
-    socket
-        .send(Message::text(
-            json!({"type": "hello", "protocol": 1, "token": token}).to_string(),
-        ))
-        .await
-        .unwrap();
-    assert!(matches!(
-        ended(&mut socket, Duration::from_secs(5)).await,
-        Ended::Closed(4003, _)
-    ));
+    assert_eq!(refused_code(&app, scene, Some(&token)).await, 4003);
 }
 
 #[tokio::test]
@@ -222,17 +212,7 @@ async fn bad_messages_get_close_reasons() {
     // a draft or unknown scene cannot be joined
     let draft = app.create_scene(&op, "Draft").await;
     for id in [draft, Uuid::new_v4()] {
-        let mut socket = open(&app, id).await;
-        socket
-            .send(Message::text(
-                json!({"type": "hello", "protocol": 1}).to_string(),
-            ))
-            .await
-            .unwrap();
-        assert!(matches!(
-            ended(&mut socket, Duration::from_secs(5)).await,
-            Ended::Closed(4004, _)
-        ));
+        assert_eq!(refused_code(&app, id, None).await, 4004);
     }
     // the server is still fine
     let phone = Phone::join(&app, scene, None).await;
@@ -657,15 +637,5 @@ async fn ending_a_scene_closes_its_phones_and_shows_keep_their_frames() {
         phone.ended(Duration::from_secs(5)).await,
         Ended::Closed(4010, "the scene has ended".into())
     );
-    let mut socket = open(&app, scene).await;
-    socket
-        .send(Message::text(
-            json!({"type": "hello", "protocol": 1}).to_string(),
-        ))
-        .await
-        .unwrap();
-    assert!(matches!(
-        ended(&mut socket, Duration::from_secs(5)).await,
-        Ended::Closed(4004, _)
-    ));
+    assert_eq!(refused_code(&app, scene, None).await, 4004);
 }
