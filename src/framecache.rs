@@ -84,16 +84,16 @@ impl Raster {
     }
 }
 
-type Key = (String, Grid);
-
 struct Entry {
     raster: Arc<Raster>,
     last_used: u64,
 }
 
-/// Rasters by (content hash, grid), within a byte budget.
+/// Rasters by grid and content hash, within a byte budget.
 pub struct FrameCache {
-    entries: Mutex<HashMap<Key, Entry>>,
+    /// Grid first, then hash: a lookup borrows the hash (the scheduler looks up every
+    /// segment of every window, and should not allocate to do it).
+    entries: Mutex<HashMap<Grid, HashMap<String, Entry>>>,
     budget_bytes: u64,
     clock: AtomicU64,
     store: FrameStore,
@@ -117,7 +117,7 @@ impl FrameCache {
     pub fn get(&self, sha256: &str, grid: Grid) -> Option<Arc<Raster>> {
         let tick = self.clock.fetch_add(1, Ordering::Relaxed);
         let mut entries = self.entries.lock().expect("frame cache lock");
-        match entries.get_mut(&(sha256.to_owned(), grid)) {
+        match entries.get_mut(&grid).and_then(|m| m.get_mut(sha256)) {
             Some(e) => {
                 e.last_used = tick;
                 self.hits.fetch_add(1, Ordering::Relaxed);
@@ -134,31 +134,43 @@ impl FrameCache {
         self.entries
             .lock()
             .expect("frame cache lock")
-            .contains_key(&(sha256.to_owned(), grid))
+            .get(&grid)
+            .is_some_and(|m| m.contains_key(sha256))
     }
 
     /// Puts a raster in, evicting the least recently used beyond the budget.
     pub fn insert(&self, sha256: &str, raster: Arc<Raster>) {
         let tick = self.clock.fetch_add(1, Ordering::Relaxed);
         let mut entries = self.entries.lock().expect("frame cache lock");
-        entries.insert(
-            (sha256.to_owned(), raster.grid),
+        entries.entry(raster.grid).or_default().insert(
+            sha256.to_owned(),
             Entry {
                 raster,
                 last_used: tick,
             },
         );
-        let mut used: u64 = entries.values().map(|e| e.raster.bytes()).sum();
-        while used > self.budget_bytes && entries.len() > 1 {
-            let Some(oldest) = entries
+        let mut used: u64 = entries
+            .values()
+            .flat_map(|m| m.values())
+            .map(|e| e.raster.bytes())
+            .sum();
+        let mut count: usize = entries.values().map(HashMap::len).sum();
+        while used > self.budget_bytes && count > 1 {
+            let Some((grid, sha)) = entries
                 .iter()
-                .min_by_key(|(_, e)| e.last_used)
-                .map(|(k, _)| k.clone())
+                .flat_map(|(g, m)| m.iter().map(move |(sha, e)| (g, sha, e.last_used)))
+                .min_by_key(|&(_, _, last_used)| last_used)
+                .map(|(g, sha, _)| (*g, sha.clone()))
             else {
                 break;
             };
-            if let Some(e) = entries.remove(&oldest) {
+            let by_sha = entries.get_mut(&grid).expect("found above");
+            if let Some(e) = by_sha.remove(&sha) {
                 used -= e.raster.bytes();
+                count -= 1;
+            }
+            if by_sha.is_empty() {
+                entries.remove(&grid);
             }
         }
     }
@@ -216,6 +228,34 @@ mod tests {
         let g = Grid::for_show(&huge);
         assert!(g.cells() as u64 <= MAX_GRID_CELLS);
         assert!((f64::from(g.w) / f64::from(g.h) - 2.0).abs() < 0.01);
+    }
+
+    #[tokio::test]
+    async fn the_least_recently_used_raster_goes_first() {
+        let config = crate::config::Config::for_tests(
+            String::new(),
+            "mongodb://127.0.0.1:1".into(),
+            "none".into(),
+        );
+        let store = FrameStore::connect(&config).await.unwrap();
+        let grid = Grid { w: 2, h: 2 };
+        let raster = || {
+            Arc::new(Raster {
+                grid,
+                rgb: vec![[0; 3]; 4],
+            })
+        };
+        let cache = FrameCache::new(store, 2 * 12); // room for two 2×2 rasters
+        cache.insert("a", raster());
+        cache.insert("b", raster());
+        assert!(cache.get("a", grid).is_some()); // a is now fresher than b
+        cache.insert("c", raster());
+        assert!(cache.contains("a", grid) && cache.contains("c", grid));
+        assert!(!cache.contains("b", grid));
+        assert!(
+            cache.get("a", Grid { w: 1, h: 1 }).is_none(),
+            "grids are kept apart"
+        );
     }
 
     #[test]
