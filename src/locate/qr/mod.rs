@@ -99,26 +99,26 @@ impl Found {
     }
 }
 
-/// Tiles a detector looks at: big enough to hold a code, small enough that rqrr's cost (which
-/// grows fast with the number of candidate finder patterns in view) stays low; they overlap by
-/// more than the largest code expected, so every code lies whole inside some tile.
+mod scan;
+
+/// Tiles rqrr's own detector looks at: big enough to hold a code, small enough that its cost
+/// (which grows fast with the number of candidate finder patterns in view) stays low; they
+/// overlap by more than the largest code expected, so every code lies whole inside some tile.
 pub const TILE_PX: u32 = 1024;
 pub const TILE_OVERLAP_PX: u32 = 320;
 
-/// The QR decoders behind [`detect`]; `benches/qr.rs` measures them on the same photos.
+/// The QR detectors behind [`detect`]; `benches/qr.rs` measures them on the same photos.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decoder {
-    /// rqrr (quirc's algorithm): the design's first choice.
+    /// C3S's own finder-pattern scan (`scan.rs`), with rqrr decoding the sampled modules.
+    Scan,
+    /// rqrr's own detector (quirc's algorithm), on overlapping tiles: the design's first choice.
     Rqrr,
-    /// rxing, the pure-Rust port of ZXing (its multi-QR detector, hybrid binariser).
-    Rxing,
 }
 
 impl Decoder {
-    /// The one the server uses, chosen by `benches/qr.rs`: on 12 MP crowd photos at 3–4 px
-    /// per module rqrr found 9–41 % of the codes and rxing 0–10 % (zxing-cpp, the reference,
-    /// 96–100 %). Neither meets the goal yet; see the issue notes for the way forward.
-    pub const SERVER: Decoder = Decoder::Rqrr;
+    /// The one the server uses, chosen by `benches/qr.rs` (figures in the README).
+    pub const SERVER: Decoder = Decoder::Scan;
 }
 
 /// Finds every QR code in a photo with the server's decoder.
@@ -126,9 +126,17 @@ pub fn detect(photo: &GrayImage, threads: usize) -> Vec<Found> {
     detect_with(photo, threads, Decoder::SERVER)
 }
 
-/// Finds every QR code in a photo: tiled with overlap, tiles decoded on `threads` threads,
-/// codes seen in two tiles kept once.
+/// Finds every QR code in a photo on `threads` threads, each code once.
 pub fn detect_with(photo: &GrayImage, threads: usize, decoder: Decoder) -> Vec<Found> {
+    match decoder {
+        Decoder::Scan => scan::detect(photo, threads),
+        Decoder::Rqrr => detect_tiled_rqrr(photo, threads),
+    }
+}
+
+/// rqrr's detector on overlapping tiles, tiles decoded on `threads` threads, codes seen in two
+/// tiles kept once.
+fn detect_tiled_rqrr(photo: &GrayImage, threads: usize) -> Vec<Found> {
     let (w, h) = photo.dimensions();
     let step = TILE_PX - TILE_OVERLAP_PX;
     let starts = |len: u32| {
@@ -157,10 +165,7 @@ pub fn detect_with(photo: &GrayImage, threads: usize, decoder: Decoder) -> Vec<F
                         .flat_map(|&(x, y)| {
                             // rqrr asserts on some degenerate geometry: a tile that trips it
                             // yields nothing rather than failing the whole photo
-                            let tile = std::panic::AssertUnwindSafe(|| match decoder {
-                                Decoder::Rqrr => detect_tile(photo, x, y),
-                                Decoder::Rxing => detect_tile_rxing(photo, x, y),
-                            });
+                            let tile = std::panic::AssertUnwindSafe(|| detect_tile(photo, x, y));
                             std::panic::catch_unwind(tile).unwrap_or_default()
                         })
                         .collect::<Vec<_>>()
@@ -172,7 +177,6 @@ pub fn detect_with(photo: &GrayImage, threads: usize, decoder: Decoder) -> Vec<F
             .flat_map(|h| h.join().unwrap_or_default())
             .collect()
     });
-    // the same code seen in two overlapping tiles: keep one
     let mut seen = std::collections::HashSet::new();
     found.retain(|f| seen.insert(f.payload.clone()));
     found
@@ -200,69 +204,6 @@ fn detect_tile(photo: &GrayImage, x0: u32, y0: u32) -> Vec<Found> {
             Some(Found {
                 payload,
                 outline: [p(0), p(1), p(2), p(3)],
-            })
-        })
-        .collect()
-}
-
-fn detect_tile_rxing(photo: &GrayImage, x0: u32, y0: u32) -> Vec<Found> {
-    use rxing::common::HybridBinarizer;
-    use rxing::multi::qrcode::QRCodeMultiReader;
-    use rxing::multi::MultipleBarcodeReader;
-    use rxing::{
-        BinaryBitmap, DecodeHints, Luma8LuminanceSource, RXingResultMetadataType,
-        RXingResultMetadataValue,
-    };
-
-    let (w, h) = photo.dimensions();
-    let (tw, th) = (TILE_PX.min(w - x0), TILE_PX.min(h - y0));
-    let mut luma = Vec::with_capacity((tw * th) as usize);
-    for y in y0..y0 + th {
-        let row = (y * w + x0) as usize;
-        luma.extend_from_slice(&photo.as_raw()[row..row + tw as usize]);
-    }
-    let Ok(source) = Luma8LuminanceSource::new(luma, tw, th) else {
-        return Vec::new();
-    };
-    let mut bitmap = BinaryBitmap::new(HybridBinarizer::new(source));
-    let hints = DecodeHints {
-        TryHarder: Some(true),
-        ..Default::default()
-    };
-    let Ok(results) = QRCodeMultiReader::default().decode_multiple_with_hints(&mut bitmap, &hints)
-    else {
-        return Vec::new();
-    };
-    results
-        .into_iter()
-        .filter_map(|r| {
-            let payload = match r
-                .getRXingResultMetadata()
-                .get(&RXingResultMetadataType::BYTE_SEGMENTS)
-            {
-                Some(RXingResultMetadataValue::ByteSegments(segments)) => segments.concat(),
-                _ => r.getText().as_bytes().to_vec(),
-            };
-            // finder-pattern centres: bottom-left, top-left, top-right
-            let p = r.getPoints();
-            if p.len() < 3 {
-                return None;
-            }
-            let (bl, tl, tr) = (p[0], p[1], p[2]);
-            let centre = ((bl.x + tr.x) as f64 / 2.0, (bl.y + tr.y) as f64 / 2.0);
-            let br = (f64::from(tr.x + bl.x - tl.x), f64::from(tr.y + bl.y - tl.y));
-            // the finder centres sit 3.5 modules in from the corners of a 25-module code
-            let grow = |(x, y): (f64, f64)| {
-                let k = 12.5 / 9.0;
-                (
-                    centre.0 + (x - centre.0) * k + f64::from(x0),
-                    centre.1 + (y - centre.1) * k + f64::from(y0),
-                )
-            };
-            let pt = |q: rxing::Point| (f64::from(q.x), f64::from(q.y));
-            Some(Found {
-                payload,
-                outline: [grow(pt(tl)), grow(pt(tr)), grow(br), grow(pt(bl))],
             })
         })
         .collect()
@@ -320,5 +261,74 @@ mod tests {
         assert!(
             (cx - f64::from(size) / 2.0).abs() < 3.0 && (cy - f64::from(size) / 2.0).abs() < 3.0
         );
+    }
+
+    /// Draws a code centred at (cx, cy), `px` pixels per module, turned by `angle`, with a
+    /// two-module light margin.
+    fn draw_turned(
+        img: &mut GrayImage,
+        token: &[u8; TOKEN_BYTES],
+        cx: f64,
+        cy: f64,
+        px: f64,
+        angle: f64,
+    ) {
+        let (side, modules) = render(token);
+        let s = side as f64;
+        let (sin, cos) = angle.sin_cos();
+        let reach = (s / 2.0 + 2.0) * px * 1.5;
+        for y in (cy - reach) as u32..(cy + reach) as u32 {
+            for x in (cx - reach) as u32..(cx + reach) as u32 {
+                let (dx, dy) = (f64::from(x) + 0.5 - cx, f64::from(y) + 0.5 - cy);
+                let u = (cos * dx + sin * dy) / px + s / 2.0;
+                let v = (-sin * dx + cos * dy) / px + s / 2.0;
+                if u < -2.0 || v < -2.0 || u >= s + 2.0 || v >= s + 2.0 {
+                    continue;
+                }
+                let inside = u >= 0.0 && v >= 0.0 && u < s && v < s;
+                let dark = inside && modules.as_bytes()[v as usize * side + u as usize] == b'1';
+                img.put_pixel(x, y, image::Luma([if dark { 40 } else { 220 }]));
+            }
+        }
+    }
+
+    #[test]
+    fn turned_small_codes_on_a_busy_background_are_all_found_where_they_are() {
+        let mut img = GrayImage::from_fn(900, 600, |x, y| {
+            image::Luma([(90 + (x / 7 + y / 5) % 40) as u8])
+        });
+        let mut truth = Vec::new();
+        for (i, angle) in [-0.6f64, -0.3, 0.0, 0.2, 0.45, 0.7].into_iter().enumerate() {
+            let t = sign(SECRET, Uuid::new_v4(), Uuid::new_v4(), 1_800_000_000);
+            let (cx, cy) = (
+                150.0 + 300.0 * (i % 3) as f64,
+                150.0 + 300.0 * (i / 3) as f64,
+            );
+            draw_turned(&mut img, &t, cx, cy, 3.0 + i as f64 * 0.3, angle);
+            truth.push((t, cx, cy));
+        }
+        // a 3 × 3 box blur, as a slightly soft camera gives
+        let src = img.clone();
+        for y in 1..599 {
+            for x in 1..899 {
+                let s: u32 = (0..9)
+                    .map(|k| u32::from(src.get_pixel(x + k % 3 - 1, y + k / 3 - 1).0[0]))
+                    .sum();
+                img.put_pixel(x, y, image::Luma([(s / 9) as u8]));
+            }
+        }
+        let found = detect(&img, 2);
+        assert_eq!(found.len(), truth.len(), "{found:?}");
+        for (t, cx, cy) in truth {
+            let f = found
+                .iter()
+                .find(|f| f.payload == t)
+                .expect("every code is read");
+            let (x, y) = f.centre();
+            assert!(
+                (x - cx).abs() < 2.0 && (y - cy).abs() < 2.0,
+                "centre {x},{y} vs {cx},{cy}"
+            );
+        }
     }
 }

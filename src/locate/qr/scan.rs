@@ -1,0 +1,451 @@
+//! C3S's own QR finder for crowd photos: hundreds of small version-2 codes in one large image.
+//!
+//! rqrr's detector (quirc's flood fill and capstone grouping) found under half of them in
+//! 12 MP photos and took minutes on dense ones; ZXing's row-scan finder is the better idea, and
+//! knowing that every code is version 2 makes the rest simple:
+//!
+//! 1. [`Binary`]: each pixel dark or light against the mean of a window around it.
+//! 2. [`scan_band`]: every row is cut into runs; five runs in the ratio 1:1:3:1:1 are a finder
+//!    pattern candidate, kept only if the column through its centre shows the same ratio. Rows
+//!    are scanned in bands, one per thread.
+//! 3. [`cluster`]: the many rows that cross one finder pattern agree on its centre; merged.
+//! 4. [`triples`]: three finder patterns 18 modules apart at a right angle are a code's corners.
+//! 5. [`read`]: the 25 × 25 modules are sampled through the affine map those corners give (a
+//!    code is small enough that perspective within it is negligible), thresholded halfway
+//!    between the code's own dark and light, and decoded by rqrr (format, unmasking,
+//!    Reed–Solomon).
+
+use image::GrayImage;
+
+use super::Found;
+
+/// Modules per side of a version-2 code, and the distance between finder centres in modules.
+const SIDE: usize = 25;
+const FINDER_SPAN: f64 = 18.0;
+/// The binarisation window reaches this far each way: wider than a finder's 3-module core at
+/// the largest module size expected (~6 px), narrow enough to follow uneven lighting.
+const WINDOW_RADIUS: usize = 12;
+/// A pixel is dark when this much darker than its window's mean (noise in flat areas).
+const BIAS: u32 = 3;
+/// A finder narrower than this (7 modules of ~1.5 px) cannot be read anyway.
+const MIN_FINDER_PX: usize = 10;
+
+/// Every pixel of a photo, dark (1) or light (0).
+struct Binary {
+    w: usize,
+    h: usize,
+    dark: Vec<u8>,
+}
+
+impl Binary {
+    fn new(photo: &GrayImage, threads: usize) -> Binary {
+        let (w, h) = (photo.width() as usize, photo.height() as usize);
+        let mut dark = vec![0u8; w * h];
+        let band = h.div_ceil(threads).max(1);
+        std::thread::scope(|s| {
+            for (i, out) in dark.chunks_mut(band * w).enumerate() {
+                s.spawn(move || threshold_band(photo, i * band, out));
+            }
+        });
+        Binary { w, h, dark }
+    }
+
+    fn at(&self, x: usize, y: usize) -> bool {
+        self.dark[y * self.w + x] != 0
+    }
+}
+
+/// Thresholds rows `y0..` (as many as `out` holds) with a sliding window sum.
+fn threshold_band(photo: &GrayImage, y0: usize, out: &mut [u8]) {
+    let (w, h) = (photo.width() as usize, photo.height() as usize);
+    let px = photo.as_raw();
+    let rows = out.len() / w;
+    let r = WINDOW_RADIUS;
+    // column sums over the window's rows, for the current row
+    let mut col = vec![0u32; w];
+    let (mut top, mut bottom) = (y0.saturating_sub(r), y0.saturating_sub(r));
+    for y in y0..y0 + rows {
+        let (want_top, want_bottom) = (y.saturating_sub(r), (y + r + 1).min(h));
+        while bottom < want_bottom {
+            col.iter_mut()
+                .zip(&px[bottom * w..(bottom + 1) * w])
+                .for_each(|(c, &p)| *c += u32::from(p));
+            bottom += 1;
+        }
+        while top < want_top {
+            col.iter_mut()
+                .zip(&px[top * w..(top + 1) * w])
+                .for_each(|(c, &p)| *c -= u32::from(p));
+            top += 1;
+        }
+        let n_rows = (bottom - top) as u32;
+        let row = &px[y * w..(y + 1) * w];
+        let dst = &mut out[(y - y0) * w..(y - y0 + 1) * w];
+        let mut sum: u32 = col[..r.min(w)].iter().sum();
+        let (mut left, mut right) = (0usize, r.min(w));
+        for x in 0..w {
+            let (want_left, want_right) = (x.saturating_sub(r), (x + r + 1).min(w));
+            while right < want_right {
+                sum += col[right];
+                right += 1;
+            }
+            while left < want_left {
+                sum -= col[left];
+                left += 1;
+            }
+            let area = n_rows * (right - left) as u32;
+            dst[x] = u8::from((u32::from(row[x]) + BIAS) * area < sum);
+        }
+    }
+}
+
+/// A finder pattern: its centre (photo pixels, continuous: pixel `i` spans `[i, i + 1)`) and
+/// module size.
+#[derive(Debug, Clone, Copy)]
+struct Finder {
+    x: f64,
+    y: f64,
+    module: f64,
+}
+
+/// Whether five runs (dark, light, dark, light, dark) are in the ratio 1:1:3:1:1.
+fn finder_ratio(runs: &[usize; 5]) -> bool {
+    let total: usize = runs.iter().sum();
+    if total < MIN_FINDER_PX {
+        return false;
+    }
+    let m = total as f64 / 7.0;
+    let tol = m * 0.6;
+    (runs[0] as f64 - m).abs() < tol
+        && (runs[1] as f64 - m).abs() < tol
+        && (runs[2] as f64 - 3.0 * m).abs() < 2.5 * tol
+        && (runs[3] as f64 - m).abs() < tol
+        && (runs[4] as f64 - m).abs() < tol
+}
+
+/// Runs along a line through (x, y) in direction (dx, dy), starting in the finder's dark core:
+/// returns the five runs and the offset of the core's centre from (x, y), in steps.
+fn cross_runs(
+    bin: &Binary,
+    x: usize,
+    y: usize,
+    (dx, dy): (isize, isize),
+    max_run: usize,
+) -> Option<([usize; 5], f64)> {
+    if !bin.at(x, y) {
+        return None;
+    }
+    // walks from the centre one way: core part, light ring, dark ring
+    let walk = |sign: isize| -> Option<[usize; 3]> {
+        let mut counts = [0usize; 3];
+        let mut state = 0; // 0 core (dark), 1 ring (light), 2 outer ring (dark)
+        let (mut cx, mut cy) = (x as isize, y as isize);
+        loop {
+            cx += sign * dx;
+            cy += sign * dy;
+            if cx < 0 || cy < 0 || cx >= bin.w as isize || cy >= bin.h as isize {
+                return (state == 2).then_some(counts);
+            }
+            let dark = bin.at(cx as usize, cy as usize);
+            let expect_dark = state != 1;
+            if dark != expect_dark {
+                if state == 2 {
+                    return Some(counts);
+                }
+                state += 1;
+            }
+            counts[state] += 1;
+            if counts[state] > max_run {
+                return None;
+            }
+        }
+    };
+    let back = walk(-1)?;
+    let fwd = walk(1)?;
+    let runs = [back[2], back[1], back[0] + fwd[0] + 1, fwd[1], fwd[2]];
+    // the core spans steps -back[0] ..= fwd[0]; its centre, measured from (x, y)
+    let centre = (fwd[0] as f64 - back[0] as f64) / 2.0;
+    finder_ratio(&runs).then_some((runs, centre))
+}
+
+/// Scans rows `y0..y1` for finder patterns, each confirmed by the column through its centre
+/// and then re-measured along the row through that corrected centre.
+fn scan_band(bin: &Binary, y0: usize, y1: usize) -> Vec<Finder> {
+    let mut out = Vec::new();
+    let mut runs: Vec<(usize, usize)> = Vec::new(); // (start, length) of alternating runs
+    for y in y0..y1 {
+        let row = &bin.dark[y * bin.w..(y + 1) * bin.w];
+        runs.clear();
+        let mut start = 0;
+        for x in 1..=row.len() {
+            if x == row.len() || row[x] != row[start] {
+                runs.push((start, x - start));
+                start = x;
+            }
+        }
+        let first_dark = usize::from(row.first() == Some(&0));
+        for i in (first_dark..runs.len().saturating_sub(4)).step_by(2) {
+            let five = [
+                runs[i].1,
+                runs[i + 1].1,
+                runs[i + 2].1,
+                runs[i + 3].1,
+                runs[i + 4].1,
+            ];
+            if !finder_ratio(&five) {
+                continue;
+            }
+            let total: usize = five.iter().sum();
+            let max_run = total; // generous: the column may be longer under rotation
+            let cx = runs[i + 2].0 + runs[i + 2].1 / 2;
+            let Some((vruns, dy)) = cross_runs(bin, cx, y, (0, 1), max_run) else {
+                continue;
+            };
+            let vtotal: usize = vruns.iter().sum();
+            if vtotal * 10 < total * 6 || vtotal * 6 > total * 10 {
+                continue;
+            }
+            let fy = y as f64 + 0.5 + dy;
+            let ry = fy as usize;
+            let Some((hruns, dx)) = cross_runs(bin, cx, ry, (1, 0), max_run) else {
+                continue;
+            };
+            let htotal: usize = hruns.iter().sum();
+            out.push(Finder {
+                x: cx as f64 + 0.5 + dx,
+                y: fy,
+                module: (htotal + vtotal) as f64 / 14.0,
+            });
+        }
+    }
+    out
+}
+
+/// Merges the candidates of one finder pattern (found on many rows) into one; a lone
+/// candidate is noise and dropped.
+fn cluster(mut raw: Vec<Finder>) -> Vec<Finder> {
+    raw.sort_by(|a, b| a.y.total_cmp(&b.y));
+    // running sums of open clusters; a cluster closes once rows have moved well past it
+    let mut acc: Vec<(f64, f64, f64, usize)> = Vec::new();
+    let mut done = Vec::new();
+    let mut open: Vec<usize> = Vec::new();
+    for f in raw {
+        open.retain(|&i| {
+            let (_, sy, sm, n) = acc[i];
+            let keep = f.y - sy / n as f64 <= 2.0 * sm / n as f64 + 2.0;
+            if !keep {
+                done.push(i);
+            }
+            keep
+        });
+        let near = open.iter().copied().find(|&i| {
+            let (sx, sy, sm, n) = acc[i];
+            let n = n as f64;
+            let reach = (sm / n).max(1.5);
+            (sx / n - f.x).abs() <= reach && (sy / n - f.y).abs() <= reach
+        });
+        match near {
+            Some(i) => {
+                let a = &mut acc[i];
+                a.0 += f.x;
+                a.1 += f.y;
+                a.2 += f.module;
+                a.3 += 1;
+            }
+            None => {
+                open.push(acc.len());
+                acc.push((f.x, f.y, f.module, 1));
+            }
+        }
+    }
+    done.extend(open);
+    done.into_iter()
+        .filter_map(|i| {
+            let (sx, sy, sm, n) = acc[i];
+            let n = n as f64;
+            (n >= 2.0).then(|| Finder {
+                x: sx / n,
+                y: sy / n,
+                module: sm / n,
+            })
+        })
+        .collect()
+}
+
+/// Candidate codes: (top-left, top-right, bottom-left) finder indices, best-looking first.
+fn triples(finders: &[Finder]) -> Vec<[usize; 3]> {
+    // a coarse grid of finders, so each one looks only at its neighbourhood
+    let cell = finders
+        .iter()
+        .map(|f| f.module * FINDER_SPAN * 1.4)
+        .fold(16.0f64, f64::max);
+    let mut grid: std::collections::HashMap<(i64, i64), Vec<usize>> = Default::default();
+    let key = |f: &Finder| ((f.x / cell) as i64, (f.y / cell) as i64);
+    for (i, f) in finders.iter().enumerate() {
+        grid.entry(key(f)).or_default().push(i);
+    }
+    let mut out: Vec<(f64, [usize; 3])> = Vec::new();
+    let mut sides = Vec::new();
+    for (a, fa) in finders.iter().enumerate() {
+        let (kx, ky) = key(fa);
+        sides.clear();
+        for gx in kx - 1..=kx + 1 {
+            for gy in ky - 1..=ky + 1 {
+                for &b in grid.get(&(gx, gy)).into_iter().flatten() {
+                    let fb = &finders[b];
+                    let d = (fb.x - fa.x).hypot(fb.y - fa.y);
+                    let span = d / (0.5 * (fa.module + fb.module));
+                    let sizes = fa.module / fb.module;
+                    if b != a && (12.0..26.0).contains(&span) && (0.6..1.67).contains(&sizes) {
+                        sides.push((b, fb.x - fa.x, fb.y - fa.y, d));
+                    }
+                }
+            }
+        }
+        for (i, &(b, bx, by, bd)) in sides.iter().enumerate() {
+            for &(c, cx, cy, cd) in &sides[i + 1..] {
+                let cos = (bx * cx + by * cy) / (bd * cd);
+                let ratio = bd / cd;
+                if cos.abs() > 0.25 || !(0.8..1.25).contains(&ratio) {
+                    continue;
+                }
+                let score = cos.abs() + (ratio - 1.0).abs();
+                // clockwise in the image (y down): top-left → top-right → bottom-left
+                let cross = bx * cy - by * cx;
+                out.push((score, if cross > 0.0 { [a, b, c] } else { [a, c, b] }));
+            }
+        }
+    }
+    out.sort_by(|x, y| x.0.total_cmp(&y.0));
+    out.into_iter().map(|(_, t)| t).collect()
+}
+
+/// Bilinear grey level at continuous photo coordinates.
+fn sample(photo: &GrayImage, x: f64, y: f64) -> Option<f64> {
+    let (fx, fy) = (x - 0.5, y - 0.5);
+    let (x0, y0) = (fx.floor(), fy.floor());
+    if x0 < 0.0 || y0 < 0.0 || x0 + 1.0 >= f64::from(photo.width()) {
+        return None;
+    }
+    if y0 + 1.0 >= f64::from(photo.height()) {
+        return None;
+    }
+    let (tx, ty) = (fx - x0, fy - y0);
+    let (ix, iy) = (x0 as u32, y0 as u32);
+    let p = |x, y| f64::from(photo.get_pixel(x, y).0[0]);
+    let top = p(ix, iy) * (1.0 - tx) + p(ix + 1, iy) * tx;
+    let bottom = p(ix, iy + 1) * (1.0 - tx) + p(ix + 1, iy + 1) * tx;
+    Some(top * (1.0 - ty) + bottom * ty)
+}
+
+/// The map from module coordinates (0..25 across the code) to the photo that puts the finder
+/// centres (3.5, 3.5), (21.5, 3.5) and (3.5, 21.5) on the three finders.
+#[derive(Debug, Clone, Copy)]
+struct Affine {
+    origin: (f64, f64),
+    u: (f64, f64),
+    v: (f64, f64),
+}
+
+impl Affine {
+    fn new(tl: &Finder, tr: &Finder, bl: &Finder) -> Affine {
+        let u = ((tr.x - tl.x) / FINDER_SPAN, (tr.y - tl.y) / FINDER_SPAN);
+        let v = ((bl.x - tl.x) / FINDER_SPAN, (bl.y - tl.y) / FINDER_SPAN);
+        let origin = (tl.x - 3.5 * (u.0 + v.0), tl.y - 3.5 * (u.1 + v.1));
+        Affine { origin, u, v }
+    }
+
+    fn map(&self, m: f64, n: f64) -> (f64, f64) {
+        (
+            self.origin.0 + m * self.u.0 + n * self.v.0,
+            self.origin.1 + m * self.u.1 + n * self.v.1,
+        )
+    }
+}
+
+/// Reads the code whose finders are `tl`, `tr`, `bl`.
+fn read(photo: &GrayImage, tl: &Finder, tr: &Finder, bl: &Finder) -> Option<Found> {
+    let map = Affine::new(tl, tr, bl);
+    // the code's own dark (finder cores) and light (the ring two modules from each core)
+    let mut dark = 0.0;
+    let mut light = 0.0;
+    for (cm, cn) in [(3.5, 3.5), (21.5, 3.5), (3.5, 21.5)] {
+        let (x, y) = map.map(cm, cn);
+        dark += sample(photo, x, y)?;
+        for (dm, dn) in [(2.0, 0.0), (-2.0, 0.0), (0.0, 2.0), (0.0, -2.0)] {
+            let (x, y) = map.map(cm + dm, cn + dn);
+            light += sample(photo, x, y)? / 4.0;
+        }
+    }
+    let (dark, light) = (dark / 3.0, light / 3.0);
+    if light - dark < 16.0 {
+        return None;
+    }
+    let threshold = (dark + light) / 2.0;
+    let mut modules = [false; SIDE * SIDE];
+    for n in 0..SIDE {
+        for m in 0..SIDE {
+            let (x, y) = map.map(m as f64 + 0.5, n as f64 + 0.5);
+            modules[n * SIDE + m] = sample(photo, x, y)? < threshold;
+        }
+    }
+    let grid = rqrr::Grid::new(rqrr::SimpleGrid::from_func(SIDE, |m, n| {
+        modules[n * SIDE + m]
+    }));
+    let mut payload = Vec::new();
+    grid.decode_to(&mut payload).ok()?;
+    let s = SIDE as f64;
+    Some(Found {
+        payload,
+        outline: [
+            map.map(0.0, 0.0),
+            map.map(s, 0.0),
+            map.map(s, s),
+            map.map(0.0, s),
+        ],
+    })
+}
+
+/// Finds every version-2 QR code in a photo on `threads` threads.
+pub fn detect(photo: &GrayImage, threads: usize) -> Vec<Found> {
+    let threads = threads.clamp(1, 16);
+    let bin = Binary::new(photo, threads);
+    let band = bin.h.div_ceil(threads).max(1);
+    let raw: Vec<Finder> = std::thread::scope(|s| {
+        let bin = &bin;
+        let handles: Vec<_> = (0..bin.h)
+            .step_by(band)
+            .map(|y0| s.spawn(move || scan_band(bin, y0, (y0 + band).min(bin.h))))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("scanning does not panic"))
+            .collect()
+    });
+    drop(bin);
+    let finders = cluster(raw);
+    let candidates = triples(&finders);
+    let per_thread = candidates.len().div_ceil(threads).max(1);
+    let found: Vec<Found> = std::thread::scope(|s| {
+        let finders = &finders;
+        let handles: Vec<_> = candidates
+            .chunks(per_thread)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .filter_map(|&[a, b, c]| read(photo, &finders[a], &finders[b], &finders[c]))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("reading does not panic"))
+            .collect()
+    });
+    let mut seen = std::collections::HashSet::new();
+    found
+        .into_iter()
+        .filter(|f| seen.insert(f.payload.clone()))
+        .collect()
+}
