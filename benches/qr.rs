@@ -18,42 +18,30 @@ use image::GrayImage;
 use rand::{Rng, SeedableRng};
 use uuid::Uuid;
 
-const W: u32 = 4000;
-const H: u32 = 3000;
+/// The photo sizes tried, smallest first (width, height): 12 MP is the goal's; a case whose
+/// codes cannot fit in it without overlapping also runs on the next size up, and says so.
+const SIZES: [(u32, u32); 3] = [(4000, 3000), (5657, 4243), (8000, 6000)];
 /// The scene: 100 × 75 units.
 const SCENE_W: f64 = 100.0;
 const SCENE_H: f64 = 75.0;
 /// Light border drawn around each code, in modules (phones show a white margin).
 const QUIET_MODULES: f64 = 2.0;
 
-/// The camera: scene corners → photo (the far side, at the top, is narrower).
-fn camera() -> [RefPoint; 4] {
-    let (w, h) = (f64::from(W), f64::from(H));
+/// The camera: scene corners → photo (the far side, at the top, is narrower), inset so every
+/// phone's code lies whole inside the photo.
+fn camera(w: u32, h: u32) -> [RefPoint; 4] {
+    let (w, h) = (f64::from(w), f64::from(h));
+    let corner = |px, py, x, y| RefPoint {
+        px: px * w,
+        py: py * h,
+        x,
+        y,
+    };
     [
-        RefPoint {
-            px: 0.06 * w,
-            py: 0.02 * h,
-            x: 0.0,
-            y: 0.0,
-        },
-        RefPoint {
-            px: 0.94 * w,
-            py: 0.02 * h,
-            x: SCENE_W,
-            y: 0.0,
-        },
-        RefPoint {
-            px: 1.0 * w - 1.0,
-            py: h - 1.0,
-            x: SCENE_W,
-            y: SCENE_H,
-        },
-        RefPoint {
-            px: 0.0,
-            py: h - 1.0,
-            x: 0.0,
-            y: SCENE_H,
-        },
+        corner(0.08, 0.03, 0.0, 0.0),
+        corner(0.92, 0.03, SCENE_W, 0.0),
+        corner(0.97, 0.97, SCENE_W, SCENE_H),
+        corner(0.03, 0.97, 0.0, SCENE_H),
     ]
 }
 
@@ -82,11 +70,11 @@ fn draw(
     let (sin, cos) = angle.sin_cos();
     let (x0, x1) = (
         (cx - reach).max(0.0) as u32,
-        ((cx + reach) as u32).min(W - 1),
+        ((cx + reach) as u32).min(img.width() - 1),
     );
     let (y0, y1) = (
         (cy - reach).max(0.0) as u32,
-        ((cy + reach) as u32).min(H - 1),
+        ((cy + reach) as u32).min(img.height() - 1),
     );
     for y in y0..=y1 {
         for x in x0..=x1 {
@@ -111,8 +99,8 @@ fn draw(
 /// A 3 × 3 box blur and Gaussian-ish noise (sum of uniforms), in place.
 fn degrade(img: &mut GrayImage, rng: &mut impl Rng, noise: f64) {
     let src = img.clone();
-    for y in 1..H - 1 {
-        for x in 1..W - 1 {
+    for y in 1..img.height() - 1 {
+        for x in 1..img.width() - 1 {
             let mut s = 0u32;
             for dy in 0..3 {
                 for dx in 0..3 {
@@ -132,6 +120,8 @@ fn degrade(img: &mut GrayImage, rng: &mut impl Rng, noise: f64) {
 /// A generated photo and its truth.
 struct Crowd {
     img: GrayImage,
+    /// where each phone's code is drawn in the photo
+    drawn: Vec<(f64, f64)>,
     placed: Vec<Placed>,
     /// token bytes → index in `placed`
     by_payload: HashMap<Vec<u8>, usize>,
@@ -139,9 +129,16 @@ struct Crowd {
 
 /// Generates a crowd photo of `n` phones at `px` pixels per module (at the photo's middle
 /// depth); none when the codes cannot fit without overlapping.
-fn crowd(n: usize, px: f64, secret: &[u8], scene_id: Uuid, seed: u64) -> Option<Crowd> {
+fn crowd(
+    (w, h): (u32, u32),
+    n: usize,
+    px: f64,
+    secret: &[u8],
+    scene_id: Uuid,
+    seed: u64,
+) -> Option<Crowd> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let to_photo = Homography::fit(&camera().map(|r| RefPoint {
+    let to_photo = Homography::fit(&camera(w, h).map(|r| RefPoint {
         px: r.x,
         py: r.y,
         x: r.px,
@@ -153,15 +150,16 @@ fn crowd(n: usize, px: f64, secret: &[u8], scene_id: Uuid, seed: u64) -> Option<
     let rows = n.div_ceil(cols);
     let (cw, ch) = (SCENE_W / cols as f64, SCENE_H / rows as f64);
     // the code's footprint must fit its cell at the far side (where cells are smallest)
-    let far_cell_px = cw * (0.88 * f64::from(W) / SCENE_W);
+    let far_cell_px = cw * (0.84 * f64::from(w) / SCENE_W);
     let footprint = (25.0 + 2.0 * QUIET_MODULES) * px * 1.15; // rotation and perspective margin
-    if footprint > far_cell_px.min(ch * f64::from(H) / SCENE_H * 0.9) {
+    if footprint > far_cell_px.min(ch * 0.94 * f64::from(h) / SCENE_H * 0.9) {
         return None;
     }
-    let mut img = GrayImage::from_fn(W, H, |x, y| {
+    let mut img = GrayImage::from_fn(w, h, |x, y| {
         image::Luma([(90 + (x / 7 + y / 5) % 40) as u8])
     });
     let mut placed = Vec::with_capacity(n);
+    let mut drawn = Vec::with_capacity(n);
     let mut by_payload = HashMap::new();
     for i in 0..n {
         let (c, r) = (i % cols, i / cols);
@@ -172,7 +170,7 @@ fn crowd(n: usize, px: f64, secret: &[u8], scene_id: Uuid, seed: u64) -> Option<
         let (side, modules) = qr::render(&token);
         let (pxc, pyc) = to_photo.map(x, y).unwrap();
         // perspective: modules shrink towards the far (top) side, about ±10 %
-        let depth_scale = 0.9 + 0.2 * pyc / f64::from(H);
+        let depth_scale = 0.9 + 0.2 * pyc / f64::from(h);
         let angle = rng.gen_range(-0.35..0.35);
         let light = rng.gen_range(180..250);
         let dark = rng.gen_range(10..70);
@@ -189,10 +187,12 @@ fn crowd(n: usize, px: f64, secret: &[u8], scene_id: Uuid, seed: u64) -> Option<
         );
         by_payload.insert(token.to_vec(), placed.len());
         placed.push(Placed { pixel, x, y });
+        drawn.push((pxc, pyc));
     }
     degrade(&mut img, &mut rng, 6.0);
     Some(Crowd {
         img,
+        drawn,
         placed,
         by_payload,
     })
@@ -201,28 +201,38 @@ fn crowd(n: usize, px: f64, secret: &[u8], scene_id: Uuid, seed: u64) -> Option<
 fn main() {
     let secret = b"bench secret";
     let scene_id = Uuid::new_v4();
-    let from_photo = Homography::fit(&camera()).unwrap();
     let dir = std::env::temp_dir().join(format!("c3s-qr-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let python = format!("{}/.venv/bin/python", env!("CARGO_MANIFEST_DIR"));
     let script = format!("{}/scripts/zxing_detect.py", env!("CARGO_MANIFEST_DIR"));
     // rqrr's own detector takes minutes on the dense photos; C3S_QR_BENCH_RQRR=0 leaves it out
     let with_rqrr = std::env::var("C3S_QR_BENCH_RQRR").map_or(true, |v| v != "0");
+    // C3S_QR_BENCH_MISSES=DIR saves a crop of every code C3S's detector missed
+    let misses_dir = std::env::var("C3S_QR_BENCH_MISSES").ok();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     for &n in &[100usize, 500, 1000] {
         for &px in &[2.0f64, 3.0, 4.0] {
-            let Some(Crowd {
-                img,
-                placed,
-                by_payload,
-            }) = crowd(n, px, secret, scene_id, n as u64 * 10 + px as u64)
-            else {
-                println!(
-                    "{}",
-                    serde_json::json!({"bench": "qr", "phones": n, "px_per_module": px, "skipped": "the codes do not fit in 12 MP without overlapping"})
-                );
+            let seed = n as u64 * 10 + px as u64;
+            let mut sized = SIZES
+                .iter()
+                .map(|&size| (size, crowd(size, n, px, secret, scene_id, seed)));
+            let Some(((w, h), crowd)) = sized.find(|(_, c)| c.is_some()) else {
                 continue;
             };
+            let Crowd {
+                img,
+                drawn,
+                placed,
+                by_payload,
+            } = crowd.expect("found a size that fits");
+            let megapixels = (f64::from(w) * f64::from(h) / 1e6).round();
+            if megapixels > 12.0 {
+                println!(
+                    "{}",
+                    serde_json::json!({"bench": "qr", "phones": n, "px_per_module": px, "megapixels": megapixels, "skipped": "the codes do not fit in 12 MP without overlapping; measured on a larger photo instead"})
+                );
+            }
+            let from_photo = Homography::fit(&camera(w, h)).unwrap();
             let spacing = SCENE_W / ((n as f64 * SCENE_W / SCENE_H).sqrt()).ceil();
             let score = |found: &[(Vec<u8>, f64, f64)]| {
                 let mut hits = std::collections::HashSet::new();
@@ -271,6 +281,9 @@ fn main() {
                     .collect();
                 let secs = started.elapsed().as_secs_f64();
                 let (recall, fp, err) = score(&found);
+                if let (Some(dir), qr::Decoder::Scan) = (&misses_dir, decoder) {
+                    save_misses(dir, &img, &drawn, &placed, &by_payload, &found, n, px);
+                }
                 serde_json::json!({"recall": recall, "false_positives": fp, "mean_error": (err * 1000.0).round() / 1000.0, "seconds": (secs * 1000.0).round() / 1000.0, "threads": threads})
             };
             let scan = run(qr::Decoder::Scan);
@@ -282,8 +295,8 @@ fn main() {
                 .arg(&script)
                 .arg(&raw)
                 .args([
-                    W.to_string(),
-                    H.to_string(),
+                    w.to_string(),
+                    h.to_string(),
                     qr::TILE_PX.to_string(),
                     qr::TILE_OVERLAP_PX.to_string(),
                 ])
@@ -314,7 +327,7 @@ fn main() {
             println!(
                 "{}",
                 serde_json::json!({
-                    "bench": "qr", "phones": n, "px_per_module": px, "megapixels": 12,
+                    "bench": "qr", "phones": n, "px_per_module": px, "megapixels": megapixels,
                     "phone_spacing": (spacing * 100.0).round() / 100.0,
                     "c3s": scan,
                     "rqrr_tiled": rqrr,
@@ -324,4 +337,38 @@ fn main() {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Saves a crop of the photo around every code the detector did not report.
+#[allow(clippy::too_many_arguments)]
+fn save_misses(
+    dir: &str,
+    img: &GrayImage,
+    drawn: &[(f64, f64)],
+    placed: &[Placed],
+    by_payload: &HashMap<Vec<u8>, usize>,
+    found: &[(Vec<u8>, f64, f64)],
+    n: usize,
+    px: f64,
+) {
+    let hit: std::collections::HashSet<usize> = found
+        .iter()
+        .filter_map(|(p, _, _)| by_payload.get(p).copied())
+        .collect();
+    let half = (40.0 * px) as u32;
+    for i in (0..placed.len()).filter(|i| !hit.contains(i)) {
+        let (cx, cy) = drawn[i];
+        let x0 = (cx as u32).saturating_sub(half);
+        let y0 = (cy as u32).saturating_sub(half);
+        let crop = image::imageops::crop_imm(
+            img,
+            x0,
+            y0,
+            (2 * half).min(img.width() - x0),
+            (2 * half).min(img.height() - y0),
+        )
+        .to_image();
+        let path = format!("{dir}/miss-{n}-{px}-{i}-at-{}-{}.png", cx as u32, cy as u32);
+        crop.save(&path).unwrap();
+    }
 }
