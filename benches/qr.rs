@@ -268,6 +268,9 @@ fn main() {
                 if decoder == qr::Decoder::Rqrr && !with_rqrr {
                     return serde_json::json!({"skipped": "C3S_QR_BENCH_RQRR=0"});
                 }
+                if decoder == qr::Decoder::Rqrr && megapixels > 12.0 {
+                    return serde_json::json!({"skipped": "run on 12 MP photos only (minutes each)"});
+                }
                 if decoder == qr::Decoder::Rqrr && n >= 1000 && px < 3.0 {
                     return serde_json::json!({"skipped": "over 6 minutes when measured; recall 0"});
                 }

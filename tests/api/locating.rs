@@ -399,6 +399,15 @@ async fn qr_codes_in_a_photo_locate_phones() {
     );
     let (side, modules) = c3s::locate::qr::render(&forged);
     draw_code(&mut photo, side, &modules, 1200, 100, 4);
+    // and one signed with the server's own secret that expired a minute ago
+    let secret = c3s::store::locate::server_secret(&app.db).await.unwrap();
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let expired = c3s::locate::qr::sign(&secret, scene, phones[1].pixel_id(), now_s - 120);
+    let (side, modules) = c3s::locate::qr::render(&expired);
+    draw_code(&mut photo, side, &modules, 1200, 500, 4);
 
     let mut png = Vec::new();
     photo
@@ -426,8 +435,27 @@ async fn qr_codes_in_a_photo_locate_phones() {
     let (status, result) = post_photo(&app, &observer, scene, png.clone(), points.clone()).await;
     assert_eq!(status, StatusCode::OK, "{result}");
     assert_eq!(result["located"], 6, "{result}");
-    assert_eq!(result["rejected"], 2, "{result}");
-    assert_eq!(result["detections"].as_array().unwrap().len(), 8);
+    assert_eq!(
+        result["rejected"], 3,
+        "forged, other scene, expired: {result}"
+    );
+    assert_eq!(result["detections"].as_array().unwrap().len(), 9);
+    let statuses: Vec<&str> = result["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == "expired").count(),
+        1,
+        "{result}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == "forged").count(),
+        2,
+        "{result}"
+    );
     for (phone, &(x, y)) in phones.iter_mut().zip(&spots) {
         let d = result["detections"]
             .as_array()
