@@ -29,6 +29,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(put_seats))
         .routes(routes!(place_pixel))
         .routes(routes!(identify_pixel))
+        .routes(routes!(ask_for_qr_codes))
         .routes(routes!(place_pixels))
         // photos are streamed with their own limit (`max_upload_bytes`), not the JSON one
         .merge(
@@ -216,6 +217,49 @@ async fn identify_pixel(
     let msg = crate::ws::protocol::ServerMsg::Identify { until_us }.to_json();
     conn.offer(Outgoing::Text(msg));
     Ok(StatusCode::ACCEPTED)
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QrRequest {
+    /// Only phones not located yet (default: every connected phone).
+    #[serde(default)]
+    pub unlocated_only: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QrAsked {
+    /// Phones that were sent their code.
+    pub asked: usize,
+}
+
+/// Asks the connected phones of a scene to show their QR codes, before an observer
+/// photographs the crowd. Each phone gets a `qr` message on its socket.
+#[utoipa::path(post, path = "/scenes/{scene_id}/qr-codes", tag = "locating",
+    params(("scene_id" = Uuid, Path)), request_body = QrRequest,
+    responses((status = 200, body = QrAsked), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn ask_for_qr_codes(
+    State(state): State<AppState>,
+    Auth(me): Auth,
+    Path(scene_id): Path<Uuid>,
+    Json(req): Json<QrRequest>,
+) -> Result<Json<QrAsked>> {
+    scene_with_right(&state, &me, scene_id, Permission::Observer).await?;
+    let mut asked = 0;
+    if let Some(hub) = state.hub.scene(scene_id) {
+        hub.for_each_conn(|conn| {
+            if req.unlocated_only && conn.position().is_some() {
+                return;
+            }
+            let msg = crate::ws::qr_message(&state.secret, scene_id, conn.pixel_id);
+            if conn.offer(Outgoing::Text(msg)) {
+                asked += 1;
+            }
+        });
+    }
+    Ok(Json(QrAsked { asked }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

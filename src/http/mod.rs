@@ -85,6 +85,10 @@ pub fn router(state: AppState) -> Router {
             }
         }),
     );
+    // a scene's short address (`/s/{key}`, from the join code) is the phone page, which reads
+    // the scene from its own address
+    let phone_page = state.config.web_root.join("phone.html");
+    let api = api.route_service("/s/{key}", tower_http::services::ServeFile::new(phone_page));
     let static_files = ServeDir::new(&state.config.web_root)
         .append_index_html_on_directories(true)
         .not_found_service(axum::handler::HandlerWithoutStateExt::into_service(

@@ -19,6 +19,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_scene, list_scenes))
         .routes(routes!(get_scene, update_scene, delete_scene))
+        .routes(routes!(join_code))
         .routes(routes!(join_scene))
         .routes(routes!(list_pixels))
         .routes(routes!(kick_pixel))
@@ -148,6 +149,63 @@ async fn get_scene(
     Path(scene_id): Path<Uuid>,
 ) -> Result<Json<Scene>> {
     Ok(Json(visible_scene(&state, who.as_ref(), scene_id).await?))
+}
+
+/// The short path of a scene's phone page: `/s/` and the scene id in base64url (22 characters
+/// instead of 36, so the join QR code stays small).
+pub fn short_path(scene_id: Uuid) -> String {
+    use base64::Engine;
+    format!(
+        "/s/{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(scene_id.as_bytes())
+    )
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JoinCode {
+    /// The phone page's path on this server.
+    pub path: String,
+    /// The full address, from the request's `Host` (and `X-Forwarded-Proto`).
+    pub url: String,
+    /// The address as a QR code: its side in modules, and the modules row by row ('1' dark).
+    pub side: usize,
+    pub modules: String,
+}
+
+/// Where phones join a scene, and that address as a QR code to print or project.
+#[utoipa::path(get, path = "/scenes/{scene_id}/join-code", tag = "scenes", params(("scene_id" = Uuid, Path)),
+    responses((status = 200, body = JoinCode), (status = 404, body = ErrorBody)))]
+async fn join_code(
+    State(state): State<AppState>,
+    MaybeAuth(who): MaybeAuth,
+    Path(scene_id): Path<Uuid>,
+    headers: axum::http::HeaderMap,
+) -> Result<Json<JoinCode>> {
+    visible_scene(&state, who.as_ref(), scene_id).await?;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let host = header("host").unwrap_or("localhost");
+    let scheme = header("x-forwarded-proto").unwrap_or("http");
+    let path = short_path(scene_id);
+    let url = format!("{scheme}://{host}{path}");
+    let code = qrcode::QrCode::with_error_correction_level(url.as_bytes(), qrcode::EcLevel::M)
+        .map_err(|e| {
+            Error::invalid(
+                "bad_host",
+                format!("the address does not fit a QR code: {e}"),
+            )
+        })?;
+    let side = code.width();
+    let modules = code
+        .to_colors()
+        .into_iter()
+        .map(|c| if c == qrcode::Color::Dark { '1' } else { '0' })
+        .collect();
+    Ok(Json(JoinCode {
+        path,
+        url,
+        side,
+        modules,
+    }))
 }
 
 /// Changes a scene's fields or status (its operator, or an admin).

@@ -266,11 +266,8 @@ async fn run(state: &AppState, scene_id: Uuid, socket: &mut WebSocket) -> Result
                         refuse(socket, LocationMethod::Seat, refused).await?;
                     }
                     Some(ClientMsg::ShowQr) => {
-                        let expires_s = clock::now_us() / 1_000_000 + QR_TOKEN_TTL_S;
-                        let token = qr::sign(&state.secret, scene_id, pixel.pixel_id, expires_s);
-                        let (side, modules) = qr::render(&token);
-                        let msg = ServerMsg::Qr { side, modules, expires_us: expires_s * 1_000_000 };
-                        send(socket, Message::Text(msg.to_json().into())).await?;
+                        let msg = qr_message(&state.secret, scene_id, pixel.pixel_id);
+                        send(socket, Message::Text(msg.into())).await?;
                     }
                     Some(ClientMsg::Gps { lat, lon, accuracy_m }) => {
                         let refused = locate_by_gps(state, &scene, pixel.pixel_id, lat, lon, accuracy_m).await;
@@ -313,6 +310,19 @@ async fn refuse(
 
 /// How long a phone's QR token stays valid: long enough for an observer's photo session.
 const QR_TOKEN_TTL_S: i64 = 15 * 60;
+
+/// The `qr` message for a phone: its signed token, as modules to draw.
+pub fn qr_message(secret: &[u8], scene_id: Uuid, pixel_id: Uuid) -> String {
+    let expires_s = clock::now_us() / 1_000_000 + QR_TOKEN_TTL_S;
+    let token = qr::sign(secret, scene_id, pixel_id, expires_s);
+    let (side, modules) = qr::render(&token);
+    ServerMsg::Qr {
+        side,
+        modules,
+        expires_us: expires_s * 1_000_000,
+    }
+    .to_json()
+}
 
 /// How much a seat number is trusted (people mistype) and a GPS fix within the threshold.
 const SEAT_CONFIDENCE: f32 = 0.9;

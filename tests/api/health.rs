@@ -58,6 +58,8 @@ async fn openapi_lists_every_route() {
         ("/api/scenes/{scene_id}/seats", "put"),
         ("/api/scenes/{scene_id}/pixels/{pixel_id}/identify", "post"),
         ("/api/scenes/{scene_id}/photos", "post"),
+        ("/api/scenes/{scene_id}/qr-codes", "post"),
+        ("/api/scenes/{scene_id}/join-code", "get"),
         ("/ws/scenes/{scene_id}", "get"),
     ];
     for (path, method) in expected {

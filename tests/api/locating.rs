@@ -532,3 +532,76 @@ async fn qr_codes_in_a_photo_locate_phones() {
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     assert_eq!(resp.json::<Value>().await.unwrap()["error"], "bad_form");
 }
+
+/// An observer asks the crowd for their codes: every connected phone (or only the unlocated
+/// ones) gets a `qr` message; a stranger may not ask.
+#[tokio::test]
+async fn observers_ask_phones_to_show_their_codes() {
+    let app = spawn_app().await;
+    let (op, scene) = scene(&app).await;
+    let mut located = Phone::join(&app, scene, None).await;
+    let mut waiting = Phone::join(&app, scene, None).await;
+    let (status, _) = app
+        .call(
+            Method::PUT,
+            &format!("/api/scenes/{scene}/pixels/{}/position", located.pixel_id()),
+            Some(&op),
+            Some(json!({"x": 5, "y": 5})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let located_msg = next_json(&mut located.socket).await;
+    assert_eq!(located_msg["type"], "located");
+
+    let path = format!("/api/scenes/{scene}/qr-codes");
+    let (stranger, _) = app.register("stranger").await;
+    let (status, _) = app
+        .call(Method::POST, &path, Some(&stranger), Some(json!({})))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let (status, body) = app
+        .call(
+            Method::POST,
+            &path,
+            Some(&op),
+            Some(json!({"unlocated_only": true})),
+        )
+        .await;
+    assert_eq!((status, body["asked"].as_u64()), (StatusCode::OK, Some(1)));
+    let msg = next_json(&mut waiting.socket).await;
+    assert_eq!(msg["type"], "qr");
+    assert_eq!(msg["side"], 25);
+
+    let (status, body) = app
+        .call(Method::POST, &path, Some(&op), Some(json!({})))
+        .await;
+    assert_eq!((status, body["asked"].as_u64()), (StatusCode::OK, Some(2)));
+    for phone in [&mut located, &mut waiting] {
+        assert_eq!(next_json(&mut phone.socket).await["type"], "qr");
+    }
+}
+
+/// The join code names the phone page by a short address, and that address serves it.
+#[tokio::test]
+async fn the_join_code_leads_to_the_phone_page() {
+    let app = spawn_app().await;
+    let (_op, scene) = scene(&app).await;
+    let (status, code) = app
+        .call(
+            Method::GET,
+            &format!("/api/scenes/{scene}/join-code"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{code}");
+    let path = code["path"].as_str().unwrap();
+    assert_eq!(path.len(), "/s/".len() + 22);
+    assert!(code["url"].as_str().unwrap().ends_with(path));
+    let side = code["side"].as_u64().unwrap() as usize;
+    assert_eq!(code["modules"].as_str().unwrap().len(), side * side);
+    let page = app.client.get(app.url(path)).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.text().await.unwrap().contains("phone.js"));
+}

@@ -1,0 +1,173 @@
+// What the browser tests stand on: the real C3S server (the binary `cargo test` built), on a
+// fresh PostgreSQL database and GridFS database of the throw-away stores scripts/test started,
+// and Debian's Chromium driven by playwright-core.
+
+import { spawn, execFileSync } from 'node:child_process';
+import { once } from 'node:events';
+import { createServer } from 'node:net';
+import { deflateSync } from 'node:zlib';
+import { randomUUID } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const ADMIN = { login: 'admin', password: 'browser-test-admin' };
+
+function need(name) {
+  const v = process.env[name];
+  if (!v) throw new Error(`${name} is not set: run the browser tests through scripts/test`);
+  return v;
+}
+
+async function freePort() {
+  const srv = createServer();
+  srv.listen(0, '127.0.0.1');
+  await once(srv, 'listening');
+  const { port } = srv.address();
+  srv.close();
+  return port;
+}
+
+/** A fresh database on the throw-away cluster; returns its URL. */
+function freshDatabase() {
+  const admin = need('C3S_TEST_DATABASE_URL');
+  const name = 'browser_' + randomUUID().replace(/-/g, '');
+  execFileSync(path.join(need('PG_BIN'), 'psql'), [admin, '-qc', `create database ${name}`]);
+  const url = new URL(admin);
+  url.pathname = '/' + name;
+  return url.toString();
+}
+
+/** The server, started (and restartable) on one port, one database, one GridFS database. */
+export class Server {
+  static async start() {
+    const s = new Server();
+    s.port = await freePort();
+    s.base = `http://127.0.0.1:${s.port}`;
+    s.env = {
+      ...process.env,
+      C3S_LISTEN: `127.0.0.1:${s.port}`,
+      DATABASE_URL: freshDatabase(),
+      MONGODB_URL: need('MONGODB_URL'),
+      C3S_MONGODB_DATABASE: 'browser_' + randomUUID().slice(0, 8),
+      C3S_WEB_ROOT: path.join(ROOT, 'web-client'),
+      C3S_BOOTSTRAP_ADMIN: `${ADMIN.login}:${ADMIN.password}`,
+      RUST_LOG: 'warn',
+    };
+    await s.run();
+    return s;
+  }
+
+  async run() {
+    this.proc = spawn(path.join(ROOT, 'target/debug/c3s'), [], { env: this.env, stdio: ['ignore', 'inherit', 'inherit'] });
+    this.exited = once(this.proc, 'exit');
+    const deadline = Date.now() + 30000;
+    for (;;) {
+      try {
+        const res = await fetch(this.base + '/readyz');
+        if (res.ok) return;
+      } catch {
+        // not listening yet
+      }
+      if (this.proc.exitCode !== null) throw new Error('the server exited at start');
+      if (Date.now() > deadline) throw new Error('the server did not become ready in 30 s');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /** Stops the server we started (by its PID) and waits for it to exit. */
+  async stop() {
+    if (!this.proc || this.proc.exitCode !== null) return;
+    this.proc.kill('SIGTERM');
+    await this.exited;
+  }
+
+  async restart() {
+    await this.stop();
+    await this.run();
+  }
+
+  async api(method, p, body, token) {
+    const headers = {};
+    if (token) headers.authorization = 'Bearer ' + token;
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    const res = await fetch(this.base + p, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    const text = await res.text();
+    const json = text ? JSON.parse(text) : null;
+    if (!res.ok) throw new Error(`${method} ${p}: ${res.status} ${text}`);
+    return json;
+  }
+
+  async login() {
+    const r = await this.api('POST', '/api/auth/login', ADMIN);
+    return r.token;
+  }
+}
+
+export async function launchBrowser() {
+  return chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      // every phone page keeps its refresh rate even when it is not the focused one
+      '--disable-background-timer-throttling', '--disable-renderer-backgrounding', '--disable-backgrounding-occluded-windows'],
+  });
+}
+
+/** A solid-colour PNG, `w` × `h`. */
+export function png(w, h, [r, g, b]) {
+  const crcTable = Array.from({ length: 256 }, (_, n) => {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    return c >>> 0;
+  });
+  const crc = (buf) => {
+    let c = 0xffffffff;
+    for (const byte of buf) c = crcTable[(c ^ byte) & 255] ^ (c >>> 8);
+    return (c ^ 0xffffffff) >>> 0;
+  };
+  const chunk = (type, data) => {
+    const out = Buffer.alloc(12 + data.length);
+    out.writeUInt32BE(data.length, 0);
+    out.write(type, 4, 'ascii');
+    data.copy(out, 8);
+    out.writeUInt32BE(crc(out.subarray(4, 8 + data.length)), 8 + data.length);
+    return out;
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(w, 0);
+  ihdr.writeUInt32BE(h, 4);
+  ihdr.set([8, 2, 0, 0, 0], 8);
+  const row = Buffer.alloc(1 + 3 * w);
+  for (let x = 0; x < w; x++) row.set([r, g, b], 1 + 3 * x);
+  const raw = Buffer.concat(Array.from({ length: h }, () => row));
+  return Buffer.concat([Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]), chunk('IHDR', ihdr), chunk('IDAT', deflateSync(raw)), chunk('IEND', Buffer.alloc(0))]);
+}
+
+/** The colour at the centre of a page's screenshot, [r, g, b]. */
+export async function centreColour(page) {
+  const shot = await page.screenshot({ type: 'png' });
+  return page.evaluate(async (b64) => {
+    const img = new Image();
+    img.src = 'data:image/png;base64,' + b64;
+    await img.decode();
+    const c = new OffscreenCanvas(img.width, img.height);
+    const ctx = c.getContext('2d');
+    ctx.drawImage(img, 0, 0);
+    const d = ctx.getImageData(Math.floor(img.width / 2), Math.floor(img.height / 2), 1, 1).data;
+    return [d[0], d[1], d[2]];
+  }, shot.toString('base64'));
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Waits until `fn()` is truthy (polling), or fails with `what`. */
+export async function until(fn, what, ms = 15000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error('timed out waiting for ' + what);
+    await sleep(100);
+  }
+}

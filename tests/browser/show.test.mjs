@@ -1,0 +1,142 @@
+// A show in a real browser: an operator prepares a scene, three phone pages join and are
+// located, a two-frame show plays and every phone shows the right colour at the right instant;
+// then the phones survive a server restart, and tell their users when they are removed or the
+// scene ends.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { Server, launchBrowser, png, centreColour, until, sleep, ROOT } from './harness.mjs';
+
+const SHOTS = path.join(ROOT, 'target/browser-screenshots');
+const RED = [220, 30, 40];
+const BLUE = [30, 60, 230];
+const FRAME_MS = 1500;
+/** One refresh at 60 Hz. */
+const REFRESH_MS = 1000 / 60;
+
+let server;
+let browser;
+
+before(async () => {
+  mkdirSync(SHOTS, { recursive: true });
+  server = await Server.start();
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+function near(actual, expected, tolerance = 12) {
+  return actual.every((v, i) => Math.abs(v - expected[i]) <= tolerance);
+}
+
+async function uploadFrame(token, sceneId, name, colour) {
+  const res = await fetch(`${server.base}/api/scenes/${sceneId}/frames?duration_ms=${FRAME_MS}&name=${name}`, {
+    method: 'POST',
+    headers: { authorization: 'Bearer ' + token, 'content-type': 'image/png' },
+    body: png(16, 12, colour),
+  });
+  assert.equal(res.status, 201, await res.text());
+}
+
+/** Opens a phone page in its own browser context (its own storage: its own device token). */
+async function openPhone(joinPath) {
+  const context = await browser.newContext({ viewport: { width: 360, height: 640 }, isMobile: true, hasTouch: true });
+  const page = await context.newPage();
+  page.on('pageerror', (e) => console.error('phone page error:', e.message));
+  await page.goto(server.base + joinPath);
+  await page.click('#join');
+  await until(() => page.evaluate(() => window.c3s.phase === 'in'), 'the phone to join');
+  return page;
+}
+
+test('three phones play a two-frame show in step, survive a restart, and hear kicks and the end', async (t) => {
+  const token = await server.login();
+  const scene = await server.api('POST', '/api/scenes', { name: 'Browser show', width: 30, height: 10, location_methods: ['seat', 'observer'] }, token);
+  await uploadFrame(token, scene.scene_id, 'red', RED);
+  await uploadFrame(token, scene.scene_id, 'blue', BLUE);
+  await server.api('PATCH', `/api/scenes/${scene.scene_id}`, { status: 'open' }, token);
+  const seats = await fetch(`${server.base}/api/scenes/${scene.scene_id}/seats`, {
+    method: 'PUT',
+    headers: { authorization: 'Bearer ' + token, 'content-type': 'text/csv' },
+    body: 'section,row,seat,x,y\nA,1,1,5,5\nA,1,2,15,5\nA,1,3,25,5\n',
+  });
+  assert.equal(seats.status, 200, await seats.text());
+  const { path: joinPath } = await server.api('GET', `/api/scenes/${scene.scene_id}/join-code`);
+  assert.match(joinPath, /^\/s\/[A-Za-z0-9_-]{22}$/);
+
+  // three phones join from the short address and enter their seats
+  const phones = [];
+  for (let i = 0; i < 3; i++) {
+    const page = await openPhone(joinPath);
+    assert.equal(await page.textContent('#status'), 'Waiting to be located.');
+    await page.fill('#seat-form [name=section]', 'A');
+    await page.fill('#seat-form [name=row]', '1');
+    await page.fill('#seat-form [name=seat]', String(i + 1));
+    await page.click('#seat-form button');
+    await until(() => page.evaluate(() => window.c3s.position !== null), `phone ${i} to be located`);
+    assert.equal(await page.textContent('#status'), 'Located. Waiting for the show…');
+    phones.push(page);
+  }
+  // each phone has synced its clock
+  for (const page of phones) {
+    await until(() => page.evaluate(() => Number.isFinite(window.c3s.syncErrorMs)), 'a clock sync report');
+  }
+
+  // the show: red, then blue, starting two seconds from now
+  await server.api('PUT', `/api/scenes/${scene.scene_id}/show`, {}, token);
+  const played = await server.api('POST', `/api/scenes/${scene.scene_id}/playback`, { command: 'play', start_in_ms: 2000 }, token);
+  const startAt = played.timeline.current.anchor_ms;
+  assert.ok(Number.isFinite(startAt), `the play reply names its start instant: ${JSON.stringify(played.timeline)}`);
+  const blueAt = startAt + FRAME_MS;
+
+  // a third of the way into each frame (by the server's clock, through the first phone's sync),
+  // every phone's screen shows that frame's colour
+  const serverNow = () => phones[0].evaluate(() => window.c3s.clock.serverNow());
+  for (const [colour, at, name] of [[RED, startAt + FRAME_MS / 3, 'red'], [BLUE, blueAt + FRAME_MS / 3, 'blue']]) {
+    await sleep(Math.max(0, at - (await serverNow())));
+    const seen = await Promise.all(phones.map((p) => centreColour(p)));
+    seen.forEach((c, i) => assert.ok(near(c, colour), `phone ${i} shows ${c} in the ${name} frame`));
+    await Promise.all(phones.map((p, i) => p.screenshot({ path: path.join(SHOTS, `phone-${i}-${name}.png`) })));
+  }
+
+  // the instants at which each phone turned blue, by its own synced clock, agree within one
+  // refresh of each other, and each is within a refresh (plus its sync error) of the schedule
+  const turned = [];
+  for (const page of phones) {
+    const { changes, syncErrorMs } = await page.evaluate(() => ({ changes: window.c3s.changes, syncErrorMs: window.c3s.syncErrorMs }));
+    const change = changes.find((c) => c.color === BLUE.join(','));
+    assert.ok(change, 'the phone recorded turning blue');
+    assert.ok(Math.abs(change.at - blueAt) <= REFRESH_MS + syncErrorMs + 2, `turned blue at ${change.at - blueAt} ms from the schedule (sync error ${syncErrorMs})`);
+    turned.push(change.at);
+  }
+  const spread = Math.max(...turned) - Math.min(...turned);
+  t.diagnostic(`turned blue at ${turned.map((at) => (at - blueAt).toFixed(1)).join(', ')} ms from the schedule; spread ${spread.toFixed(1)} ms`);
+  assert.ok(spread <= REFRESH_MS, `phones turned blue ${spread.toFixed(1)} ms apart`);
+
+  // the server restarts; every phone comes back by itself as the same pixel, still located
+  const before = await Promise.all(phones.map((p) => p.evaluate(() => window.c3s.pixelId)));
+  await server.restart();
+  for (const [i, page] of phones.entries()) {
+    await until(() => page.evaluate(() => window.c3s.phase === 'in' && window.c3s.welcomes === 2), `phone ${i} to be back`, 40000);
+    assert.equal(await page.evaluate(() => window.c3s.pixelId), before[i], 'the same pixel after reconnecting');
+    assert.notEqual(await page.evaluate(() => window.c3s.position), null, 'still located');
+  }
+
+  // one phone is removed; it says so and stays away
+  await server.api('POST', `/api/scenes/${scene.scene_id}/pixels/${before[2]}/kick`, {}, token);
+  await until(() => phones[2].evaluate(() => window.c3s.phase === 'over'), 'the kicked phone to stop');
+  assert.equal(await phones[2].textContent('#status'), 'You were removed from this scene.');
+
+  // the scene ends; the others say so
+  await server.api('PATCH', `/api/scenes/${scene.scene_id}`, { status: 'ended' }, token);
+  for (const page of phones.slice(0, 2)) {
+    await until(() => page.evaluate(() => window.c3s.phase === 'over'), 'the phone to hear the end');
+    assert.equal(await page.textContent('#status'), 'The show has ended. Thank you for being part of it!');
+  }
+  await phones[0].screenshot({ path: path.join(SHOTS, 'phone-ended.png') });
+});

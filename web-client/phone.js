@@ -1,0 +1,309 @@
+// The phone page: join a scene with one tap, then be a pixel. The protocol is docs/protocol.md.
+//
+// What the user sees is one of: the join button; a plain sentence about what is happening
+// (joining, waiting to be located, waiting for the show, connection lost); the show itself, as
+// full-screen colour; the phone's QR code when an observer asks for it; a flash when an observer
+// identifies it. Colours change on the screen refresh nearest their scheduled instant, by the
+// clock synced with the server (clock.js).
+
+import { ClockSync } from '/clock.js';
+import { parseChunk, Timeline } from '/chunks.js';
+import { drawQr } from '/qr.js';
+import { sceneIdFromKey } from '/api.js';
+
+const PROTOCOL = 1;
+const DEVICE_TOKEN_KEY = 'c3s.device_token';
+/** Reconnect backoff: full jitter over an exponential ceiling, so thousands of phones that
+ * lost the same Wi-Fi do not come back in one burst. */
+const BACKOFF_BASE_MS = 1000;
+const BACKOFF_MAX_MS = 30000;
+/** How long a QR code stays up unless the phone is located first. */
+const QR_SHOW_MS = 120000;
+
+const $ = (id) => document.getElementById(id);
+const screen = $('screen');
+const panel = $('panel');
+const statusLine = $('status');
+const detail = $('detail');
+const joinButton = $('join');
+const seatForm = $('seat-form');
+const gpsButton = $('gps');
+const qrLayer = $('qr-layer');
+
+const key = location.pathname.startsWith('/s/')
+  ? location.pathname.slice(3)
+  : new URLSearchParams(location.search).get('scene') ?? '';
+const sceneId = sceneIdFromKey(decodeURIComponent(key));
+
+/** Everything the page knows; `window.c3s` exposes it to tests and to curious people. */
+const state = {
+  sceneId,
+  phase: 'idle', // idle | joining | in | lost | over
+  scene: null,
+  pixelId: null,
+  position: null,
+  socket: null,
+  attempt: 0,
+  retryTimer: null,
+  identifyUntil: 0,
+  qrUntil: 0,
+  shown: null, // the colour on screen, 'r,g,b'
+  changes: [], // [{at: server ms at the refresh that showed it, color}]
+  frameMs: 1000 / 60,
+};
+window.c3s = state;
+
+const timeline = new Timeline();
+const clock = new ClockSync({
+  send: (msg) => send(msg),
+  onUpdate: ({ error }) => {
+    state.syncErrorMs = error;
+  },
+});
+state.clock = clock;
+
+function say(text, more = '') {
+  statusLine.textContent = text;
+  detail.textContent = more;
+}
+
+function send(msg) {
+  if (state.socket?.readyState === WebSocket.OPEN) state.socket.send(JSON.stringify(msg));
+}
+
+// ---- joining and staying joined -------------------------------------------------------------
+
+function connect() {
+  clearTimeout(state.retryTimer);
+  state.phase = 'joining';
+  say('Joining…');
+  const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+  const socket = new WebSocket(`${scheme}://${location.host}/ws/scenes/${sceneId}`);
+  socket.binaryType = 'arraybuffer';
+  state.socket = socket;
+  socket.onopen = () => {
+    const token = localStorage.getItem(DEVICE_TOKEN_KEY);
+    socket.send(JSON.stringify(token ? { type: 'hello', protocol: PROTOCOL, token } : { type: 'hello', protocol: PROTOCOL }));
+  };
+  socket.onmessage = (event) => {
+    if (typeof event.data === 'string') onMessage(JSON.parse(event.data));
+    else {
+      try {
+        timeline.add(parseChunk(event.data));
+      } catch (e) {
+        console.warn('bad chunk', e);
+      }
+    }
+  };
+  socket.onclose = (event) => {
+    if (state.socket !== socket) return;
+    state.socket = null;
+    clock.stop();
+    onClosed(event.code, event.reason);
+  };
+}
+
+function onMessage(msg) {
+  switch (msg.type) {
+    case 'welcome':
+      if (msg.token) localStorage.setItem(DEVICE_TOKEN_KEY, msg.token);
+      state.welcomes = (state.welcomes ?? 0) + 1;
+      state.phase = 'in';
+      state.scene = msg.scene;
+      state.pixelId = msg.pixel_id;
+      state.position = msg.position;
+      // a connection that lasts is a success: the next loss starts the backoff afresh
+      state.stableTimer = setTimeout(() => (state.attempt = 0), 10000);
+      $('scene-name').textContent = msg.scene.name;
+      document.title = `${msg.scene.name} — C3S`;
+      clock.start();
+      describe();
+      break;
+    case 'sync':
+      clock.handleReply(msg);
+      break;
+    case 'located':
+      state.position = { x: msg.x, y: msg.y };
+      state.qrUntil = 0;
+      describe();
+      break;
+    case 'locate_refused':
+      say(msg.method === 'seat' ? 'That seat was not found.' : 'Your location could not be used.', msg.reason);
+      break;
+    case 'qr':
+      showQr(msg);
+      break;
+    case 'identify':
+      state.identifyUntil = msg.until_us / 1000;
+      break;
+    default:
+      break; // a newer server's message: ignore
+  }
+}
+
+/** What a close means for the user, and whether to come back (docs/protocol.md, close codes). */
+function onClosed(code, reason) {
+  clearTimeout(state.stableTimer);
+  const final = {
+    4003: 'You were removed from this scene.',
+    4009: 'This phone joined again in another tab or window; that one is the screen now.',
+    4010: 'The show has ended. Thank you for being part of it!',
+    4002: 'This page is out of date. Please reload it.',
+  }[code];
+  if (final) {
+    state.phase = 'over';
+    state.closeCode = code;
+    panel.hidden = false;
+    joinButton.hidden = true;
+    seatForm.hidden = true;
+    gpsButton.hidden = true;
+    say(final);
+    return;
+  }
+  state.phase = 'lost';
+  state.attempt += 1;
+  const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** (state.attempt - 1));
+  const delay = 250 + Math.random() * ceiling;
+  const why = code === 4004 ? 'This scene is not open yet.' : 'Connection lost.';
+  say(`${why} Trying again in ${Math.ceil(delay / 1000)} s…`, reason || '');
+  state.retryTimer = setTimeout(connect, delay);
+}
+
+function describe() {
+  if (state.phase !== 'in') return;
+  const methods = state.scene.location_methods;
+  seatForm.hidden = state.position !== null || !methods.includes('seat');
+  gpsButton.hidden = state.position !== null || !methods.includes('gps') || !navigator.geolocation;
+  if (!state.position) {
+    const ways = state.scene.location_methods
+      .map((m) => ({ qr: 'an observer photographs the crowd', observer: 'an observer places you on the map', seat: 'you enter your seat below', gps: 'you share your location' })[m])
+      .filter(Boolean);
+    say('Waiting to be located.', ways.length ? `You will be placed when ${ways.join(', or ')}.` : '');
+  } else {
+    say('Located. Waiting for the show…', 'Keep this page open and the screen facing the stage.');
+  }
+}
+
+// ---- locating ----------------------------------------------------------------------------------
+
+seatForm.addEventListener('submit', (e) => {
+  e.preventDefault();
+  const f = new FormData(seatForm);
+  send({ type: 'seat', section: f.get('section').trim(), row: f.get('row').trim(), seat: f.get('seat').trim() });
+  say('Looking up your seat…');
+});
+
+gpsButton.addEventListener('click', () => {
+  say('Finding your location…');
+  navigator.geolocation.getCurrentPosition(
+    (p) => send({ type: 'gps', lat: p.coords.latitude, lon: p.coords.longitude, accuracy_m: p.coords.accuracy }),
+    (err) => say('Your location is not available.', err.message),
+    { enableHighAccuracy: true, timeout: 20000, maximumAge: 0 },
+  );
+});
+
+function showQr(msg) {
+  state.qrUntil = Math.min(msg.expires_us / 1000, clock.serverNow() + QR_SHOW_MS);
+  qrLayer.hidden = false;
+  const canvas = $('qr');
+  const side = Math.floor(Math.min(innerWidth, innerHeight) * (devicePixelRatio || 1));
+  canvas.width = canvas.height = side;
+  drawQr(canvas, msg.side, msg.modules, { quiet: 4 });
+}
+
+$('qr-hide').addEventListener('click', () => {
+  state.qrUntil = 0;
+});
+
+// ---- showing colours ---------------------------------------------------------------------------
+
+function css(rgb) {
+  return `rgb(${rgb[0]}, ${rgb[1]}, ${rgb[2]})`;
+}
+
+function idleRgb() {
+  const hex = state.scene?.idle_color ?? '#000000';
+  return [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
+}
+
+let lastFrame = 0;
+function frame(ts) {
+  // the refresh period, smoothed: a colour is drawn on the refresh nearest its instant
+  if (lastFrame && ts - lastFrame < 100) state.frameMs += (ts - lastFrame - state.frameMs) * 0.05;
+  lastFrame = ts;
+  const now = clock.serverNow();
+  const at = now + state.frameMs / 2;
+  let rgb = state.phase === 'in' || state.phase === 'lost' ? timeline.colorAt(at) : null;
+  const playing = rgb !== null;
+  if (now < state.identifyUntil) rgb = Math.floor(now / 125) % 2 ? [255, 255, 255] : [0, 0, 0];
+  if (!rgb) rgb = idleRgb();
+  const key = rgb.join(',');
+  if (key !== state.shown) {
+    screen.style.background = css(rgb);
+    state.shown = key;
+    state.changes.push({ at: now, color: key });
+    if (state.changes.length > 500) state.changes.splice(0, 250);
+  }
+  if (qrLayer.hidden === false && now > state.qrUntil) qrLayer.hidden = true;
+  // the words step aside while the show plays
+  if (state.phase === 'in' || state.phase === 'lost') panel.hidden = playing && state.phase === 'in';
+  if (timeline.chunks.length > 64) timeline.prune(now - 2000);
+  requestAnimationFrame(frame);
+}
+
+// ---- keeping the screen on ---------------------------------------------------------------------
+
+async function keepAwake() {
+  try {
+    if ('wakeLock' in navigator) {
+      state.wakeLock = await navigator.wakeLock.request('screen');
+      return;
+    }
+  } catch {
+    // refused (battery saver, or the page is hidden): fall back
+  }
+  if (state.awakeVideo) return state.awakeVideo.play().catch(() => {});
+  // Fallback where there is no Wake Lock: a tiny muted video that keeps playing keeps most
+  // mobile browsers from dimming the screen.
+  const canvas = document.createElement('canvas');
+  canvas.width = canvas.height = 2;
+  const ctx = canvas.getContext('2d');
+  setInterval(() => {
+    ctx.fillStyle = `rgb(${Math.random() * 255},0,0)`;
+    ctx.fillRect(0, 0, 2, 2);
+  }, 1000);
+  const video = document.createElement('video');
+  Object.assign(video, { muted: true, playsInline: true, loop: true });
+  video.setAttribute('playsinline', '');
+  video.style.cssText = 'position:fixed;width:1px;height:1px;opacity:0.01;pointer-events:none';
+  if (canvas.captureStream) video.srcObject = canvas.captureStream(1);
+  document.body.append(video);
+  state.awakeVideo = video;
+  video.play().catch(() => {});
+}
+
+document.addEventListener('visibilitychange', () => {
+  if (document.visibilityState !== 'visible' || state.phase === 'idle' || state.phase === 'over') return;
+  keepAwake();
+  // back from the background: the clock re-syncs itself (clock.js); a dropped socket comes
+  // back now rather than at the end of its backoff, with a little jitter
+  if (!state.socket) {
+    clearTimeout(state.retryTimer);
+    state.retryTimer = setTimeout(connect, Math.random() * 1000);
+  }
+});
+
+// ---- start -------------------------------------------------------------------------------------
+
+if (!sceneId) {
+  say('This link does not name a scene.', 'Scan the code on the big screen again.');
+  joinButton.hidden = true;
+} else {
+  joinButton.addEventListener('click', () => {
+    joinButton.hidden = true;
+    keepAwake();
+    document.documentElement.requestFullscreen?.().catch(() => {});
+    connect();
+  });
+  requestAnimationFrame(frame);
+}
