@@ -307,6 +307,22 @@ mod tests {
     }
 
     #[test]
+    fn close_ups_with_big_modules_are_read_too() {
+        for px in [9.0, 14.0, 30.0] {
+            let mut img = GrayImage::from_pixel(1200, 1200, image::Luma([120]));
+            let t = sign(SECRET, Uuid::new_v4(), Uuid::new_v4(), 1_800_000_000);
+            draw_turned(&mut img, &t, 600.0, 600.0, px, 0.1);
+            let found = detect(&img, 2);
+            assert_eq!(found.len(), 1, "{px} px per module");
+            let (x, y) = found[0].centre();
+            assert!(
+                (x - 600.0).abs() < px && (y - 600.0).abs() < px,
+                "{px}: centre {x},{y}"
+            );
+        }
+    }
+
+    #[test]
     fn turned_small_codes_on_a_busy_background_are_all_found_where_they_are() {
         let mut img = GrayImage::from_fn(900, 600, |x, y| {
             image::Luma([(90 + (x / 7 + y / 5) % 40) as u8])

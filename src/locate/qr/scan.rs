@@ -26,7 +26,9 @@ const FINDER_SPAN: f64 = 18.0;
 /// the largest module size expected (~6 px), narrow enough to follow uneven lighting.
 const WINDOW_RADIUS: usize = 12;
 /// A pixel is dark when this much darker than its window's mean (noise in flat areas).
-const BIAS: u32 = 3;
+const BIAS: u32 = 8;
+/// Grey levels between a finder's core and its light ring, at least.
+const MIN_CONTRAST: i32 = 24;
 /// A finder narrower than this (7 modules of ~1.5 px) cannot be read anyway.
 const MIN_FINDER_PX: usize = 10;
 
@@ -63,6 +65,7 @@ fn threshold_band(photo: &GrayImage, y0: usize, out: &mut [u8]) {
     let r = WINDOW_RADIUS;
     // column sums over the window's rows, for the current row
     let mut col = vec![0u32; w];
+    let mut prefix = vec![0u32; w + 1];
     let (mut top, mut bottom) = (y0.saturating_sub(r), y0.saturating_sub(r));
     for y in y0..y0 + rows {
         let (want_top, want_bottom) = (y.saturating_sub(r), (y + r + 1).min(h));
@@ -79,22 +82,18 @@ fn threshold_band(photo: &GrayImage, y0: usize, out: &mut [u8]) {
             top += 1;
         }
         let n_rows = (bottom - top) as u32;
+        // window sums along the row from prefix sums of the column sums
+        prefix[0] = 0;
+        for x in 0..w {
+            prefix[x + 1] = prefix[x] + col[x];
+        }
         let row = &px[y * w..(y + 1) * w];
         let dst = &mut out[(y - y0) * w..(y - y0 + 1) * w];
-        let mut sum: u32 = col[..r.min(w)].iter().sum();
-        let (mut left, mut right) = (0usize, r.min(w));
-        for x in 0..w {
-            let (want_left, want_right) = (x.saturating_sub(r), (x + r + 1).min(w));
-            while right < want_right {
-                sum += col[right];
-                right += 1;
-            }
-            while left < want_left {
-                sum -= col[left];
-                left += 1;
-            }
+        for (x, (d, &p)) in dst.iter_mut().zip(row).enumerate() {
+            let (left, right) = (x.saturating_sub(r), (x + r + 1).min(w));
             let area = n_rows * (right - left) as u32;
-            dst[x] = u8::from((u32::from(row[x]) + BIAS) * area < sum);
+            let sum = prefix[right] - prefix[left];
+            *d = u8::from((u32::from(p) + BIAS) * area < sum);
         }
     }
 }
@@ -172,7 +171,14 @@ fn cross_runs(
 
 /// Scans rows `y0..y1` for finder patterns, each confirmed by the column through its centre
 /// and then re-measured along the row through that corrected centre.
-fn scan_band(bin: &Binary, y0: usize, y1: usize) -> Vec<Finder> {
+fn scan_band(
+    photo: &GrayImage,
+    bin: &Binary,
+    y0: usize,
+    y1: usize,
+    min_total: usize,
+) -> Vec<Finder> {
+    let grey = photo.as_raw();
     let mut out = Vec::new();
     let mut runs: Vec<(usize, usize)> = Vec::new(); // (start, length) of alternating runs
     for y in y0..y1 {
@@ -194,12 +200,20 @@ fn scan_band(bin: &Binary, y0: usize, y1: usize) -> Vec<Finder> {
                 runs[i + 3].1,
                 runs[i + 4].1,
             ];
-            if !finder_ratio(&five) {
+            if five.iter().sum::<usize>() < min_total || !finder_ratio(&five) {
                 continue;
             }
             let total: usize = five.iter().sum();
             let max_run = total; // generous: the column may be longer under rotation
             let cx = runs[i + 2].0 + runs[i + 2].1 / 2;
+            // noise in a flat area passes the ratio now and then: a finder's core is much
+            // darker than its light ring (checked on this row, before walking a column)
+            let level = |x: usize| i32::from(grey[y * bin.w + x]);
+            let ring = level(runs[i + 1].0 + runs[i + 1].1 / 2)
+                .min(level(runs[i + 3].0 + runs[i + 3].1 / 2));
+            if ring - level(cx) < MIN_CONTRAST {
+                continue;
+            }
             let Some((vruns, dy)) = cross_runs(bin, cx, y, (0, 1), max_run) else {
                 continue;
             };
@@ -498,7 +512,49 @@ fn read(photo: &GrayImage, tl: &Finder, tr: &Finder, bl: &Finder) -> Option<Foun
 }
 
 /// Finds every version-2 QR code in a photo on `threads` threads.
+///
+/// The binarisation window suits modules up to about 6 px; a photo taken closer holds bigger
+/// ones, so the scan runs again on the photo halved, quartered and so on (each pass costs a
+/// quarter of the one before), and every code is kept once, from the finest scale that read it.
 pub fn detect(photo: &GrayImage, threads: usize) -> Vec<Found> {
+    let mut found = scan_scale(photo, threads, 0.0);
+    let mut seen: std::collections::HashSet<Vec<u8>> =
+        found.iter().map(|f| f.payload.clone()).collect();
+    let mut scale = 1.0;
+    let mut smaller = halve(photo);
+    while smaller.width().min(smaller.height()) >= 64 {
+        scale *= 2.0;
+        // codes whose modules are under 2.5 px here were 5 px and under one scale up, and read
+        // there: only bigger finder patterns are worth looking at
+        for mut f in scan_scale(&smaller, threads, 2.5) {
+            if seen.insert(f.payload.clone()) {
+                f.outline = f.outline.map(|(x, y)| (x * scale, y * scale));
+                found.push(f);
+            }
+        }
+        smaller = halve(&smaller);
+    }
+    found
+}
+
+/// The photo at half the size, each pixel the mean of four.
+fn halve(photo: &GrayImage) -> GrayImage {
+    let (w, h) = (photo.width() / 2, photo.height() / 2);
+    let px = photo.as_raw();
+    let stride = photo.width() as usize;
+    GrayImage::from_fn(w, h, |x, y| {
+        let i = 2 * y as usize * stride + 2 * x as usize;
+        let sum = u16::from(px[i])
+            + u16::from(px[i + 1])
+            + u16::from(px[i + stride])
+            + u16::from(px[i + stride + 1]);
+        image::Luma([((sum + 2) / 4) as u8])
+    })
+}
+
+/// One pass of the scan at the photo's own scale; each code once.
+fn scan_scale(photo: &GrayImage, threads: usize, min_module: f64) -> Vec<Found> {
+    let min_total = (7.0 * min_module) as usize;
     let threads = threads.clamp(1, 16);
     let started = std::time::Instant::now();
     let bin = Binary::new(photo, threads);
@@ -507,7 +563,7 @@ pub fn detect(photo: &GrayImage, threads: usize) -> Vec<Found> {
         let bin = &bin;
         let handles: Vec<_> = (0..bin.h)
             .step_by(band)
-            .map(|y0| s.spawn(move || scan_band(bin, y0, (y0 + band).min(bin.h))))
+            .map(|y0| s.spawn(move || scan_band(photo, bin, y0, (y0 + band).min(bin.h), min_total)))
             .collect();
         handles
             .into_iter()
