@@ -73,6 +73,20 @@ def main():
                             token, data, CONTENT_TYPES[ext])
         if status != 201:
             sys.exit(f"uploading {name} failed ({status}): {body}")
+    # a seat map, so a phone can locate itself by typing its seat: section A, rows 1-4 from
+    # the front, seats 1-10 left to right, spread over the scene
+    lines = ["section,row,seat,x,y"]
+    for row in range(1, 5):
+        for seat in range(1, 11):
+            lines.append(f"A,{row},{seat},{4.8 + (seat - 1) * 9.6:.1f},{6 + (row - 1) * 12}")
+    status, body = call("PUT", f"{base}/api/scenes/{scene_id}/seats", token,
+                        ("\n".join(lines) + "\n").encode(), "text/csv")
+    if status != 200:
+        sys.exit(f"importing the demo seat map failed ({status}): {body}")
+    # the show: every frame, looping
+    status, body = call("PUT", f"{base}/api/scenes/{scene_id}/show", token, {"loop": True})
+    if status != 200:
+        sys.exit(f"building the demo show failed ({status}): {body}")
     status, body = call("PATCH", f"{base}/api/scenes/{scene_id}", token, {"status": "open"})
     if status != 200:
         sys.exit(f"opening the demo scene failed ({status}): {body}")

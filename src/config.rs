@@ -102,6 +102,11 @@ pub struct Config {
     #[arg(long, env = "C3S_BOOTSTRAP_ADMIN")]
     pub bootstrap_admin: Option<String>,
 
+    /// The address phones use to reach this server (`http://192.168.1.20:8080`), for the join
+    /// QR code; by default it is taken from each request's `Host`.
+    #[arg(long, env = "C3S_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "C3S_LOG_JSON", default_value_t = false)]
     pub log_json: bool,
@@ -150,6 +155,7 @@ impl std::fmt::Debug for Config {
                 "bootstrap_admin",
                 &self.bootstrap_admin.as_ref().map(|_| "<redacted>"),
             )
+            .field("public_url", &self.public_url)
             .field("log_json", &self.log_json)
             .finish()
     }

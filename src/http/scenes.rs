@@ -165,7 +165,8 @@ pub fn short_path(scene_id: Uuid) -> String {
 pub struct JoinCode {
     /// The phone page's path on this server.
     pub path: String,
-    /// The full address, from the request's `Host` (and `X-Forwarded-Proto`).
+    /// The full address: the server's `public_url` setting, or else the request's `Host`
+    /// (and `X-Forwarded-Proto`).
     pub url: String,
     /// The address as a QR code: its side in modules, and the modules row by row ('1' dark).
     pub side: usize,
@@ -183,10 +184,16 @@ async fn join_code(
 ) -> Result<Json<JoinCode>> {
     visible_scene(&state, who.as_ref(), scene_id).await?;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let host = header("host").unwrap_or("localhost");
-    let scheme = header("x-forwarded-proto").unwrap_or("http");
+    let origin = match &state.config.public_url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => {
+            let host = header("host").unwrap_or("localhost");
+            let scheme = header("x-forwarded-proto").unwrap_or("http");
+            format!("{scheme}://{host}")
+        }
+    };
     let path = short_path(scene_id);
-    let url = format!("{scheme}://{host}{path}");
+    let url = format!("{origin}{path}");
     let code = qrcode::QrCode::with_error_correction_level(url.as_bytes(), qrcode::EcLevel::M)
         .map_err(|e| {
             Error::invalid(

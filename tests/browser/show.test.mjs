@@ -7,7 +7,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { Server, launchBrowser, png, centreColour, until, sleep, ROOT } from './harness.mjs';
+import { Server, launchBrowser, png, centreColour, until, sleep, ROOT, ADMIN } from './harness.mjs';
 
 const SHOTS = path.join(ROOT, 'target/browser-screenshots');
 const RED = [220, 30, 40];
@@ -56,10 +56,46 @@ async function openPhone(joinPath) {
 
 test('three phones play a two-frame show in step, survive a restart, and hear kicks and the end', async (t) => {
   const token = await server.login();
-  const scene = await server.api('POST', '/api/scenes', { name: 'Browser show', width: 30, height: 10, location_methods: ['seat', 'observer'] }, token);
-  await uploadFrame(token, scene.scene_id, 'red', RED);
-  await uploadFrame(token, scene.scene_id, 'blue', BLUE);
-  await server.api('PATCH', `/api/scenes/${scene.scene_id}`, { status: 'open' }, token);
+
+  // the operator logs in, creates the scene, uploads two frames at once and opens the scene
+  const operator = await (await browser.newContext({ viewport: { width: 1280, height: 1000 } })).newPage();
+  operator.on('pageerror', (e) => console.error('operator page error:', e.message));
+  await operator.goto(server.base + '/operator.html');
+  await operator.fill('#login-login', ADMIN.login);
+  await operator.fill('#login-password', ADMIN.password);
+  await operator.click('#login-submit');
+  await operator.waitForSelector('#app:not(.hidden)');
+  await operator.fill('#scene-name', 'Browser show');
+  await operator.fill('#scene-width', '30');
+  await operator.fill('#scene-height', '10');
+  await operator.uncheck('#scene-form input[value=qr]');
+  await operator.uncheck('#scene-form input[value=gps]');
+  await operator.click('#scene-create');
+  await operator.waitForSelector('#scene-panel:not(.hidden)');
+  const scene = (await server.api('GET', '/api/scenes', undefined, token)).items.find((s) => s.name === 'Browser show');
+  assert.ok(scene, 'the scene exists');
+  assert.deepEqual([...scene.location_methods].sort(), ['observer', 'seat']);
+  await operator.fill('#upload-duration', String(FRAME_MS));
+  await operator.setInputFiles('#frame-file', [
+    { name: 'red.png', mimeType: 'image/png', buffer: png(16, 12, RED) },
+    { name: 'blue.png', mimeType: 'image/png', buffer: png(16, 12, BLUE) },
+  ]);
+  await until(async () => (await operator.locator('#frame-list li').count()) === 2, 'two frames listed');
+  const frames = () => server.api('GET', `/api/scenes/${scene.scene_id}/frames`, undefined, token);
+  // uploads run side by side, so red may have landed second: move it up with the keyboard
+  if (!(await frames())[0].original_name.startsWith('red')) {
+    const red = (await frames()).find((f) => f.original_name.startsWith('red'));
+    await operator.focus(`#frame-list li[data-frame-id="${red.frame_id}"] .frame-up`);
+    await operator.keyboard.press('Enter');
+    await until(async () => (await frames())[0].original_name.startsWith('red'), 'red to be first');
+  }
+  assert.deepEqual((await frames()).map((f) => [f.original_name.replace(/\.png$/, ''), f.duration_ms]), [['red', FRAME_MS], ['blue', FRAME_MS]]);
+  await operator.selectOption('#scene-status', 'open');
+  await operator.click('#status-apply');
+  await until(async () => (await server.api('GET', `/api/scenes/${scene.scene_id}`, undefined, token)).status === 'open', 'the scene to open');
+  await operator.click('#build-show');
+  await until(async () => (await server.api('GET', `/api/scenes/${scene.scene_id}/show`, undefined, token).catch(() => null))?.total_ms === 2 * FRAME_MS, 'the show to be built');
+
   const seats = await fetch(`${server.base}/api/scenes/${scene.scene_id}/seats`, {
     method: 'PUT',
     headers: { authorization: 'Bearer ' + token, 'content-type': 'text/csv' },
@@ -87,9 +123,15 @@ test('three phones play a two-frame show in step, survive a restart, and hear ki
     await until(() => page.evaluate(() => Number.isFinite(window.c3s.syncErrorMs)), 'a clock sync report');
   }
 
-  // the show: red, then blue, starting two seconds from now
-  await server.api('PUT', `/api/scenes/${scene.scene_id}/show`, {}, token);
-  const played = await server.api('POST', `/api/scenes/${scene.scene_id}/playback`, { command: 'play', start_in_ms: 2000 }, token);
+  await phones[0].screenshot({ path: path.join(SHOTS, 'phone-waiting.png') });
+
+  // the operator presses play: red, then blue, starting two seconds later
+  await operator.fill('#start-in', '2000');
+  await operator.click('#play');
+  const played = await until(async () => {
+    const show = await server.api('GET', `/api/scenes/${scene.scene_id}/show`, undefined, token);
+    return show.timeline.current.mode === 'playing' && show;
+  }, 'the show to play');
   const startAt = played.timeline.current.anchor_ms;
   assert.ok(Number.isFinite(startAt), `the play reply names its start instant: ${JSON.stringify(played.timeline)}`);
   const blueAt = startAt + FRAME_MS;
@@ -102,6 +144,17 @@ test('three phones play a two-frame show in step, survive a restart, and hear ki
     const seen = await Promise.all(phones.map((p) => centreColour(p)));
     seen.forEach((c, i) => assert.ok(near(c, colour), `phone ${i} shows ${c} in the ${name} frame`));
     await Promise.all(phones.map((p, i) => p.screenshot({ path: path.join(SHOTS, `phone-${i}-${name}.png`) })));
+    // the operator's preview shows the located phones in that colour too
+    const previewHas = await operator.evaluate((rgb) => {
+      const c = document.getElementById('preview');
+      const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+      for (let i = 0; i < d.length; i += 4) {
+        if (Math.abs(d[i] - rgb[0]) + Math.abs(d[i + 1] - rgb[1]) + Math.abs(d[i + 2] - rgb[2]) < 20) return true;
+      }
+      return false;
+    }, colour);
+    assert.ok(previewHas, `the preview shows ${name}`);
+    if (name === 'blue') await operator.screenshot({ path: path.join(SHOTS, 'operator.png'), fullPage: true });
   }
 
   // the instants at which each phone turned blue, by its own synced clock, agree within one
