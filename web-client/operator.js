@@ -888,6 +888,8 @@ $('play').addEventListener('click', () => {
   const now = state.show ? showAt(state.show, serverNow()) : null;
   if (now?.mode === 'paused') {
     playback({ command: 'resume', start_in_ms: startIn() }, 'Resuming.');
+  } else if (now?.mode === 'playing' && !confirm('The show is playing. Restart it from the start for every phone?')) {
+    say('The show goes on.');
   } else {
     playback({ command: 'play', start_in_ms: startIn(), from_ms: 0 }, `Playing from the start in ${startIn() ?? 3000} ms.`);
   }
@@ -996,7 +998,13 @@ setInterval(() => {
   ticks++;
   poll('presence', loadPresence);
   if (ticks % 2 === 0) poll('show', loadShow);
-  if (ticks % 3 === 0) poll('pixels', loadPixels);
+  // located phones change slowly and cost many pages with a big crowd: every 15 s, or at
+  // once when the located count moves
+  const located = state.presence?.located;
+  if (ticks % 15 === 0 || located !== state.polledLocated) {
+    state.polledLocated = located;
+    poll('pixels', loadPixels);
+  }
 }, 1000);
 
 // ---------------------------------------------------------------- the preview
@@ -1070,10 +1078,21 @@ requestAnimationFrame(drawPreview);
 
 // ---------------------------------------------------------------- start
 
-if (accountToken()) {
-  run(loggedIn).then(() => {
-    if (!state.me) loggedOut();
-  });
-} else {
-  loggedOut();
+/** Resumes the saved session; only the server saying it is over (401) logs out: a network
+ * error minutes before a show keeps the token and tries again. */
+async function resume() {
+  try {
+    await loggedIn();
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) {
+      loggedOut('Your session has ended; please log in again.');
+    } else {
+      showError(err);
+      say('Retrying in 5 s…');
+      setTimeout(resume, 5000);
+    }
+  }
 }
+
+if (accountToken()) resume();
+else loggedOut();

@@ -19,6 +19,15 @@ const BACKOFF_BASE_MS = 1000;
 const BACKOFF_MAX_MS = 30000;
 /** How long a QR code stays up unless the phone is located first. */
 const QR_SHOW_MS = 120000;
+/** A socket that says nothing for this long is dead even if the browser thinks it is open
+ * (a phone that roamed to another access point): sync replies come every 15 s at least. */
+const SILENCE_MS = 35000;
+/** Opening a socket and hearing `welcome` takes no longer than this on a working network. */
+const WELCOME_MS = 15000;
+/** The least wait before coming back, by close code: the server asked for patience. */
+const MIN_RETRY_MS = { 4005: 10000, 4029: 30000, 4008: 2000 };
+/** After this many refusals of a scene that is not open, stop and offer a button. */
+const MAX_NOT_OPEN = 20;
 
 const $ = (id) => document.getElementById(id);
 const screen = $('screen');
@@ -81,11 +90,14 @@ function connect() {
   const socket = new WebSocket(`${scheme}://${location.host}/ws/scenes/${sceneId}`);
   socket.binaryType = 'arraybuffer';
   state.socket = socket;
+  state.lastHeard = performance.now();
+  state.welcomeDeadline = performance.now() + WELCOME_MS;
   socket.onopen = () => {
     const token = localStorage.getItem(DEVICE_TOKEN_KEY);
     socket.send(JSON.stringify(token ? { type: 'hello', protocol: PROTOCOL, token } : { type: 'hello', protocol: PROTOCOL }));
   };
   socket.onmessage = (event) => {
+    state.lastHeard = performance.now();
     if (typeof event.data === 'string') onMessage(JSON.parse(event.data));
     else {
       try {
@@ -103,12 +115,29 @@ function connect() {
   };
 }
 
+/** Gives up on a socket that went quiet (checked every second) without waiting for the
+ * browser to notice, which can take many minutes. */
+setInterval(() => {
+  const socket = state.socket;
+  if (!socket) return;
+  const now = performance.now();
+  const waitingForWelcome = state.phase === 'joining' && now > state.welcomeDeadline;
+  if (waitingForWelcome || now - state.lastHeard > SILENCE_MS) {
+    state.socket = null;
+    socket.onclose = null;
+    socket.close();
+    clock.stop();
+    onClosed(4011, 'no answer from the server');
+  }
+}, 1000);
+
 function onMessage(msg) {
   switch (msg.type) {
     case 'welcome':
       if (msg.token) localStorage.setItem(DEVICE_TOKEN_KEY, msg.token);
       state.welcomes = (state.welcomes ?? 0) + 1;
       state.phase = 'in';
+      state.notOpen = 0;
       state.scene = msg.scene;
       state.pixelId = msg.pixel_id;
       state.position = msg.position;
@@ -160,10 +189,22 @@ function onClosed(code, reason) {
     say(final);
     return;
   }
+  state.lastClose = code;
+  if (code === 4004 && (state.notOpen = (state.notOpen ?? 0) + 1) > MAX_NOT_OPEN) {
+    state.phase = 'idle';
+    panel.hidden = false;
+    joinButton.textContent = 'Try again';
+    joinButton.hidden = false;
+    say('This scene is not open.', 'Try again when the show is about to start.');
+    return;
+  }
   state.phase = 'lost';
   state.attempt += 1;
-  const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** (state.attempt - 1));
-  const delay = 250 + Math.random() * ceiling;
+  // full jitter over an exponential ceiling (3 s at first, so a stadium's worth of phones that
+  // lost the same access point spread their joins), never sooner than the server asked
+  const ceiling = Math.min(BACKOFF_MAX_MS, 3 * BACKOFF_BASE_MS * 2 ** (state.attempt - 1));
+  const delay = Math.max(MIN_RETRY_MS[code] ?? 250, Math.random() * ceiling);
+  state.retryAt = performance.now() + delay;
   const why = code === 4004 ? 'This scene is not open yet.' : 'Connection lost.';
   say(`${why} Trying again in ${Math.ceil(delay / 1000)} s…`, reason || '');
   state.retryTimer = setTimeout(connect, delay);
@@ -204,12 +245,22 @@ gpsButton.addEventListener('click', () => {
 
 function showQr(msg) {
   state.qrUntil = Math.min(msg.expires_us / 1000, clock.serverNow() + QR_SHOW_MS);
+  state.qr = msg;
   qrLayer.hidden = false;
-  const canvas = $('qr');
-  const side = Math.floor(Math.min(innerWidth, innerHeight) * (devicePixelRatio || 1));
-  canvas.width = canvas.height = side;
-  drawQr(canvas, msg.side, msg.modules, { quiet: 4 });
+  drawOwnQr();
 }
+
+function drawOwnQr() {
+  const canvas = $('qr');
+  const box = canvas.getBoundingClientRect();
+  const side = Math.floor(Math.min(box.width, box.height) * (devicePixelRatio || 1));
+  canvas.width = canvas.height = Math.max(side, 100);
+  drawQr(canvas, state.qr.side, state.qr.modules, { quiet: 4 });
+}
+
+addEventListener('resize', () => {
+  if (!qrLayer.hidden && state.qr) drawOwnQr();
+});
 
 $('qr-hide').addEventListener('click', () => {
   state.qrUntil = 0;
@@ -233,20 +284,24 @@ function frame(ts) {
   lastFrame = ts;
   const now = clock.serverNow();
   const at = now + state.frameMs / 2;
-  let rgb = state.phase === 'in' || state.phase === 'lost' ? timeline.colorAt(at) : null;
+  // the show goes on through a short drop: what the phone holds still plays while it reconnects
+  const showing = state.phase === 'in' || state.phase === 'lost' || state.phase === 'joining';
+  let rgb = showing ? timeline.colorAt(at) : null;
   const playing = rgb !== null;
-  if (now < state.identifyUntil) rgb = Math.floor(now / 125) % 2 ? [255, 255, 255] : [0, 0, 0];
+  // two flashes a second at most (WCAG 2.3.1 allows three)
+  if (now < state.identifyUntil) rgb = Math.floor(now / 250) % 2 ? [255, 255, 255] : [0, 0, 0];
   if (!rgb) rgb = idleRgb();
   const key = rgb.join(',');
   if (key !== state.shown) {
     screen.style.background = css(rgb);
     state.shown = key;
-    state.changes.push({ at: now, color: key });
+    // `at` by the synced clock; `wall` by this device's own wall clock, for tests
+    state.changes.push({ at: now, wall: Date.now(), color: key });
     if (state.changes.length > 500) state.changes.splice(0, 250);
   }
   if (qrLayer.hidden === false && now > state.qrUntil) qrLayer.hidden = true;
-  // the words step aside while the show plays
-  if (state.phase === 'in' || state.phase === 'lost') panel.hidden = playing && state.phase === 'in';
+  // the words step aside while the show plays (also through a short drop)
+  if (showing) panel.hidden = playing;
   if (timeline.chunks.length > 64) timeline.prune(now - 2000);
   requestAnimationFrame(frame);
 }
@@ -257,6 +312,10 @@ async function keepAwake() {
   try {
     if ('wakeLock' in navigator) {
       state.wakeLock = await navigator.wakeLock.request('screen');
+      // the browser drops the lock now and then (battery saver); take it again if still here
+      state.wakeLock.addEventListener('release', () => {
+        if (document.visibilityState === 'visible' && state.phase !== 'over') setTimeout(keepAwake, 1000);
+      });
       return;
     }
   } catch {
@@ -285,11 +344,13 @@ async function keepAwake() {
 document.addEventListener('visibilitychange', () => {
   if (document.visibilityState !== 'visible' || state.phase === 'idle' || state.phase === 'over') return;
   keepAwake();
-  // back from the background: the clock re-syncs itself (clock.js); a dropped socket comes
-  // back now rather than at the end of its backoff, with a little jitter
-  if (!state.socket) {
+  // back from the background: the clock re-syncs itself (clock.js); a socket dropped by the
+  // network comes back soon rather than at the end of a long backoff, but never sooner than
+  // the server asked (4005, 4029)
+  const networkDrop = [1001, 1006, 4011].includes(state.lastClose);
+  if (!state.socket && state.phase === 'lost' && networkDrop && state.retryAt - performance.now() > 3000) {
     clearTimeout(state.retryTimer);
-    state.retryTimer = setTimeout(connect, Math.random() * 1000);
+    state.retryTimer = setTimeout(connect, Math.random() * 3000);
   }
 });
 
@@ -301,6 +362,7 @@ if (!sceneId) {
 } else {
   joinButton.addEventListener('click', () => {
     joinButton.hidden = true;
+    state.notOpen = 0;
     keepAwake();
     document.documentElement.requestFullscreen?.().catch(() => {});
     connect();

@@ -149,8 +149,16 @@ async fn run(state: &AppState, scene_id: Uuid, socket: &mut WebSocket) -> Result
     let scene = store::scenes::scene_by_id(&state.db, scene_id)
         .await
         .map_err(|e| unavailable(e.into()))?
-        .filter(|s| matches!(s.status, SceneStatus::Open | SceneStatus::Live))
         .ok_or_else(|| end(close::NOT_JOINABLE, "no such scene is open"))?;
+    match scene.status {
+        SceneStatus::Open | SceneStatus::Live => {}
+        // a phone that comes back after the end is told so, and stops retrying
+        SceneStatus::Ended => {
+            let (code, reason) = CloseReason::SceneEnded.close_frame();
+            return Err(end(code, reason));
+        }
+        SceneStatus::Draft => return Err(end(close::NOT_JOINABLE, "no such scene is open")),
+    }
     // one transaction for a new phone's identity and its join: a crowd arriving at once is a
     // burst of these, and PostgreSQL's commits are what limit it
     let (user_id, new_token, pixel) = async {

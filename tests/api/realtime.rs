@@ -637,5 +637,9 @@ async fn ending_a_scene_closes_its_phones_and_shows_keep_their_frames() {
         phone.ended(Duration::from_secs(5)).await,
         Ended::Closed(4010, "the scene has ended".into())
     );
-    assert_eq!(refused_code(&app, scene, None).await, 4004);
+    assert_eq!(
+        refused_code(&app, scene, None).await,
+        4010,
+        "an ended scene says so to a phone that comes back"
+    );
 }

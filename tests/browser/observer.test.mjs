@@ -60,6 +60,7 @@ test('an observer places a phone with a tap, identifies it, and locates another 
   await observer.check('#qr-unlocated-only');
   await observer.click('#ask-qr');
   await photographed.waitForSelector('#qr-layer:not([hidden])');
+  await new Promise((r) => setTimeout(r, 1000)); // time for a stray message to arrive
   assert.equal(await tapped.isVisible('#qr-layer'), false, 'a located phone was not asked');
   // the observer's "photo" is that phone's screen: 360 × 640 px showing scene (0..36, 0..64)
   const photo = await photographed.screenshot({ type: 'png' });
