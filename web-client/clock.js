@@ -140,7 +140,7 @@ export class ClockSync {
   /** Server clock − this clock at local time `t`, ms. */
   offsetAt(t = this.now()) {
     if (!this.best) return null;
-    return 0;
+    return this.best.offset + this.drift * (t - this.best.at);
   }
 
   /** The bound on the error of `offsetAt(t)`, ms. */

@@ -4,7 +4,7 @@
 
 import { spawn, execFileSync } from 'node:child_process';
 import { once } from 'node:events';
-import { createServer } from 'node:net';
+import { createServer, connect } from 'node:net';
 import { deflateSync } from 'node:zlib';
 import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
@@ -169,5 +169,43 @@ export async function until(fn, what, ms = 15000) {
     if (v) return v;
     if (Date.now() > deadline) throw new Error('timed out waiting for ' + what);
     await sleep(100);
+  }
+}
+
+/**
+ * A TCP proxy in front of the server that can stop forwarding for a while without closing
+ * anything, as a Wi-Fi that drops every packet for a second does; what was sent meanwhile
+ * arrives, in order, when it resumes.
+ */
+export class StallingProxy {
+  static async start(targetPort) {
+    const p = new StallingProxy();
+    p.stalled = false;
+    p.waiting = [];
+    p.server = createServer((client) => {
+      const upstream = connect(targetPort, '127.0.0.1');
+      const pipe = (from, to) => {
+        from.on('data', (data) => (p.stalled ? p.waiting.push(() => to.write(data)) : to.write(data)));
+        from.on('close', () => to.destroy());
+        from.on('error', () => to.destroy());
+      };
+      pipe(client, upstream);
+      pipe(upstream, client);
+    });
+    p.server.listen(0, '127.0.0.1');
+    await once(p.server, 'listening');
+    p.base = `http://127.0.0.1:${p.server.address().port}`;
+    return p;
+  }
+
+  async stall(ms) {
+    this.stalled = true;
+    await sleep(ms);
+    this.stalled = false;
+    for (const write of this.waiting.splice(0)) write();
+  }
+
+  close() {
+    this.server.close();
   }
 }
