@@ -74,6 +74,18 @@ async fn try_publish_scene(state: &AppState, scene: &Scene) -> Result<(), sqlx::
     Ok(())
 }
 
+/// Sends every connected phone of the scene its new description (`scene` message).
+pub fn tell_phones_about(state: &AppState, scene: &Scene) {
+    let Some(hub) = state.hub.scene(scene.scene_id) else {
+        return;
+    };
+    let public = crate::ws::protocol::ScenePublic::from(scene);
+    let msg = crate::ws::protocol::ServerMsg::Scene { scene: &public }.to_json();
+    hub.for_each_conn(|conn| {
+        conn.offer(crate::hub::Outgoing::Text(msg.clone()));
+    });
+}
+
 /// Fetches and resamples a show's frames in the background, well before they play.
 fn preload(state: &AppState, show: Arc<crate::playback::Show>) {
     let cache = state.frame_cache.clone();

@@ -148,6 +148,12 @@ function onMessage(msg) {
       clock.start();
       describe();
       break;
+    case 'scene':
+      // the operator changed the scene (its name, idle colour, locating methods)
+      state.scene = msg.scene;
+      $('scene-name').textContent = msg.scene.name;
+      describe();
+      break;
     case 'sync':
       clock.handleReply(msg);
       break;

@@ -242,6 +242,7 @@ async fn update_scene(
         live::publish_scene_ended(&state, scene_id);
     } else {
         live::publish_scene(&state, &scene).await;
+        live::tell_phones_about(&state, &scene);
     }
     Ok(Json(scene))
 }

@@ -205,15 +205,7 @@ async fn run(state: &AppState, scene_id: Uuid, socket: &mut WebSocket) -> Result
         let (code, reason) = CloseReason::SceneEnded.close_frame();
         return Err(end(code, reason));
     }
-    let public = ScenePublic {
-        scene_id,
-        name: scene.name.clone(),
-        width: scene.width,
-        height: scene.height,
-        idle_color: scene.idle_color.clone(),
-        status: scene.status.as_str().into(),
-        location_methods: scene.location_methods.clone(),
-    };
+    let public = ScenePublic::from(&scene);
     let welcome = ServerMsg::Welcome {
         protocol: PROTOCOL_VERSION,
         token: new_token.as_deref(),
@@ -270,6 +262,7 @@ async fn run(state: &AppState, scene_id: Uuid, socket: &mut WebSocket) -> Result
                     }
                     Some(ClientMsg::SyncReport { .. }) => {}
                     Some(ClientMsg::Seat { section, row, seat }) => {
+                        let scene = current(state, &scene).await;
                         let refused = locate_by_seat(state, &scene, pixel.pixel_id, &section, &row, &seat).await;
                         refuse(socket, LocationMethod::Seat, refused).await?;
                     }
@@ -278,6 +271,7 @@ async fn run(state: &AppState, scene_id: Uuid, socket: &mut WebSocket) -> Result
                         send(socket, Message::Text(msg.into())).await?;
                     }
                     Some(ClientMsg::Gps { lat, lon, accuracy_m }) => {
+                        let scene = current(state, &scene).await;
                         let refused = locate_by_gps(state, &scene, pixel.pixel_id, lat, lon, accuracy_m).await;
                         refuse(socket, LocationMethod::Gps, refused).await?;
                     }
@@ -318,6 +312,15 @@ async fn refuse(
 
 /// How long a phone's QR token stays valid: long enough for an observer's photo session.
 const QR_TOKEN_TTL_S: i64 = 15 * 60;
+
+/// The scene as it is now (its locating methods may have changed since the phone joined);
+/// the one from the join if the database cannot say.
+async fn current(state: &AppState, joined: &Scene) -> Scene {
+    match store::scenes::scene_by_id(&state.db, joined.scene_id).await {
+        Ok(Some(scene)) => scene,
+        _ => joined.clone(),
+    }
+}
 
 /// The `qr` message for a phone: its signed token, as modules to draw.
 pub fn qr_message(secret: &[u8], scene_id: Uuid, pixel_id: Uuid) -> String {

@@ -34,6 +34,7 @@ pub enum ClientMsg {
     ShowQr,
 }
 
+/// What a phone is told about its scene.
 #[derive(Debug, Serialize)]
 pub struct ScenePublic {
     pub scene_id: Uuid,
@@ -43,6 +44,20 @@ pub struct ScenePublic {
     pub idle_color: String,
     pub status: String,
     pub location_methods: Vec<LocationMethod>,
+}
+
+impl From<&crate::scene::Scene> for ScenePublic {
+    fn from(scene: &crate::scene::Scene) -> Self {
+        ScenePublic {
+            scene_id: scene.scene_id,
+            name: scene.name.clone(),
+            width: scene.width,
+            height: scene.height,
+            idle_color: scene.idle_color.clone(),
+            status: scene.status.as_str().into(),
+            location_methods: scene.location_methods.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -68,6 +83,9 @@ pub enum ServerMsg<'a> {
         tick_ms: i64,
         lookahead_ms: i64,
     },
+    /// The scene changed (name, size, idle colour, status, locating methods): the same
+    /// fields as in `welcome`.
+    Scene { scene: &'a ScenePublic },
     /// Clock sync reply: `t0` echoed, `t1` received and `t2` sent, server µs.
     Sync { t0: f64, t1: i64, t2: i64 },
     /// The phone was placed (or moved) in the scene.

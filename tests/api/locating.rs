@@ -605,3 +605,60 @@ async fn the_join_code_leads_to_the_phone_page() {
     assert_eq!(page.status(), StatusCode::OK);
     assert!(page.text().await.unwrap().contains("phone.js"));
 }
+
+/// The operator allows seat entry after phones joined: they are told (`scene`), and a seat
+/// typed afterwards is taken (the session checks the scene as it is now, not as at join).
+#[tokio::test]
+async fn phones_hear_scene_changes_and_new_locating_methods_apply_at_once() {
+    let app = spawn_app().await;
+    let (op, scene) = scene(&app).await;
+    let path = format!("/api/scenes/{scene}");
+    let (status, _) = app
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&op),
+            Some(json!({"location_methods": ["observer"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        put_csv(&app, &op, scene, "A,1,1,10,5\n").await.0,
+        StatusCode::OK
+    );
+    let mut phone = Phone::join(&app, scene, None).await;
+    let refused = say(
+        &mut phone,
+        json!({"type": "seat", "section": "A", "row": "1", "seat": "1"}),
+    )
+    .await;
+    assert_eq!(refused["type"], "locate_refused", "{refused}");
+
+    let (status, _) = app
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&op),
+            Some(json!({"name": "Renamed", "location_methods": ["observer", "seat"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let told = loop {
+        let v = next_json(&mut phone.socket).await;
+        if v["type"] == "scene" {
+            break v;
+        }
+    };
+    assert_eq!(told["scene"]["name"], "Renamed");
+    assert_eq!(
+        told["scene"]["location_methods"],
+        json!(["observer", "seat"])
+    );
+    let located = say(
+        &mut phone,
+        json!({"type": "seat", "section": "A", "row": "1", "seat": "1"}),
+    )
+    .await;
+    assert_eq!(located["type"], "located", "{located}");
+    assert_eq!(located["x"], 10.0);
+}
