@@ -333,26 +333,56 @@ async function buildRaster(sceneId, frameId, grid) {
   return { rgb, faint };
 }
 
-const rasters = new Map(); // `${sha}|${w}x${h}` → {ready, value?, promise}
+const rasters = new Map(); // `${sha}|${w}x${h}` → {value, failed, job}
 const RASTER_CACHE = 120;
-function raster(sceneId, frame, grid) {
+/** Frames waiting to be decoded and resampled: one at a time, the page breathing in between,
+ * so a long show does not freeze Play and Stop while its preview is prepared. */
+const buildQueue = [];
+let building = false;
+
+async function pumpBuilds() {
+  if (building) return;
+  building = true;
+  while (buildQueue.length) {
+    const job = buildQueue.shift();
+    try {
+      job.entry.value = await buildRaster(...job.args);
+    } catch (e) {
+      // remembered: a frame that cannot be drawn is not tried (and reported) again and again
+      job.entry.failed = true;
+      showError(e);
+    }
+    job.entry.job = null;
+    await new Promise((r) => setTimeout(r, 0));
+  }
+  building = false;
+}
+
+/** The frame on the grid, or null while it is being prepared. `now` puts it first in line
+ * (the frame showing right now). */
+function raster(sceneId, frame, grid, now = false) {
   const key = `${frame.sha256}|${grid.w}x${grid.h}`;
   let entry = rasters.get(key);
   if (entry) {
     rasters.delete(key); // most recently used last
     rasters.set(key, entry);
-    return entry.value ?? null;
+    if (now && entry.job) {
+      buildQueue.splice(buildQueue.indexOf(entry.job), 1);
+      buildQueue.unshift(entry.job);
+    }
+    return entry.value;
   }
-  entry = { value: null };
+  entry = { value: null, failed: false, job: null };
+  entry.job = { entry, args: [sceneId, frame.frame_id, grid] };
   rasters.set(key, entry);
-  buildRaster(sceneId, frame.frame_id, grid).then(
-    (v) => (entry.value = v),
-    (e) => {
-      rasters.delete(key);
-      showError(e);
-    },
-  );
-  while (rasters.size > RASTER_CACHE) rasters.delete(rasters.keys().next().value);
+  if (now) buildQueue.unshift(entry.job);
+  else buildQueue.push(entry.job);
+  pumpBuilds();
+  while (rasters.size > RASTER_CACHE) {
+    const [oldKey, old] = rasters.entries().next().value;
+    if (old.job) buildQueue.splice(buildQueue.indexOf(old.job), 1);
+    rasters.delete(oldKey);
+  }
   return null;
 }
 
@@ -1037,7 +1067,7 @@ function drawPreview(now) {
     const at = showAt(s, t);
     if (at.frame != null) {
       grid = gridFor(s.show);
-      const r = raster(scene.scene_id, s.show.frames[at.frame], grid);
+      const r = raster(scene.scene_id, s.show.frames[at.frame], grid, true);
       if (r) {
         image = r.faint;
         rgb = r.rgb;
