@@ -238,7 +238,7 @@ pub struct QrAsked {
 #[utoipa::path(post, path = "/scenes/{scene_id}/qr-codes", tag = "locating",
     params(("scene_id" = Uuid, Path)), request_body = QrRequest,
     responses((status = 200, body = QrAsked), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody)),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
 async fn ask_for_qr_codes(
     State(state): State<AppState>,
@@ -246,19 +246,35 @@ async fn ask_for_qr_codes(
     Path(scene_id): Path<Uuid>,
     Json(req): Json<QrRequest>,
 ) -> Result<Json<QrAsked>> {
-    scene_with_right(&state, &me, scene_id, Permission::Observer).await?;
-    let mut asked = 0;
-    if let Some(hub) = state.hub.scene(scene_id) {
-        hub.for_each_conn(|conn| {
-            if req.unlocated_only && conn.position().is_some() {
-                return;
-            }
-            let msg = crate::ws::qr_message(&state.secret, scene_id, conn.pixel_id);
-            if conn.offer(Outgoing::Text(msg)) {
-                asked += 1;
-            }
-        });
+    let scene = scene_with_right(&state, &me, scene_id, Permission::Observer).await?;
+    if !scene.location_methods.contains(&LocationMethod::Qr) {
+        return Err(Error::Conflict(
+            "this scene does not locate phones by QR code".into(),
+        ));
     }
+    let Some(hub) = state.hub.scene(scene_id) else {
+        return Ok(Json(QrAsked { asked: 0 }));
+    };
+    // the phones are listed under the hub's lock; their codes are signed and rendered
+    // outside it, off the async threads (a stadium's worth takes a while)
+    let mut conns = Vec::new();
+    hub.for_each_conn(|conn| {
+        if !(req.unlocated_only && conn.position().is_some()) {
+            conns.push(conn.clone());
+        }
+    });
+    let secret = state.secret.clone();
+    let asked = tokio::task::spawn_blocking(move || {
+        conns
+            .iter()
+            .filter(|conn| {
+                let msg = crate::ws::qr_message(&secret, scene_id, conn.pixel_id);
+                conn.offer(Outgoing::Text(msg))
+            })
+            .count()
+    })
+    .await
+    .map_err(|e| Error::Internal(e.into()))?;
     Ok(Json(QrAsked { asked }))
 }
 
@@ -481,6 +497,9 @@ async fn upload_photo(
     let homography = Homography::fit(&points)
         .map_err(|e| Error::invalid("invalid_reference_points", e.to_string()))?;
     let (width, height, found) = tokio::task::spawn_blocking(move || {
+        // the slot is held by the work itself: a request that times out does not free it
+        // while its scan still runs
+        let _permit = _permit;
         let gray = decode_photo(&photo)?;
         let (w, h) = gray.dimensions();
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());

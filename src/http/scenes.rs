@@ -187,8 +187,19 @@ async fn join_code(
     let origin = match &state.config.public_url {
         Some(url) => url.trim_end_matches('/').to_owned(),
         None => {
-            let host = header("host").unwrap_or("localhost");
-            let scheme = header("x-forwarded-proto").unwrap_or("http");
+            let host = header("host").ok_or_else(|| {
+                Error::invalid(
+                    "no_host",
+                    "the request names no host; set the server's public_url",
+                )
+            })?;
+            // a chain of proxies says "https, http": the first is the client's
+            let scheme = match header("x-forwarded-proto")
+                .map(|p| p.split(',').next().unwrap_or("").trim())
+            {
+                Some("https") => "https",
+                _ => "http",
+            };
             format!("{scheme}://{host}")
         }
     };

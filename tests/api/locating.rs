@@ -572,6 +572,15 @@ async fn observers_ask_phones_to_show_their_codes() {
     let msg = next_json(&mut waiting.socket).await;
     assert_eq!(msg["type"], "qr");
     assert_eq!(msg["side"], 25);
+    assert!(
+        tokio::time::timeout(
+            std::time::Duration::from_millis(500),
+            next_json(&mut located.socket)
+        )
+        .await
+        .is_err(),
+        "the located phone was not asked"
+    );
 
     let (status, body) = app
         .call(Method::POST, &path, Some(&op), Some(json!({})))
@@ -580,6 +589,19 @@ async fn observers_ask_phones_to_show_their_codes() {
     for phone in [&mut located, &mut waiting] {
         assert_eq!(next_json(&mut phone.socket).await["type"], "qr");
     }
+
+    // a scene that does not locate by QR code does not put codes on its phones' screens
+    let (status, _) = app
+        .call(
+            Method::PATCH,
+            &format!("/api/scenes/{scene}"),
+            Some(&op),
+            Some(json!({"location_methods": ["observer", "seat"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = app.call(Method::POST, &path, Some(&op), Some(json!({}))).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
 }
 
 /// The join code names the phone page by a short address, and that address serves it.

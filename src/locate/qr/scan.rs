@@ -27,6 +27,10 @@ const FINDER_SPAN: f64 = 18.0;
 const WINDOW_RADIUS: usize = 12;
 /// A pixel is dark when this much darker than its window's mean (noise in flat areas).
 const BIAS: u32 = 8;
+/// Partners one finder pattern considers, nearest first, and candidate codes one photo reads
+/// at most: bounds on the work a hostile photo can cause (a real code needs 2 and 1).
+const MAX_SIDES: usize = 24;
+const MAX_TRIPLES: usize = 200_000;
 /// Grey levels between a finder's core and its light ring, at least.
 const MIN_CONTRAST: i32 = 24;
 /// A finder narrower than this (7 modules of ~1.5 px) cannot be read anyway.
@@ -65,7 +69,7 @@ fn threshold_band(photo: &GrayImage, y0: usize, out: &mut [u8]) {
     let r = WINDOW_RADIUS;
     // column sums over the window's rows, for the current row
     let mut col = vec![0u32; w];
-    let mut prefix = vec![0u32; w + 1];
+    let mut prefix = vec![0u64; w + 1];
     let (mut top, mut bottom) = (y0.saturating_sub(r), y0.saturating_sub(r));
     for y in y0..y0 + rows {
         let (want_top, want_bottom) = (y.saturating_sub(r), (y + r + 1).min(h));
@@ -85,15 +89,15 @@ fn threshold_band(photo: &GrayImage, y0: usize, out: &mut [u8]) {
         // window sums along the row from prefix sums of the column sums
         prefix[0] = 0;
         for x in 0..w {
-            prefix[x + 1] = prefix[x] + col[x];
+            prefix[x + 1] = prefix[x] + u64::from(col[x]);
         }
         let row = &px[y * w..(y + 1) * w];
         let dst = &mut out[(y - y0) * w..(y - y0 + 1) * w];
         for (x, (d, &p)) in dst.iter_mut().zip(row).enumerate() {
             let (left, right) = (x.saturating_sub(r), (x + r + 1).min(w));
-            let area = n_rows * (right - left) as u32;
+            let area = u64::from(n_rows) * (right - left) as u64;
             let sum = prefix[right] - prefix[left];
-            *d = u8::from((u32::from(p) + BIAS) * area < sum);
+            *d = u8::from(u64::from(u32::from(p) + BIAS) * area < sum);
         }
     }
 }
@@ -239,27 +243,45 @@ fn scan_band(
 
 /// Merges the candidates of one finder pattern (found on many rows) into one; a lone
 /// candidate is noise and dropped.
+///
+/// Candidates come sorted by row; open clusters are kept in buckets of columns so each
+/// candidate looks only at its neighbourhood, and clusters the rows have moved well past are
+/// closed once per row (a photo wide and full of finder-like patterns stays linear).
 fn cluster(mut raw: Vec<Finder>) -> Vec<Finder> {
+    const BUCKET_PX: f64 = 32.0;
     raw.sort_by(|a, b| a.y.total_cmp(&b.y));
-    // running sums of open clusters; a cluster closes once rows have moved well past it
+    // running sums of each cluster: x, y, module, count
     let mut acc: Vec<(f64, f64, f64, usize)> = Vec::new();
+    let mut open: std::collections::HashMap<i64, Vec<usize>> = Default::default();
     let mut done = Vec::new();
-    let mut open: Vec<usize> = Vec::new();
+    let mut swept_at = f64::NEG_INFINITY;
+    let mean = |a: &(f64, f64, f64, usize)| {
+        let n = a.3 as f64;
+        (a.0 / n, a.1 / n, a.2 / n)
+    };
     for f in raw {
-        open.retain(|&i| {
-            let (_, sy, sm, n) = acc[i];
-            let keep = f.y - sy / n as f64 <= 2.0 * sm / n as f64 + 2.0;
-            if !keep {
-                done.push(i);
-            }
-            keep
-        });
-        let near = open.iter().copied().find(|&i| {
-            let (sx, sy, sm, n) = acc[i];
-            let n = n as f64;
-            let reach = (sm / n).max(1.5);
-            (sx / n - f.x).abs() <= reach && (sy / n - f.y).abs() <= reach
-        });
+        if f.y - swept_at >= 1.0 {
+            swept_at = f.y;
+            open.retain(|_, ids| {
+                ids.retain(|&i| {
+                    let (_, y, m) = mean(&acc[i]);
+                    let keep = f.y - y <= 2.0 * m + 2.0;
+                    if !keep {
+                        done.push(i);
+                    }
+                    keep
+                });
+                !ids.is_empty()
+            });
+        }
+        let bucket = (f.x / BUCKET_PX).floor() as i64;
+        let near = (bucket - 1..=bucket + 1)
+            .flat_map(|b| open.get(&b).into_iter().flatten().copied())
+            .find(|&i| {
+                let (x, y, m) = mean(&acc[i]);
+                let reach = m.clamp(1.5, BUCKET_PX);
+                (x - f.x).abs() <= reach && (y - f.y).abs() <= reach
+            });
         match near {
             Some(i) => {
                 let a = &mut acc[i];
@@ -269,21 +291,17 @@ fn cluster(mut raw: Vec<Finder>) -> Vec<Finder> {
                 a.3 += 1;
             }
             None => {
-                open.push(acc.len());
+                open.entry(bucket).or_default().push(acc.len());
                 acc.push((f.x, f.y, f.module, 1));
             }
         }
     }
-    done.extend(open);
+    done.extend(open.into_values().flatten());
     done.into_iter()
-        .filter_map(|i| {
-            let (sx, sy, sm, n) = acc[i];
-            let n = n as f64;
-            (n >= 2.0).then(|| Finder {
-                x: sx / n,
-                y: sy / n,
-                module: sm / n,
-            })
+        .filter(|&i| acc[i].3 >= 2)
+        .map(|i| {
+            let (x, y, module) = mean(&acc[i]);
+            Finder { x, y, module }
         })
         .collect()
 }
@@ -346,11 +364,13 @@ fn refine(photo: &GrayImage, f: Finder) -> Finder {
 
 /// Candidate codes: (top-left, top-right, bottom-left) finder indices, best-looking first.
 fn triples(finders: &[Finder]) -> Vec<[usize; 3]> {
-    // a coarse grid of finders, so each one looks only at its neighbourhood
-    let cell = finders
-        .iter()
-        .map(|f| f.module * FINDER_SPAN * 1.4)
-        .fold(16.0f64, f64::max);
+    // a coarse grid of finders, so each one looks only at its neighbourhood: cells about one
+    // code wide at the typical module size, and each finder reaching as far as its own size
+    // allows (one huge false finder does not make every finder look at every other)
+    let mut modules: Vec<f64> = finders.iter().map(|f| f.module).collect();
+    modules.sort_by(f64::total_cmp);
+    let typical = modules.get(modules.len() / 2).copied().unwrap_or(1.0);
+    let cell = (typical * FINDER_SPAN * 1.4).max(16.0);
     let mut grid: std::collections::HashMap<(i64, i64), Vec<usize>> = Default::default();
     let key = |f: &Finder| ((f.x / cell) as i64, (f.y / cell) as i64);
     for (i, f) in finders.iter().enumerate() {
@@ -360,19 +380,27 @@ fn triples(finders: &[Finder]) -> Vec<[usize; 3]> {
     let mut sides = Vec::new();
     for (a, fa) in finders.iter().enumerate() {
         let (kx, ky) = key(fa);
+        // a partner is at most 26 modules away, of a module up to 1.67 times this one's
+        let reach = ((26.0 * 1.34 * fa.module / cell).ceil() as i64).max(1);
         sides.clear();
-        for gx in kx - 1..=kx + 1 {
-            for gy in ky - 1..=ky + 1 {
+        for gx in kx - reach..=kx + reach {
+            for gy in ky - reach..=ky + reach {
                 for &b in grid.get(&(gx, gy)).into_iter().flatten() {
                     let fb = &finders[b];
                     let d = (fb.x - fa.x).hypot(fb.y - fa.y);
                     let span = d / (0.5 * (fa.module + fb.module));
                     let sizes = fa.module / fb.module;
-                    if b != a && (12.0..26.0).contains(&span) && (0.6..1.67).contains(&sizes) {
+                    if b != a && (10.5..26.0).contains(&span) && (0.6..1.67).contains(&sizes) {
                         sides.push((b, fb.x - fa.x, fb.y - fa.y, d));
                     }
                 }
             }
+        }
+        // a real code's partners are among the nearest; a photo of nothing but finder-like
+        // patterns must not make this quadratic
+        if sides.len() > MAX_SIDES {
+            sides.sort_by(|x, y| x.3.total_cmp(&y.3));
+            sides.truncate(MAX_SIDES);
         }
         for (i, &(b, bx, by, bd)) in sides.iter().enumerate() {
             for &(c, cx, cy, cd) in &sides[i + 1..] {
@@ -389,7 +417,46 @@ fn triples(finders: &[Finder]) -> Vec<[usize; 3]> {
         }
     }
     out.sort_by(|x, y| x.0.total_cmp(&y.0));
+    out.truncate(MAX_TRIPLES);
     out.into_iter().map(|(_, t)| t).collect()
+}
+
+/// Of the 218 modules every version-2 code has the same, how many may read wrong.
+const STRUCTURE_MISSES_MAX: usize = 20;
+
+/// How many of the fixed modules of a version-2 code (`dark(m, n)`: column, row) read wrong:
+/// the three finder patterns with their light separators, and the alignment pattern.
+fn structure_misses(dark: impl Fn(usize, usize) -> bool) -> usize {
+    let mut misses = 0;
+    let mut expect =
+        |m: usize, n: usize, want_dark: bool| misses += usize::from(dark(m, n) != want_dark);
+    let last = SIDE - 1;
+    for (m0, n0) in [(0, 0), (SIDE - 7, 0), (0, SIDE - 7)] {
+        for j in 0..7 {
+            for i in 0..7 {
+                // rings from the outside: dark, light, then the dark 3 × 3 core
+                let ring = i.min(j).min(6 - i).min(6 - j);
+                expect(m0 + i, n0 + j, ring != 1);
+            }
+        }
+    }
+    // separators: one light module around each finder, on the code's inner sides
+    for k in 0..8 {
+        expect(7, k, false);
+        expect(k, 7, false);
+        expect(last - 7, k, false);
+        expect(last - k, 7, false);
+        expect(7, last - k, false);
+        expect(k, last - 7, false);
+    }
+    // the alignment pattern, centred on module (18, 18)
+    for j in 16..=20usize {
+        for i in 16..=20usize {
+            let ring = i.abs_diff(18).max(j.abs_diff(18));
+            expect(i, j, ring != 1);
+        }
+    }
+    misses
 }
 
 /// Bilinear grey level at continuous photo coordinates.
@@ -454,6 +521,29 @@ fn read(photo: &GrayImage, tl: &Finder, tr: &Finder, bl: &Finder) -> Option<Foun
         return None;
     }
     let mid = (dark + light) / 2.0;
+    // Three finders of different codes rarely line up with a timing pattern between them:
+    // check its 18 modules (row 6 and column 6, from 8 to 16) before sampling the rest. Each
+    // is judged against the midpoint blended with the mean of itself and its two neighbours
+    // along the line (they alternate, so a lone module blurred grey still tells).
+    let line = |along: &dyn Fn(f64) -> (f64, f64)| -> Option<usize> {
+        let mut v = [0.0f64; 11];
+        for (k, slot) in v.iter_mut().enumerate() {
+            let (x, y) = along(7.5 + k as f64);
+            *slot = sample(photo, x, y)?;
+        }
+        Some(
+            (1..10)
+                .filter(|&k| {
+                    let threshold = (mid + (v[k - 1] + v[k] + v[k + 1]) / 3.0) / 2.0;
+                    (v[k] < threshold) != (k % 2 == 1)
+                })
+                .count(),
+        )
+    };
+    let misses = line(&|t| map.map(t, 6.5))? + line(&|t| map.map(6.5, t))?;
+    if misses > 4 {
+        return None;
+    }
     let mut levels = [0.0f64; SIDE * SIDE];
     for n in 0..SIDE {
         for m in 0..SIDE {
@@ -477,17 +567,10 @@ fn read(photo: &GrayImage, tl: &Finder, tr: &Finder, bl: &Finder) -> Option<Foun
     let blended: Vec<f64> = (0..SIDE * SIDE)
         .map(|k| (mid + local(k % SIDE, k / SIDE)) / 2.0)
         .collect();
-    // Three finders of different codes rarely line up with a timing pattern between them:
-    // check those 18 modules before paying for a decode.
-    let timing_misses = (8..=16)
-        .filter(|&i| {
-            let dark_expected = i % 2 == 0;
-            let row = levels[6 * SIDE + i] < blended[6 * SIDE + i];
-            let col = levels[i * SIDE + 6] < blended[i * SIDE + 6];
-            (row != dark_expected) as usize + (col != dark_expected) as usize > 0
-        })
-        .count();
-    if timing_misses > 4 {
+    // the fixed parts of a version-2 code (finders, separators, alignment pattern) must be
+    // nearly all right before rqrr, whose error correction is slow on a grid of noise, tries
+    let dark_at = |m: usize, n: usize| levels[n * SIDE + m] < blended[n * SIDE + m];
+    if structure_misses(dark_at) > STRUCTURE_MISSES_MAX {
         return None;
     }
     let payload = [&blended[..], &[mid; SIDE * SIDE][..]]
@@ -517,6 +600,10 @@ fn read(photo: &GrayImage, tl: &Finder, tr: &Finder, bl: &Finder) -> Option<Foun
 /// ones, so the scan runs again on the photo halved, quartered and so on (each pass costs a
 /// quarter of the one before), and every code is kept once, from the finest scale that read it.
 pub fn detect(photo: &GrayImage, threads: usize) -> Vec<Found> {
+    // smaller than one code at 1 px per module: nothing to find (and no empty bands to cut)
+    if photo.width().min(photo.height()) < SIDE as u32 {
+        return Vec::new();
+    }
     let mut found = scan_scale(photo, threads, 0.0);
     let mut seen: std::collections::HashSet<Vec<u8>> =
         found.iter().map(|f| f.payload.clone()).collect();
@@ -585,7 +672,13 @@ fn scan_scale(photo: &GrayImage, threads: usize, min_module: f64) -> Vec<Found> 
                         .iter()
                         .skip(t)
                         .step_by(threads)
-                        .filter_map(|&[a, b, c]| read(photo, &finders[a], &finders[b], &finders[c]))
+                        .filter_map(|&[a, b, c]| {
+                            // a decoder panic on one odd grid skips that candidate only
+                            let attempt = std::panic::AssertUnwindSafe(|| {
+                                read(photo, &finders[a], &finders[b], &finders[c])
+                            });
+                            std::panic::catch_unwind(attempt).ok().flatten()
+                        })
                         .collect::<Vec<_>>()
                 })
             })
