@@ -212,12 +212,7 @@ async fn join_code(
                 format!("the address does not fit a QR code: {e}"),
             )
         })?;
-    let side = code.width();
-    let modules = code
-        .to_colors()
-        .into_iter()
-        .map(|c| if c == qrcode::Color::Dark { '1' } else { '0' })
-        .collect();
+    let (side, modules) = crate::locate::qr::modules(&code);
     Ok(Json(JoinCode {
         path,
         url,

@@ -600,7 +600,9 @@ async fn observers_ask_phones_to_show_their_codes() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, body) = app.call(Method::POST, &path, Some(&op), Some(json!({}))).await;
+    let (status, body) = app
+        .call(Method::POST, &path, Some(&op), Some(json!({})))
+        .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
 }
 

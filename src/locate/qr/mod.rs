@@ -78,13 +78,17 @@ pub fn render(token: &[u8; TOKEN_BYTES]) -> (usize, String) {
         .expect("26 bytes fit version 2-M");
     let code =
         qrcode::QrCode::with_bits(bits, qrcode::EcLevel::M).expect("26 bytes fit version 2-M");
-    let side = code.width();
+    modules(&code)
+}
+
+/// A code as the protocol sends it: its side in modules and the modules row by row ('1' dark).
+pub fn modules(code: &qrcode::QrCode) -> (usize, String) {
     let modules = code
         .to_colors()
         .into_iter()
         .map(|c| if c == qrcode::Color::Dark { '1' } else { '0' })
         .collect();
-    (side, modules)
+    (code.width(), modules)
 }
 
 /// A code found in a photo: its payload and its outline in photo pixels
