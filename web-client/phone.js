@@ -149,7 +149,9 @@ function onMessage(msg) {
       describe();
       break;
     case 'scene':
-      // the operator changed the scene (its name, idle colour, locating methods)
+      // the operator changed the scene (its name, idle colour, locating methods); two quick
+      // changes may arrive out of order, and the later one holds
+      if (Date.parse(msg.scene.updated_at) < Date.parse(state.scene?.updated_at ?? 0)) break;
       state.scene = msg.scene;
       $('scene-name').textContent = msg.scene.name;
       describe();

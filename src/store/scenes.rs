@@ -190,9 +190,12 @@ pub async fn update_scene(
     scene_id: Uuid,
     fields: &SceneFields,
 ) -> Result<(), sqlx::Error> {
+    // clock_timestamp(), not now() (the transaction's start): of two updates that waited for
+    // each other's row lock, the one that commits later must carry the later time, as phones
+    // keep the later of two scene descriptions
     sqlx::query(
         "update scene set name = $2, description = $3, venue = $4, width = $5, height = $6,
-             status = $7, idle_color = $8, updated_at = now()
+             status = $7, idle_color = $8, updated_at = clock_timestamp()
          where scene_id = $1",
     )
     .bind(scene_id)

@@ -44,6 +44,8 @@ pub struct ScenePublic {
     pub idle_color: String,
     pub status: String,
     pub location_methods: Vec<LocationMethod>,
+    /// When the scene last changed: of two descriptions, the later one holds.
+    pub updated_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl From<&crate::scene::Scene> for ScenePublic {
@@ -56,6 +58,7 @@ impl From<&crate::scene::Scene> for ScenePublic {
             idle_color: scene.idle_color.clone(),
             status: scene.status.as_str().into(),
             location_methods: scene.location_methods.clone(),
+            updated_at: scene.updated_at,
         }
     }
 }

@@ -674,6 +674,7 @@ async fn phones_hear_scene_changes_and_new_locating_methods_apply_at_once() {
         }
     };
     assert_eq!(told["scene"]["name"], "Renamed");
+    assert!(told["scene"]["updated_at"].is_string(), "{told}");
     assert_eq!(
         told["scene"]["location_methods"],
         json!(["observer", "seat"])
