@@ -355,7 +355,10 @@ mod tests {
             image::Luma([(90 + (x / 7 + y / 5) % 40) as u8])
         });
         let mut truth = Vec::new();
-        for (i, angle) in [-0.6f64, -0.3, 0.0, 0.2, 0.45, 0.7].into_iter().enumerate() {
+        for (i, angle) in [-0.6f64, -0.3, 0.0, 0.2, 0.45, std::f64::consts::FRAC_PI_4]
+            .into_iter()
+            .enumerate()
+        {
             let t = sign(SECRET, Uuid::new_v4(), Uuid::new_v4(), 1_800_000_000);
             let (cx, cy) = (
                 150.0 + 300.0 * (i % 3) as f64,

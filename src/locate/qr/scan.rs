@@ -231,10 +231,21 @@ fn scan_band(
                 continue;
             };
             let htotal: usize = hruns.iter().sum();
+            // Row and column overstate a turned finder (by up to √2 at 45°); the diagonals
+            // overstate an upright one by as much. The shortest of the four is within 8 % of
+            // the truth at any angle.
+            let diagonal = |dir| {
+                cross_runs(bin, cx, ry, dir, max_run)
+                    .map(|(runs, _)| runs.iter().sum::<usize>() as f64 * std::f64::consts::SQRT_2)
+            };
+            let width = [diagonal((1, 1)), diagonal((1, -1))]
+                .into_iter()
+                .flatten()
+                .fold((htotal + vtotal) as f64 / 2.0, f64::min);
             out.push(Finder {
                 x: cx as f64 + 0.5 + dx,
                 y: fy,
-                module: (htotal + vtotal) as f64 / 14.0,
+                module: width / 7.0,
             });
         }
     }
