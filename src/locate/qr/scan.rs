@@ -5,15 +5,22 @@
 //! knowing that every code is version 2 makes the rest simple:
 //!
 //! 1. [`Binary`]: each pixel dark or light against the mean of a window around it.
-//! 2. [`scan_band`]: every row is cut into runs; five runs in the ratio 1:1:3:1:1 are a finder
-//!    pattern candidate, kept only if the column through its centre shows the same ratio. Rows
-//!    are scanned in bands, one per thread.
-//! 3. [`cluster`]: the many rows that cross one finder pattern agree on its centre; merged.
+//! 2. [`scan_band`]: every row is cut into runs; five runs in the ratio 1:1:3:1:1 with a core
+//!    clearly darker than its ring are a finder pattern candidate, kept only if the column
+//!    through its centre shows the same ratio; its module size is the shortest of the row,
+//!    column and diagonal measures (right at any angle). Rows are scanned in bands, one per
+//!    thread.
+//! 3. [`cluster`]: the many rows that cross one finder pattern agree on its centre; merged,
+//!    then [`refine`]d to the centroid of the dark core (sub-pixel).
 //! 4. [`triples`]: three finder patterns 18 modules apart at a right angle are a code's corners.
 //! 5. [`read`]: the 25 × 25 modules are sampled through the affine map those corners give (a
-//!    code is small enough that perspective within it is negligible), thresholded halfway
-//!    between the code's own dark and light, and decoded by rqrr (format, unmasking,
+//!    code is small enough that perspective within it is negligible) and judged against the
+//!    code's own dark/light midpoint blended with their neighbourhood; the timing patterns and
+//!    then the fixed structure must read right before rqrr decodes (format, unmasking,
 //!    Reed–Solomon).
+//!
+//! [`detect`] runs all this on the photo and again on it halved, quartered, … for close-ups,
+//! whose big modules the binarisation window cannot hold.
 
 use image::GrayImage;
 
