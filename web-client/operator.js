@@ -512,16 +512,21 @@ function checkedMethods(form) {
   return [...form.querySelectorAll('input[name="location_methods"]:checked')].map((i) => i.value);
 }
 
-$('scene-form').addEventListener('submit', (e) => {
-  e.preventDefault();
-  const f = e.target;
-  const body = {
+/** The scene fields of the create and the edit form (they have the same inputs). */
+function sceneBody(f) {
+  return {
     name: f.elements.name.value.trim(),
     width: Number(f.elements.width.value),
     height: Number(f.elements.height.value),
     idle_color: f.elements.idle_color.value,
     location_methods: checkedMethods(f),
   };
+}
+
+$('scene-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const f = e.target;
+  const body = sceneBody(f);
   run(async () => {
     const scene = await api('POST', '/api/scenes', body);
     state.me = await api('GET', '/api/auth/me'); // now its operator
@@ -558,13 +563,7 @@ function sceneChanged(scene) {
 $('scene-edit-form').addEventListener('submit', (e) => {
   e.preventDefault();
   const f = e.target;
-  const body = {
-    name: f.elements.name.value.trim(),
-    width: Number(f.elements.width.value),
-    height: Number(f.elements.height.value),
-    idle_color: f.elements.idle_color.value,
-    location_methods: checkedMethods(f),
-  };
+  const body = sceneBody(f);
   const id = state.scene.scene_id;
   run(async () => {
     const scene = await api('PATCH', `/api/scenes/${id}`, body);
