@@ -238,25 +238,34 @@ fn scan_band(
                 continue;
             };
             let htotal: usize = hruns.iter().sum();
-            // Row and column overstate a turned finder (by up to √2 at 45°); the diagonals
-            // overstate an upright one by as much. The shortest of the four is within 8 % of
-            // the truth at any angle.
-            let diagonal = |dir| {
-                cross_runs(bin, cx, ry, dir, max_run)
-                    .map(|(runs, _)| runs.iter().sum::<usize>() as f64 * std::f64::consts::SQRT_2)
-            };
-            let width = [diagonal((1, 1)), diagonal((1, -1))]
-                .into_iter()
-                .flatten()
-                .fold((htotal + vtotal) as f64 / 2.0, f64::min);
             out.push(Finder {
                 x: cx as f64 + 0.5 + dx,
                 y: fy,
-                module: width / 7.0,
+                module: (htotal + vtotal) as f64 / 14.0,
             });
         }
     }
     out
+}
+
+/// Row and column overstate a turned finder's module (by up to √2 at 45°); the diagonals
+/// overstate an upright one's by as much. The shortest of the four is within 8 % of the truth
+/// at any angle: measured once per merged finder, through its centre.
+fn square_up(bin: &Binary, f: Finder) -> Finder {
+    let (x, y) = (f.x as usize, f.y as usize);
+    if x >= bin.w || y >= bin.h {
+        return f;
+    }
+    let max_run = (7.0 * f.module).ceil() as usize;
+    let diagonal = |dir| {
+        cross_runs(bin, x, y, dir, max_run)
+            .map(|(runs, _)| runs.iter().sum::<usize>() as f64 * std::f64::consts::SQRT_2 / 7.0)
+    };
+    let module = [diagonal((1, 1)), diagonal((1, -1))]
+        .into_iter()
+        .flatten()
+        .fold(f.module, f64::min);
+    Finder { module, ..f }
 }
 
 /// Merges the candidates of one finder pattern (found on many rows) into one; a lone
@@ -675,10 +684,13 @@ fn scan_scale(photo: &GrayImage, threads: usize, min_module: f64) -> Vec<Found> 
             .flat_map(|h| h.join().expect("scanning does not panic"))
             .collect()
     });
-    drop(bin);
     let scanned = started.elapsed();
     let n_raw = raw.len();
-    let finders: Vec<Finder> = cluster(raw).into_iter().map(|f| refine(photo, f)).collect();
+    let finders: Vec<Finder> = cluster(raw)
+        .into_iter()
+        .map(|f| refine(photo, square_up(&bin, f)))
+        .collect();
+    drop(bin);
     let candidates = triples(&finders);
     let found: Vec<Found> = std::thread::scope(|s| {
         let (finders, candidates) = (&finders, &candidates);
