@@ -90,7 +90,7 @@ fn setup(runtime: &tokio::runtime::Runtime, phones: usize) -> Setup {
         timeline,
     };
     let hub = Arc::new(Hub::default());
-    let scene = hub.scene_or_insert(Uuid::new_v4(), || snapshot.clone());
+    let scene = hub.scene_or_insert(Uuid::new_v4(), || (snapshot.clone(), 0));
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let mut receivers = Vec::with_capacity(phones);
     let mut conns = Vec::with_capacity(phones);

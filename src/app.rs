@@ -91,6 +91,13 @@ impl App {
             secret,
         };
         tokio::spawn(sweep_orphans(state.clone()));
+        let views_wake = Arc::new(tokio::sync::Notify::new());
+        tokio::spawn(crate::live::follow(state.clone(), views_wake.clone()));
+        tokio::spawn(crate::views::Consumer::new(crate::views::Summary).run(
+            state.db.clone(),
+            views_wake,
+            state.shutdown.clone(),
+        ));
         Ok(App { listener, state })
     }
 

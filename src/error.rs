@@ -27,6 +27,12 @@ pub enum Error {
     /// The request conflicts with what is stored (a taken login, a stale order).
     #[error("{0}")]
     Conflict(String),
+    /// The command was decided on a state that has changed since; `current` is the state now.
+    #[error("{message}")]
+    Stale {
+        message: String,
+        current: serde_json::Value,
+    },
     /// Malformed request: bad JSON, bad path or query.
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
@@ -52,6 +58,10 @@ pub struct ErrorBody {
     pub error: String,
     /// A sentence for a person.
     pub message: String,
+    /// With `conflict` from a command decided on a stale state: the state as it is now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub current: Option<serde_json::Value>,
 }
 
 impl Error {
@@ -78,7 +88,7 @@ impl Error {
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
-            Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::Conflict(_) | Error::Stale { .. } => StatusCode::CONFLICT,
             Error::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Error::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -93,7 +103,7 @@ impl Error {
             Error::Unauthorized => "unauthorized",
             Error::Forbidden(_) => "forbidden",
             Error::NotFound(_) => "not_found",
-            Error::Conflict(_) => "conflict",
+            Error::Conflict(_) | Error::Stale { .. } => "conflict",
             Error::BadRequest { code, .. } | Error::Invalid { code, .. } => code,
             Error::PayloadTooLarge { .. } => "payload_too_large",
             Error::UnsupportedMediaType(_) => "unsupported_media_type",
@@ -113,6 +123,10 @@ impl IntoResponse for Error {
         let body = ErrorBody {
             error: self.code().to_owned(),
             message: self.to_string(),
+            current: match &self {
+                Error::Stale { current, .. } => Some(current.clone()),
+                _ => None,
+            },
         };
         (self.status_code(), axum::Json(body)).into_response()
     }

@@ -6,7 +6,7 @@
 //! full is told why and dropped, never waited for.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
@@ -224,6 +224,10 @@ pub struct SceneHub {
     pub needs_catch_up: AtomicBool,
     /// Set once the scene has ended (or was deleted).
     ended: AtomicBool,
+    /// The last event of the scene's log applied here (`seq`); see `live::catch_up`.
+    applied_seq: AtomicI64,
+    /// Held while events are applied, so they are applied once each and in order.
+    pub applying: tokio::sync::Mutex<()>,
 }
 
 impl SceneHub {
@@ -251,6 +255,15 @@ impl SceneHub {
 
     pub fn is_ended(&self) -> bool {
         self.ended.load(Ordering::Acquire)
+    }
+
+    pub fn applied_seq(&self) -> i64 {
+        self.applied_seq.load(Ordering::Acquire)
+    }
+
+    /// Records that the log has been applied up to `seq` (hold `applying`).
+    pub fn set_applied_seq(&self, seq: i64) {
+        self.applied_seq.store(seq, Ordering::Release);
     }
 
     /// Calls `f` with every connection, under a read lock (do not block in `f`).
@@ -333,21 +346,25 @@ impl Hub {
         self.scenes.get(&scene_id).map(|s| s.value().clone())
     }
 
-    /// The scene's hub, created with `snapshot` when it has none yet.
+    /// The scene's hub, created with `snapshot` (the log applied up to `seq`) when it has
+    /// none yet.
     pub fn scene_or_insert(
         &self,
         scene_id: Uuid,
-        snapshot: impl FnOnce() -> SceneSnapshot,
+        snapshot: impl FnOnce() -> (SceneSnapshot, i64),
     ) -> Arc<SceneHub> {
         self.scenes
             .entry(scene_id)
             .or_insert_with(|| {
+                let (snapshot, seq) = snapshot();
                 Arc::new(SceneHub {
                     scene_id,
                     conns: RwLock::new(Conns::default()),
-                    snapshot: RwLock::new(Arc::new(snapshot())),
+                    snapshot: RwLock::new(Arc::new(snapshot)),
                     needs_catch_up: AtomicBool::new(false),
                     ended: AtomicBool::new(false),
+                    applied_seq: AtomicI64::new(seq),
+                    applying: tokio::sync::Mutex::new(()),
                 })
             })
             .value()
@@ -425,15 +442,16 @@ impl Hub {
 mod tests {
     use super::*;
 
-    fn snapshot() -> SceneSnapshot {
-        SceneSnapshot {
+    fn snapshot() -> (SceneSnapshot, i64) {
+        let snapshot = SceneSnapshot {
             width: 10.0,
             height: 10.0,
             idle_rgb: [0, 0, 0],
             show: None,
             grid: Grid { w: 1, h: 1 },
             timeline: Timeline::NEW,
-        }
+        };
+        (snapshot, 0)
     }
 
     #[test]

@@ -119,7 +119,8 @@ pub struct Timeline {
 }
 
 /// An operator's command, with instants already resolved to server time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
 pub enum Command {
     Play { start_at_ms: i64, from_ms: i64 },
     Pause { at_ms: i64 },

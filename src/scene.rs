@@ -80,7 +80,7 @@ impl LocationMethod {
     }
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Scene {
     pub scene_id: Uuid,
     pub owner_id: Uuid,

@@ -115,3 +115,173 @@ pub fn shared_mongodb_url() -> String {
         })
         .clone()
 }
+
+/// A PostgreSQL cluster of a test's own (initdb in a temporary directory, trust auth on
+/// 127.0.0.1), for tests that stop and restart the database: never the machine's. Binaries:
+/// `PG_BIN`, or the newest `/usr/lib/postgresql/*/bin`. Stopped and removed on drop.
+pub struct PrivatePg {
+    dir: std::path::PathBuf,
+    bin: std::path::PathBuf,
+    port: u16,
+    /// PostgreSQL refuses to run as root: as root, its commands run as this user.
+    run_as: Option<String>,
+}
+
+impl PrivatePg {
+    pub fn start() -> anyhow::Result<PrivatePg> {
+        let bin = match std::env::var("PG_BIN") {
+            Ok(bin) => std::path::PathBuf::from(bin),
+            Err(_) => {
+                let mut found: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")?
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.path().join("bin"))
+                    .filter(|p| p.join("initdb").exists())
+                    .collect();
+                found.sort_by_key(|p| {
+                    p.parent()
+                        .and_then(|v| v.file_name())
+                        .and_then(|v| v.to_str())
+                        .and_then(|v| v.parse::<u32>().ok())
+                        .unwrap_or(0)
+                });
+                found
+                    .pop()
+                    .ok_or_else(|| anyhow::anyhow!("no PostgreSQL binaries (set PG_BIN)"))?
+            }
+        };
+        let root = Command::new("id").arg("-u").output()?.stdout == b"0\n";
+        let run_as = if root {
+            let has = |user: &str| {
+                Command::new("id")
+                    .arg(user)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            };
+            Some(
+                ["postgres", "c3spg"]
+                    .into_iter()
+                    .find(|u| has(u))
+                    .ok_or_else(|| anyhow::anyhow!("running as root without a postgres user"))?
+                    .to_owned(),
+            )
+        } else {
+            None
+        };
+        let dir = std::env::temp_dir().join(format!("c3s-pg-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir)?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let pg = PrivatePg {
+            dir,
+            bin,
+            port,
+            run_as,
+        };
+        if let Some(user) = &pg.run_as {
+            let owned = Command::new("chown").arg(user).arg(&pg.dir).status()?;
+            anyhow::ensure!(owned.success(), "chown {user} {:?}", pg.dir);
+        }
+        let data = pg.dir.join("data");
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap_or_default(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+            ],
+        )?;
+        pg.start_again()?;
+        Ok(pg)
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> anyhow::Result<()> {
+        let tool = self.bin.join(tool);
+        let mut cmd = match &self.run_as {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(&tool);
+                c
+            }
+            None => Command::new(&tool),
+        };
+        let out = cmd.args(args).output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{tool:?} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+
+    /// URL of its `postgres` database.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Starts it (again), on the same port and data, and waits until it takes connections.
+    pub fn start_again(&self) -> anyhow::Result<()> {
+        let data = self.dir.join("data");
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap_or_default(),
+                "-l",
+                self.dir.join("server.log").to_str().unwrap_or_default(),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                &options,
+                "start",
+            ],
+        )
+    }
+
+    /// Stops it as an administrator would for a restart (`pg_ctl stop -m fast`): every
+    /// connection is ended.
+    pub fn stop(&self) -> anyhow::Result<()> {
+        let data = self.dir.join("data");
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap_or_default(),
+                "-m",
+                "fast",
+                "-w",
+                "stop",
+            ],
+        )
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        let data = self.dir.join("data");
+        let _ = self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap_or_default(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+        );
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

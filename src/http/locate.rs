@@ -15,6 +15,7 @@ use crate::app::AppState;
 use crate::auth::Permission;
 use crate::clock;
 use crate::error::{Error, ErrorBody, Result};
+use crate::events::SceneEvent;
 use crate::hub::Outgoing;
 use crate::live::{self, Placement};
 use crate::locate::gps::{GeoError, GeoPoint, GeoReference};
@@ -350,10 +351,19 @@ async fn place_pixels(
             "some pixels are not in this scene, or were removed from it; nothing was placed",
         ));
     }
+    let located: Vec<SceneEvent> = placements
+        .iter()
+        .map(|&(pixel_id, x, y)| SceneEvent::PixelLocated {
+            pixel_id,
+            x,
+            y,
+            method: LocationMethod::Observer,
+            confidence: 1.0,
+        })
+        .collect();
+    store::events::append_at_head(&mut tx, scene_id, &located, Some(me.user_id)).await?;
     tx.commit().await?;
-    for (pixel_id, x, y) in placements {
-        live::publish_position(&state, scene_id, pixel_id, Some((x, y)));
-    }
+    live::catch_up(&state, scene_id).await;
     Ok(Json(Placed { placed }))
 }
 

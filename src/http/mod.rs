@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod extract;
 pub mod frames;
 pub mod locate;
+pub mod log;
 pub mod scenes;
 pub mod shows;
 
@@ -60,7 +61,8 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(scenes::router())
         .merge(frames::router())
         .merge(shows::router())
-        .merge(locate::router());
+        .merge(locate::router())
+        .merge(log::router());
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(healthz))
         .routes(routes!(readyz))
@@ -127,6 +129,7 @@ async fn method_not_allowed() -> impl IntoResponse {
         axum::Json(ErrorBody {
             error: "method_not_allowed".into(),
             message: "this route does not take that method".into(),
+            current: None,
         }),
     )
 }

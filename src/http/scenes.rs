@@ -11,6 +11,7 @@ use super::extract::{Auth, Json, MaybeAuth, Path, Query};
 use crate::app::AppState;
 use crate::auth::{Grant, Identity, Permission};
 use crate::error::{Error, ErrorBody, Result};
+use crate::events::SceneEvent;
 use crate::live;
 use crate::scene::{NewScene, Pixel, PixelStatus, Scene, SceneStatus, SceneUpdate};
 use crate::store::{self, scenes::Visibility};
@@ -115,6 +116,10 @@ async fn create_scene(
     let scene = store::scenes::scene_by_id(&mut *tx, scene_id)
         .await?
         .ok_or(Error::NotFound("scene"))?;
+    let created = SceneEvent::SceneCreated {
+        scene: scene.clone(),
+    };
+    store::events::append_at_head(&mut tx, scene_id, &[created], Some(me.user_id)).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(scene)))
 }
@@ -243,13 +248,12 @@ async fn update_scene(
     let scene = store::scenes::scene_by_id(&mut *tx, scene_id)
         .await?
         .ok_or(Error::NotFound("scene"))?;
+    let updated = SceneEvent::SceneUpdated {
+        scene: scene.clone(),
+    };
+    store::events::append_at_head(&mut tx, scene_id, &[updated], Some(me.user_id)).await?;
     tx.commit().await?;
-    if scene.status == SceneStatus::Ended {
-        live::publish_scene_ended(&state, scene_id);
-    } else {
-        live::publish_scene(&state, &scene).await;
-        live::tell_phones_about(&state, &scene);
-    }
+    live::catch_up(&state, scene_id).await;
     Ok(Json(scene))
 }
 
@@ -268,8 +272,10 @@ async fn delete_scene(
         .ok_or(Error::NotFound("scene"))?;
     me.require(Permission::Operator, scene_id)?;
     let gridfs_ids = store::scenes::delete_scene(&mut tx, scene_id).await?;
+    let deleted = SceneEvent::SceneDeleted {};
+    store::events::append_at_head(&mut tx, scene_id, &[deleted], Some(me.user_id)).await?;
     tx.commit().await?;
-    live::publish_scene_ended(&state, scene_id);
+    live::catch_up(&state, scene_id).await;
     super::frames::delete_bytes_after_commit(&state, gridfs_ids).await;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -357,8 +363,10 @@ async fn kick_pixel(
     let pixel = store::scenes::kick_pixel(&mut tx, scene_id, pixel_id)
         .await?
         .ok_or(Error::NotFound("pixel"))?;
+    let kicked = SceneEvent::PixelKicked { pixel_id };
+    store::events::append_at_head(&mut tx, scene_id, &[kicked], Some(me.user_id)).await?;
     tx.commit().await?;
-    live::publish_kick(&state, scene_id, pixel_id);
+    live::catch_up(&state, scene_id).await;
     tracing::info!(%scene_id, %pixel_id, by = %me.user_id, "pixel kicked");
     Ok(Json(pixel))
 }

@@ -6,12 +6,13 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use super::extract::{Auth, Json, Path};
+use super::extract::{Auth, Json, Path, Query};
 use super::scenes::scene_with_right;
 use crate::app::AppState;
 use crate::auth::Permission;
 use crate::clock;
 use crate::error::{Error, ErrorBody, Result};
+use crate::events::SceneEvent;
 use crate::hub::Presence;
 use crate::live;
 use crate::playback::{Command, PlaybackError, Show, ShowFrame, Timeline};
@@ -56,6 +57,37 @@ fn show_state(scene_id: Uuid, show: Show, timeline: Timeline) -> ShowState {
     }
 }
 
+/// Optimistic concurrency for show commands: the show version the command was decided on.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct Expected {
+    /// Refuse the command (409, with the current state) unless the show is still at this
+    /// version: two operators acting on the same stale state cannot both win. Left out, the
+    /// command applies to whatever the state is.
+    pub expected_version: Option<i64>,
+}
+
+/// The current show state, or 409 with it when the caller expected another version.
+fn check_expected(
+    scene_id: Uuid,
+    expected: &Expected,
+    current: Option<&(Show, Timeline)>,
+) -> Result<()> {
+    let Some(want) = expected.expected_version else {
+        return Ok(());
+    };
+    let version = current.map_or(0, |(_, t)| t.version);
+    if version == want {
+        return Ok(());
+    }
+    let current = current.map(|(show, timeline)| show_state(scene_id, show.clone(), *timeline));
+    Err(Error::Stale {
+        message: format!(
+            "the show is at version {version}, not {want}: someone else changed it; look again"
+        ),
+        current: serde_json::to_value(current).unwrap_or_default(),
+    })
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShowRequest {
@@ -83,15 +115,16 @@ async fn get_show(
 }
 
 /// Builds (or rebuilds) the scene's show from its frames. Playback stops; a new version starts.
-#[utoipa::path(put, path = "/scenes/{scene_id}/show", tag = "shows", params(("scene_id" = Uuid, Path)),
+#[utoipa::path(put, path = "/scenes/{scene_id}/show", tag = "shows", params(("scene_id" = Uuid, Path), Expected),
     request_body = ShowRequest,
     responses((status = 200, body = ShowState), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 422, body = ErrorBody)),
+        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 async fn put_show(
     State(state): State<AppState>,
     Auth(me): Auth,
     Path(scene_id): Path<Uuid>,
+    Query(expected): Query<Expected>,
     Json(body): Json<ShowRequest>,
 ) -> Result<Json<ShowState>> {
     scene_with_right(&state, &me, scene_id, Permission::Operator).await?;
@@ -131,8 +164,10 @@ async fn put_show(
             .collect(),
         looped: body.looped,
     };
-    let previous = store::shows::lock_show(&mut tx, scene_id).await?;
-    let base = previous.map(|p| p.timeline).unwrap_or(Timeline::NEW);
+    store::events::lock_head(&mut tx, scene_id).await?;
+    let previous = store::events::show_state(&mut *tx, scene_id).await?;
+    check_expected(scene_id, &expected, previous.as_ref())?;
+    let base = previous.map(|(_, t)| t).unwrap_or(Timeline::NEW);
     let timeline = base
         .apply(
             Command::Stop {
@@ -141,9 +176,14 @@ async fn put_show(
             &show,
         )
         .map_err(playback_error)?;
+    let built = SceneEvent::ShowBuilt {
+        show: show.clone(),
+        timeline,
+    };
+    store::events::append_at_head(&mut tx, scene_id, &[built], Some(me.user_id)).await?;
     store::shows::save_show(&mut tx, scene_id, &show, &timeline).await?;
     tx.commit().await?;
-    live::publish_scene(&state, &scene).await;
+    live::catch_up(&state, scene.scene_id).await;
     Ok(Json(show_state(scene_id, show, timeline)))
 }
 
@@ -191,7 +231,7 @@ fn playback_error(e: PlaybackError) -> Error {
 }
 
 /// Play, pause, resume, seek or stop the show. Each command makes a new version.
-#[utoipa::path(post, path = "/scenes/{scene_id}/playback", tag = "shows", params(("scene_id" = Uuid, Path)),
+#[utoipa::path(post, path = "/scenes/{scene_id}/playback", tag = "shows", params(("scene_id" = Uuid, Path), Expected),
     request_body = PlaybackRequest,
     responses((status = 200, body = ShowState), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
@@ -200,6 +240,7 @@ async fn control_playback(
     State(state): State<AppState>,
     Auth(me): Auth,
     Path(scene_id): Path<Uuid>,
+    Query(expected): Query<Expected>,
     Json(body): Json<PlaybackRequest>,
 ) -> Result<Json<ShowState>> {
     scene_with_right(&state, &me, scene_id, Permission::Operator).await?;
@@ -227,21 +268,22 @@ async fn control_playback(
         },
     };
     let mut tx = state.db.begin().await?;
-    let scene = store::scenes::lock_scene(&mut tx, scene_id)
+    store::scenes::lock_scene(&mut tx, scene_id)
         .await?
         .ok_or(Error::NotFound("scene"))?;
-    let stored = store::shows::lock_show(&mut tx, scene_id)
-        .await?
+    store::events::lock_head(&mut tx, scene_id).await?;
+    let current = store::events::show_state(&mut *tx, scene_id).await?;
+    check_expected(scene_id, &expected, current.as_ref())?;
+    let (show, base) = current
         .ok_or_else(|| Error::Conflict("the scene has no show yet; build one first".into()))?;
-    let timeline = stored
-        .timeline
-        .apply(command, &stored.show)
-        .map_err(playback_error)?;
-    store::shows::save_show(&mut tx, scene_id, &stored.show, &timeline).await?;
+    let timeline = base.apply(command, &show).map_err(playback_error)?;
+    let event = SceneEvent::Playback { command, timeline };
+    store::events::append_at_head(&mut tx, scene_id, &[event], Some(me.user_id)).await?;
+    store::shows::save_show(&mut tx, scene_id, &show, &timeline).await?;
     tx.commit().await?;
-    live::publish_scene(&state, &scene).await;
+    live::catch_up(&state, scene_id).await;
     tracing::info!(%scene_id, version = timeline.version, ?command, "playback");
-    Ok(Json(show_state(scene_id, stored.show, timeline)))
+    Ok(Json(show_state(scene_id, show, timeline)))
 }
 
 /// Phones of the scene connected to this node: connected, located, synced, sync errors.

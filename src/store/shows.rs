@@ -46,20 +46,6 @@ pub async fn show_of(
     Ok(row.map(StoredShow::from))
 }
 
-/// The show, locked for a read-modify-write of its timeline.
-pub async fn lock_show(
-    tx: &mut Transaction<'_, Postgres>,
-    scene_id: Uuid,
-) -> Result<Option<StoredShow>, sqlx::Error> {
-    let row: Option<ShowRow> = sqlx::query_as(
-        "select scene_id, frames, looped, timeline from show where scene_id = $1 for update",
-    )
-    .bind(scene_id)
-    .fetch_optional(&mut **tx)
-    .await?;
-    Ok(row.map(StoredShow::from))
-}
-
 /// Writes a show and its timeline (insert or replace).
 #[tracing::instrument(skip_all, err)]
 pub async fn save_show(

@@ -205,6 +205,22 @@ async fn run(state: &AppState, scene_id: Uuid, socket: &mut WebSocket) -> Result
         let (code, reason) = CloseReason::SceneEnded.close_frame();
         return Err(end(code, reason));
     }
+    // a placement or kick committed after the join read the pixel, and applied to the hub
+    // before this phone was in it, would be missed: read the pixel once more
+    let pixel = match store::scenes::pixel_by_id(&state.db, scene_id, pixel.pixel_id).await {
+        Ok(Some(now)) if now.status == PixelStatus::Kicked => {
+            let (code, reason) = CloseReason::Kicked.close_frame();
+            return Err(end(code, reason));
+        }
+        Ok(Some(now)) => {
+            if now.x != pixel.x || now.y != pixel.y {
+                conn.set_position(now.x.zip(now.y).map(|(x, y)| (x as f32, y as f32)));
+            }
+            now
+        }
+        _ => pixel,
+    };
+    let position = pixel.x.zip(pixel.y);
     let public = ScenePublic::from(&scene);
     let welcome = ServerMsg::Welcome {
         protocol: PROTOCOL_VERSION,

@@ -214,3 +214,106 @@ impl TestApp {
         (rows, files)
     }
 }
+
+/// A `c3s` server in its own process (the real binary), on a port of its own. Killed with
+/// SIGKILL, by its PID, when dropped or when [`Node::kill`] is called.
+pub struct Node {
+    /// A client of this node (its `db` and `frames` are the shared stores).
+    pub app: TestApp,
+    child: std::process::Child,
+}
+
+impl Node {
+    /// Starts a node on the same stores as `config` (its database, MongoDB, GridFS database)
+    /// and waits until it answers; logs in the bootstrap admin.
+    pub async fn start(config: &Config) -> Node {
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+            probe.local_addr().unwrap().port()
+        };
+        let child = std::process::Command::new("setpriv")
+            .args(["--pdeathsig", "KILL", "--"])
+            .arg(env!("CARGO_BIN_EXE_c3s"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("C3S_LISTEN", format!("127.0.0.1:{port}"))
+            .env("DATABASE_URL", &config.database_url)
+            .env("MONGODB_URL", &config.mongodb_url)
+            .env("C3S_MONGODB_DATABASE", &config.mongodb_database)
+            .env("C3S_STORE_TIMEOUT_MS", config.store_timeout_ms.to_string())
+            .env("C3S_TICK_MS", config.tick_ms.to_string())
+            .env("C3S_LOOKAHEAD_MS", config.lookahead_ms.to_string())
+            .env(
+                "C3S_BOOTSTRAP_ADMIN",
+                format!("{ADMIN_LOGIN}:{ADMIN_PASSWORD}"),
+            )
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start the c3s binary");
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("client");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let up = client.get(format!("{base}/healthz")).send().await;
+            if up.is_ok_and(|r| r.status().is_success()) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "node on port {port} did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let db = sqlx::PgPool::connect(&config.database_url)
+            .await
+            .expect("connect to the node's database");
+        let frames = FrameStore::connect(config).await.expect("gridfs client");
+        let mut app = TestApp {
+            base,
+            client,
+            db,
+            frames,
+            admin_token: String::new(),
+            config: config.clone(),
+            _shutdown: DropCancel(CancellationToken::new()),
+        };
+        let (status, body) = app
+            .call(
+                Method::POST,
+                "/api/auth/login",
+                None,
+                Some(json!({"login": ADMIN_LOGIN, "password": ADMIN_PASSWORD})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "admin login: {body}");
+        app.admin_token = body["token"].as_str().expect("token").to_owned();
+        Node { app, child }
+    }
+
+    /// SIGKILL: the process gets no chance to close anything.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Settings for nodes sharing a fresh database and the shared GridFS store.
+pub async fn node_config() -> Config {
+    let database_url = fresh_database().await.expect("create a test database");
+    let mut config = Config::for_tests(
+        database_url,
+        shared_mongodb_url(),
+        format!("c3s_test_{}", Uuid::new_v4().simple()),
+    );
+    config.store_timeout_ms = 2000;
+    config
+}

@@ -2,12 +2,14 @@
 //! One binary (only `mod` lines here) so it builds once.
 
 mod accounts;
+mod events;
 mod faults;
 mod frames;
 mod health;
 mod helpers;
 mod images;
 mod locating;
+mod nodes;
 mod phone;
 mod realtime;
 mod scenes;

@@ -1,0 +1,261 @@
+//! Several nodes: real `c3s` processes sharing one PostgreSQL database and one GridFS store.
+//! A command on any node reaches phones on every node; phones on different nodes show the
+//! same colours at the same instants; a node killed with SIGKILL loses nobody's pixel, and
+//! comes back playing the show from the log.
+
+use std::time::{Duration, Instant};
+
+use c3s::chunk::Chunk;
+use c3s::clock;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::helpers::{node_config, Node, TestApp};
+use crate::images;
+use crate::phone::{colour_at, next_json, Phone};
+
+const RED: [u8; 3] = [255, 0, 0];
+const GREEN: [u8; 3] = [0, 255, 0];
+const BLUE: [u8; 3] = [0, 0, 255];
+const WHITE: [u8; 3] = [255, 255, 255];
+const FRAME_MS: i64 = 200;
+
+/// An open 2 × 1 scene looping frames red | green and blue | white, 200 ms each, built.
+pub(crate) async fn looping_scene(app: &TestApp) -> (String, Uuid) {
+    let (op, _) = app.register("oper").await;
+    let scene = app.create_scene_sized(&op, "Stadium", 2.0, 1.0).await;
+    app.open_scene(&op, scene).await;
+    for colours in [[RED, GREEN], [BLUE, WHITE]] {
+        let (status, body) = app
+            .upload(
+                &op,
+                scene,
+                "image/png",
+                images::png_of(2, 1, &colours),
+                &format!("?duration_ms={FRAME_MS}"),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (status, body) = app
+        .call(
+            Method::PUT,
+            &format!("/api/scenes/{scene}/show"),
+            Some(&op),
+            Some(json!({"loop": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    (op, scene)
+}
+
+pub(crate) async fn command(app: &TestApp, op: &str, scene: Uuid, body: Value) -> Value {
+    let (status, resp) = app
+        .call(
+            Method::POST,
+            &format!("/api/scenes/{scene}/playback"),
+            Some(op),
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}: {resp}");
+    resp
+}
+
+/// The colour of the right-hand cell at instant `t` under a playing timeline (from a command's
+/// answer): green on frame 0, white on frame 1.
+pub(crate) fn expected(timeline: &Value, t: i64) -> [u8; 3] {
+    let current = &timeline["current"];
+    let position =
+        current["base_ms"].as_i64().unwrap() + (t - current["anchor_ms"].as_i64().unwrap());
+    if (position / FRAME_MS) % 2 == 0 {
+        GREEN
+    } else {
+        WHITE
+    }
+}
+
+/// Reads chunks until one of at least `version` reaches `until_ms`; returns them all and
+/// when the first chunk of that version arrived.
+pub(crate) async fn chunks_until(
+    phone: &mut Phone,
+    version: i64,
+    until_ms: i64,
+) -> (Vec<Chunk>, Instant) {
+    let mut chunks = Vec::new();
+    let mut first = None;
+    loop {
+        let c = phone.next_chunk(Duration::from_secs(10)).await;
+        let current = i64::from(c.version) >= version;
+        if current && first.is_none() {
+            first = Some(Instant::now());
+        }
+        let done = current && c.start_ms + i64::from(c.length_ms) >= until_ms;
+        chunks.push(c);
+        if done {
+            return (chunks, first.expect("set"));
+        }
+    }
+}
+
+/// Asserts the chunks give the expected colour every 20 ms of `[from, to)`.
+pub(crate) fn assert_plays(who: &str, chunks: &[Chunk], timeline: &Value, from: i64, to: i64) {
+    let current = &timeline["current"];
+    let (anchor, base) = (
+        current["anchor_ms"].as_i64().unwrap(),
+        current["base_ms"].as_i64().unwrap(),
+    );
+    // before its effective instant the timeline's previous state applies
+    let from = from.max(current["effective_ms"].as_i64().unwrap());
+    assert!(to - from >= 300, "{who}: too little left to check");
+    for t in (from..to).step_by(20) {
+        // probe away from the instants where the frame changes
+        let within = (base + t - anchor).rem_euclid(FRAME_MS);
+        if !(5..FRAME_MS - 5).contains(&within) {
+            continue;
+        }
+        if colour_at(chunks, t) != Some(expected(timeline, t)) {
+            let covering: Vec<_> = chunks
+                .iter()
+                .filter(|c| c.start_ms <= t && t < c.start_ms + i64::from(c.length_ms))
+                .collect();
+            panic!(
+                "{who} at {t} ({} ms after {from}): {:?}, expected {:?}; timeline {timeline}; chunks covering it: {covering:?}",
+                t - from,
+                colour_at(chunks, t),
+                expected(timeline, t)
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn two_nodes_play_in_step_and_a_killed_node_loses_nobody() {
+    let config = node_config().await;
+    let mut a = Node::start(&config).await;
+    let b = Node::start(&config).await;
+    let (op, scene) = looping_scene(&a.app).await;
+
+    let mut on_a = Phone::join(&a.app, scene, None).await;
+    let mut on_b = Phone::join(&b.app, scene, None).await;
+    let token_a = on_a.token().unwrap().to_owned();
+    // both placed by a call to node A: the phone on B hears of it through the log
+    for phone in [&on_a, &on_b] {
+        let (status, body) = a
+            .app
+            .call(
+                Method::PUT,
+                &format!("/api/scenes/{scene}/pixels/{}/position", phone.pixel_id()),
+                Some(&op),
+                Some(json!({"x": 1.5, "y": 0.5})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let located = next_json(&mut on_b.socket).await;
+    assert_eq!(located["type"], "located", "{located}");
+
+    // play on A: both phones get the same colours for the same instants
+    let asked = Instant::now();
+    let play = command(
+        &a.app,
+        &op,
+        scene,
+        json!({"command": "play", "start_in_ms": 1000}),
+    )
+    .await;
+    let version = play["timeline"]["version"].as_i64().unwrap();
+    let t0 = play["timeline"]["current"]["anchor_ms"].as_i64().unwrap();
+    let ((chunks_a, _), (chunks_b, reached_b)) = tokio::join!(
+        chunks_until(&mut on_a, version, t0 + 1200),
+        chunks_until(&mut on_b, version, t0 + 1200)
+    );
+    eprintln!(
+        "play on node A reached a phone on node B {} ms after it was sent",
+        reached_b.duration_since(asked).as_millis()
+    );
+    assert_plays("phone on A", &chunks_a, &play["timeline"], t0, t0 + 1200);
+    assert_plays("phone on B", &chunks_b, &play["timeline"], t0, t0 + 1200);
+
+    // seek on B once the show runs: the phone on A follows
+    tokio::time::sleep(Duration::from_millis(
+        (t0 + 100 - clock::now_ms()).max(0) as u64
+    ))
+    .await;
+    let asked = Instant::now();
+    let seek = command(
+        &b.app,
+        &op,
+        scene,
+        json!({"command": "seek", "position_ms": FRAME_MS + 50, "in_ms": 300}),
+    )
+    .await;
+    let version = seek["timeline"]["version"].as_i64().unwrap();
+    let at = seek["timeline"]["current"]["effective_ms"]
+        .as_i64()
+        .unwrap();
+    let (chunks_a, reached_a) = chunks_until(&mut on_a, version, at + 1000).await;
+    eprintln!(
+        "seek on node B reached a phone on node A {} ms after it was sent",
+        reached_a.duration_since(asked).as_millis()
+    );
+    assert_plays(
+        "phone on A after seek",
+        &chunks_a,
+        &seek["timeline"],
+        at,
+        at + 1000,
+    );
+
+    // node A dies mid-show; its phone comes back through node B, same pixel, same place
+    let pixel_a = on_a.pixel_id();
+    a.kill();
+    drop(on_a);
+    let mut again = Phone::join(&b.app, scene, Some(&token_a)).await;
+    assert_eq!(again.pixel_id(), pixel_a, "the same pixel");
+    assert_eq!(again.welcome["position"], json!({"x": 1.5, "y": 0.5}));
+    let now = clock::now_ms();
+    let (chunks, _) = chunks_until(&mut again, version, now + 1000).await;
+    assert_plays(
+        "moved phone on B",
+        &chunks,
+        &seek["timeline"],
+        now + 100,
+        now + 1000,
+    );
+
+    // node A restarts and plays the show from the log at the right frame
+    let a = Node::start(&config).await;
+    let mut back = Phone::join(&a.app, scene, Some(&token_a)).await;
+    assert_eq!(back.pixel_id(), pixel_a);
+    let now = clock::now_ms();
+    let (chunks, _) = chunks_until(&mut back, version, now + 1000).await;
+    assert_plays(
+        "phone on restarted A",
+        &chunks,
+        &seek["timeline"],
+        now + 100,
+        now + 1000,
+    );
+
+    // the log holds every command once, in order, whichever node took it
+    let (status, page) = b
+        .app
+        .call(
+            Method::GET,
+            &format!("/api/scenes/{scene}/events"),
+            Some(&op),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let playback: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "playback")
+        .map(|e| e["data"]["command"]["command"].as_str().unwrap())
+        .collect();
+    assert_eq!(playback, ["play", "seek"]);
+}
