@@ -60,6 +60,8 @@ async fn openapi_lists_every_route() {
         ("/api/scenes/{scene_id}/photos", "post"),
         ("/api/scenes/{scene_id}/qr-codes", "post"),
         ("/api/scenes/{scene_id}/join-code", "get"),
+        ("/api/scenes/{scene_id}/events", "get"),
+        ("/api/scenes/{scene_id}/summary", "get"),
         ("/ws/scenes/{scene_id}", "get"),
     ];
     for (path, method) in expected {
