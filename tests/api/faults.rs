@@ -121,7 +121,7 @@ async fn playing(app: &crate::helpers::TestApp) -> (String, Uuid, Phone, Value, 
     let (chunks, _) = chunks_until(&mut phone, version, t0 + 300).await;
     // under way
     tokio::time::sleep(Duration::from_millis(
-        (t0 + 300 - clock::now_ms()).max(0) as u64,
+        (t0 + 300 - clock::now_ms()).max(0) as u64
     ))
     .await;
     (op, scene, phone, play, chunks)
