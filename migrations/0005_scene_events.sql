@@ -17,7 +17,13 @@ insert into event_type (decider, event, description) values
     ('scene', 'show_built',     'the show was (re)built from frames; playback stopped'),
     ('scene', 'playback',       'play, pause, resume, seek or stop: a new timeline'),
     ('scene', 'pixel_located',  'a phone was placed on the scene'),
-    ('scene', 'pixel_kicked',   'a phone was removed from the scene');
+    ('scene', 'pixel_kicked',   'a phone was removed from the scene'),
+    ('scene', 'frames_added',   'frames were uploaded'),
+    ('scene', 'frame_updated',  'a frame''s duration changed'),
+    ('scene', 'frame_deleted',  'a frame was deleted'),
+    ('scene', 'frames_reordered', 'the frames were put in a new order'),
+    ('scene', 'seats_replaced', 'the seat map was imported'),
+    ('scene', 'geo_reference_set', 'the scene''s GPS reference points were set');
 
 -- Append-only. `seq` orders all events; within one scene, `previous_id` chains each event to
 -- the one before it, and is unique: two commands decided on the same state cannot both be

@@ -45,6 +45,36 @@ pub enum SceneEvent {
     PixelKicked {
         pixel_id: Uuid,
     },
+    /// Frames uploaded (an animation is several), in their new places.
+    FramesAdded {
+        frames: Vec<FrameRef>,
+    },
+    FrameUpdated {
+        frame_id: Uuid,
+        duration_ms: i32,
+    },
+    FrameDeleted {
+        frame_id: Uuid,
+    },
+    FramesReordered {
+        frame_ids: Vec<Uuid>,
+    },
+    SeatsReplaced {
+        seats: usize,
+    },
+    GeoReferenceSet {
+        points: Vec<crate::locate::gps::GeoPoint>,
+        accuracy_m: f64,
+    },
+}
+
+/// A frame as an event names it (its bytes are in GridFS under `gridfs_id`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FrameRef {
+    pub frame_id: Uuid,
+    pub position: i32,
+    pub duration_ms: i32,
+    pub gridfs_id: String,
 }
 
 impl SceneEvent {

@@ -180,6 +180,14 @@ fn apply(state: &AppState, hub: &SceneHub, stored: &StoredEvent) {
                 conn.close_with(CloseReason::Kicked);
             }
         }
+        // the frames, seats and geo-reference are read from their tables when used: a show
+        // is a snapshot of its frames, and locating reads the scene as it is
+        SceneEvent::FramesAdded { .. }
+        | SceneEvent::FrameUpdated { .. }
+        | SceneEvent::FrameDeleted { .. }
+        | SceneEvent::FramesReordered { .. }
+        | SceneEvent::SeatsReplaced { .. }
+        | SceneEvent::GeoReferenceSet { .. } => {}
     }
 }
 

@@ -6,6 +6,7 @@
 //! bytes are deleted again. On delete the row goes first; bytes whose delete fails are only
 //! unreferenced garbage, never a row without bytes.
 
+use crate::events::{FrameRef, SceneEvent};
 use std::collections::HashSet;
 use std::str::FromStr;
 
@@ -164,6 +165,18 @@ async fn upload_frames(
     let inserted = async {
         let mut tx = state.db.begin().await?;
         let frames = store::frames::append_frames(&mut tx, scene_id, &rows).await?;
+        let added = SceneEvent::FramesAdded {
+            frames: frames
+                .iter()
+                .map(|f| FrameRef {
+                    frame_id: f.frame_id,
+                    position: f.position,
+                    duration_ms: f.duration_ms,
+                    gridfs_id: f.gridfs_id.clone(),
+                })
+                .collect(),
+        };
+        store::events::append_at_head(&mut tx, scene_id, &[added], Some(me.user_id)).await?;
         Ok::<_, sqlx::Error>((tx, frames))
     }
     .await;
@@ -277,6 +290,10 @@ async fn reorder_frames(
     }
     store::frames::reorder(&mut tx, scene_id, &body.frame_ids).await?;
     let frames = store::frames::list_frames(&mut *tx, scene_id).await?;
+    let reordered = SceneEvent::FramesReordered {
+        frame_ids: body.frame_ids.clone(),
+    };
+    store::events::append_at_head(&mut tx, scene_id, &[reordered], Some(me.user_id)).await?;
     tx.commit().await?;
     Ok(Json(frames))
 }
@@ -301,10 +318,17 @@ async fn update_frame(
 ) -> Result<Json<Frame>> {
     scene_with_right(&state, &me, scene_id, Permission::Operator).await?;
     let duration = check_duration(body.duration_ms)?;
-    store::frames::set_duration(&state.db, scene_id, frame_id, duration)
+    let mut tx = state.db.begin().await?;
+    let frame = store::frames::set_duration(&mut *tx, scene_id, frame_id, duration)
         .await?
-        .map(Json)
-        .ok_or(Error::NotFound("frame"))
+        .ok_or(Error::NotFound("frame"))?;
+    let updated = SceneEvent::FrameUpdated {
+        frame_id,
+        duration_ms: duration,
+    };
+    store::events::append_at_head(&mut tx, scene_id, &[updated], Some(me.user_id)).await?;
+    tx.commit().await?;
+    Ok(Json(frame))
 }
 
 /// Deletes a frame and its bytes; later frames move up one place.
@@ -328,6 +352,8 @@ async fn delete_frame(
     let gridfs_id = store::frames::delete_frame(&mut tx, scene_id, frame_id)
         .await?
         .ok_or(Error::NotFound("frame"))?;
+    let deleted = SceneEvent::FrameDeleted { frame_id };
+    store::events::append_at_head(&mut tx, scene_id, &[deleted], Some(me.user_id)).await?;
     tx.commit().await?;
     delete_bytes_after_commit(&state, vec![gridfs_id]).await;
     Ok(StatusCode::NO_CONTENT)

@@ -85,7 +85,14 @@ async fn put_geo_reference(
         ));
     }
     let fit = GeoReference::fit(&body.points).map_err(geo_error)?;
-    store::locate::set_geo_reference(&state.db, scene_id, &body.points, body.accuracy_m).await?;
+    let mut tx = state.db.begin().await?;
+    store::locate::set_geo_reference(&mut *tx, scene_id, &body.points, body.accuracy_m).await?;
+    let set = SceneEvent::GeoReferenceSet {
+        points: body.points.clone(),
+        accuracy_m: body.accuracy_m,
+    };
+    store::events::append_at_head(&mut tx, scene_id, &[set], Some(me.user_id)).await?;
+    tx.commit().await?;
     Ok(Json(GeoReferenceFit {
         residual: fit.residual,
         units_per_metre: fit.units_per_metre(),
@@ -145,6 +152,8 @@ async fn put_seats(
     }
     let mut tx = state.db.begin().await?;
     store::locate::replace_seats(&mut tx, scene_id, &seats).await?;
+    let replaced = SceneEvent::SeatsReplaced { seats: seats.len() };
+    store::events::append_at_head(&mut tx, scene_id, &[replaced], Some(me.user_id)).await?;
     tx.commit().await?;
     Ok(Json(SeatImport {
         imported: seats.len(),

@@ -129,7 +129,7 @@ pub async fn frame_by_id(
 }
 
 pub async fn set_duration(
-    pool: &PgPool,
+    executor: impl sqlx::PgExecutor<'_>,
     scene_id: Uuid,
     frame_id: Uuid,
     duration_ms: i32,
@@ -141,7 +141,7 @@ pub async fn set_duration(
     .bind(scene_id)
     .bind(frame_id)
     .bind(duration_ms)
-    .fetch_optional(pool)
+    .fetch_optional(executor)
     .await
 }
 

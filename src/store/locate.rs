@@ -62,7 +62,7 @@ pub async fn insert_observation(
 }
 
 pub async fn set_geo_reference(
-    pool: &PgPool,
+    executor: impl sqlx::PgExecutor<'_>,
     scene_id: Uuid,
     points: &[GeoPoint],
     accuracy_m: f64,
@@ -75,7 +75,7 @@ pub async fn set_geo_reference(
     .bind(scene_id)
     .bind(Json(points))
     .bind(accuracy_m)
-    .execute(pool)
+    .execute(executor)
     .await?;
     Ok(())
 }

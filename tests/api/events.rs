@@ -360,13 +360,14 @@ async fn commands_go_through_the_log_and_a_stale_one_loses_with_the_current_stat
         [
             "scene_created",
             "scene_updated",
+            "frames_added",
             "show_built",
             "playback",
             "playback",
             "playback"
         ]
     );
-    let commands: Vec<Command> = page["items"].as_array().unwrap()[3..]
+    let commands: Vec<Command> = page["items"].as_array().unwrap()[4..]
         .iter()
         .map(|e| serde_json::from_value(e["data"]["command"].clone()).unwrap())
         .collect();
@@ -397,7 +398,7 @@ async fn commands_go_through_the_log_and_a_stale_one_loses_with_the_current_stat
                 None,
             )
             .await;
-        if summary["events"] == 6 {
+        if summary["events"] == 7 {
             assert_eq!(summary["playback_commands"], 3);
             assert_eq!(summary["show_version"], 4);
             break;

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::helpers::{node_config, Node, TestApp};
 use crate::images;
-use crate::phone::{colour_at, next_json, Phone};
+use crate::phone::{colour_at, next_json, Ended, Phone};
 
 const RED: [u8; 3] = [255, 0, 0];
 const GREEN: [u8; 3] = [0, 255, 0];
@@ -258,4 +258,34 @@ async fn two_nodes_play_in_step_and_a_killed_node_loses_nobody() {
         .map(|e| e["data"]["command"]["command"].as_str().unwrap())
         .collect();
     assert_eq!(playback, ["play", "seek"]);
+
+    // a kick through node A closes the phone on node B; the end of the scene too
+    let (status, body) = a
+        .app
+        .call(
+            Method::POST,
+            &format!("/api/scenes/{scene}/pixels/{}/kick", on_b.pixel_id()),
+            Some(&op),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        on_b.ended(Duration::from_secs(5)).await,
+        Ended::Closed(4003, "removed from the scene".into())
+    );
+    let (status, body) = a
+        .app
+        .call(
+            Method::PATCH,
+            &format!("/api/scenes/{scene}"),
+            Some(&op),
+            Some(json!({"status": "ended"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        again.ended(Duration::from_secs(5)).await,
+        Ended::Closed(4010, "the scene has ended".into())
+    );
 }
