@@ -35,6 +35,8 @@ pub struct AppState {
     pub scheduler: Waker,
     /// Signs QR tokens; the same on every node (stored in PostgreSQL).
     pub secret: Arc<[u8]>,
+    /// This process among the nodes (random at each start).
+    pub node_id: uuid::Uuid,
 }
 
 pub struct App {
@@ -89,10 +91,12 @@ impl App {
             frame_cache,
             scheduler,
             secret,
+            node_id: uuid::Uuid::new_v4(),
         };
         tokio::spawn(sweep_orphans(state.clone()));
         let views_wake = Arc::new(tokio::sync::Notify::new());
         tokio::spawn(crate::live::follow(state.clone(), views_wake.clone()));
+        tokio::spawn(crate::live::report_presence(state.clone()));
         tokio::spawn(crate::views::Consumer::new(crate::views::Summary).run(
             state.db.clone(),
             views_wake,
@@ -138,6 +142,7 @@ impl App {
         .await
         .context("serving")?;
         state.shutdown.cancel();
+        let _ = store::presence::forget_node(&state.db, state.node_id).await;
         state.db.close().await;
         Ok(())
     }
@@ -181,11 +186,21 @@ async fn bootstrap_admin(db: &PgPool, spec: &str) -> anyhow::Result<()> {
                 .await?
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             let mut tx = db.begin().await?;
-            let user =
-                store::users::insert_user(&mut tx, Some(&login), &login, Some(&hash)).await?;
-            tx.commit().await?;
-            tracing::info!(%login, "bootstrap admin created");
-            user
+            match store::users::insert_user(&mut tx, Some(&login), &login, Some(&hash)).await {
+                Ok(user) => {
+                    tx.commit().await?;
+                    tracing::info!(%login, "bootstrap admin created");
+                    user
+                }
+                // several nodes starting at once: another one created it first
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                    drop(tx);
+                    store::users::user_by_login(db, &login)
+                        .await?
+                        .context("the bootstrap admin vanished")?
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
     };
     let admin = Grant {

@@ -165,6 +165,8 @@ pub struct SceneSnapshot {
 /// Counts the operator sees. Error buckets are upper bounds in ms (`inf` last).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Presence {
+    /// Nodes whose phones are counted (every node with phones of the scene).
+    pub nodes: usize,
     pub connected: usize,
     pub located: usize,
     /// Phones whose last reported sync error is within `SYNCED_ERROR_MS`.
@@ -177,6 +179,23 @@ pub struct HistogramBucket {
     /// Upper bound of the bucket in ms; none for the last, unbounded one.
     pub le_ms: Option<f64>,
     pub count: usize,
+}
+
+impl Presence {
+    /// Adds another node's counts to these.
+    pub fn add(&mut self, other: &Presence) {
+        self.nodes += other.nodes;
+        self.connected += other.connected;
+        self.located += other.located;
+        self.synced += other.synced;
+        for (mine, theirs) in self
+            .sync_error_histogram
+            .iter_mut()
+            .zip(&other.sync_error_histogram)
+        {
+            mine.count += theirs.count;
+        }
+    }
 }
 
 /// A phone counts as synced when its clock is known to within this.
@@ -291,6 +310,7 @@ impl SceneHub {
 
     pub fn empty_presence() -> Presence {
         Presence {
+            nodes: 0,
             connected: 0,
             located: 0,
             synced: 0,
@@ -310,6 +330,7 @@ impl SceneHub {
 
     pub fn presence(&self) -> Presence {
         let mut p = Self::empty_presence();
+        p.nodes = 1;
         self.for_each_conn(|c| {
             p.connected += 1;
             p.located += usize::from(c.position().is_some());

@@ -223,6 +223,52 @@ async fn catch_up_all(state: &AppState) {
     }
 }
 
+/// How often a node reports its phones per scene (`node_presence`), and how old a report may
+/// be and still count.
+pub const PRESENCE_EVERY: Duration = Duration::from_secs(2);
+pub const PRESENCE_FRESH: Duration = Duration::from_secs(10);
+
+/// Reports this node's phones of every scene every `PRESENCE_EVERY` until shutdown, so that
+/// any node can answer for the whole scene.
+pub async fn report_presence(state: AppState) {
+    let mut every = tokio::time::interval(PRESENCE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = state.shutdown.cancelled() => return,
+        }
+        let scenes: Vec<(Uuid, crate::hub::Presence)> = state
+            .hub
+            .scenes()
+            .iter()
+            .filter(|s| s.conn_count() > 0)
+            .map(|s| (s.scene_id, s.presence()))
+            .collect();
+        if let Err(e) = store::presence::report(&state.db, state.node_id, &scenes).await {
+            tracing::debug!(error = ?e, "presence not reported");
+        }
+    }
+}
+
+/// The presence of a scene's phones on every node: this node's as it is now, the others' as
+/// they last reported.
+pub async fn presence(
+    state: &AppState,
+    scene_id: Uuid,
+) -> Result<crate::hub::Presence, sqlx::Error> {
+    let mut total = match state.hub.scene(scene_id) {
+        Some(hub) if hub.conn_count() > 0 => hub.presence(),
+        _ => SceneHub::empty_presence(),
+    };
+    let others =
+        store::presence::others(&state.db, state.node_id, scene_id, PRESENCE_FRESH).await?;
+    for other in &others {
+        total.add(other);
+    }
+    Ok(total)
+}
+
 /// Follows the log for this node until shutdown: applies each notified scene's events to its
 /// hub, wakes the views (`views_wake`), and polls every `POLL_EVERY` in case a notification was
 /// lost. A lost listening connection is made again; while PostgreSQL is down, the hubs keep

@@ -286,7 +286,8 @@ async fn control_playback(
     Ok(Json(show_state(scene_id, show, timeline)))
 }
 
-/// Phones of the scene connected to this node: connected, located, synced, sync errors.
+/// Phones of the scene on every node: connected, located, synced, sync errors (other nodes'
+/// counts are at most a few seconds old).
 #[utoipa::path(get, path = "/scenes/{scene_id}/presence", tag = "shows", params(("scene_id" = Uuid, Path)),
     responses((status = 200, body = Presence), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -296,9 +297,5 @@ async fn get_presence(
     Path(scene_id): Path<Uuid>,
 ) -> Result<Json<Presence>> {
     scene_with_right(&state, &me, scene_id, Permission::Observer).await?;
-    let presence = match state.hub.scene(scene_id) {
-        Some(hub) => hub.presence(),
-        None => crate::hub::SceneHub::empty_presence(),
-    };
-    Ok(Json(presence))
+    Ok(Json(live::presence(&state, scene_id).await?))
 }

@@ -9,6 +9,7 @@ pub mod events;
 pub mod frames;
 pub mod gridfs;
 pub mod locate;
+pub mod presence;
 pub mod scenes;
 pub mod shows;
 pub mod users;

@@ -156,6 +156,27 @@ async fn two_nodes_play_in_step_and_a_killed_node_loses_nobody() {
     let located = next_json(&mut on_b.socket).await;
     assert_eq!(located["type"], "located", "{located}");
 
+    // either node tells the operator about the phones on both
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, presence) = b
+            .app
+            .call(
+                Method::GET,
+                &format!("/api/scenes/{scene}/presence"),
+                Some(&op),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{presence}");
+        if presence["connected"] == 2 && presence["nodes"] == 2 {
+            assert_eq!(presence["located"], 2, "{presence}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "presence: {presence}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
     // play on A: both phones get the same colours for the same instants
     let asked = Instant::now();
     let play = command(
