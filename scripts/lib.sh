@@ -128,7 +128,7 @@ start_throwaway_stores() {
 
 stop_throwaway_stores() {
   local rc=$?
-  [ -n "${SECANTUS_PID:-}" ] && kill "$SECANTUS_PID" 2>/dev/null && wait "$SECANTUS_PID" 2>/dev/null
+  [ -n "${SECANTUS_PID:-}" ] && kill "$SECANTUS_PID" 2>/dev/null && wait "$SECANTUS_PID" 2>/dev/null || true
   stop_private_pg "$STORES_DIR/pg"
   rm -rf "$STORES_DIR"
   exit $rc
