@@ -198,6 +198,14 @@ async fn two_nodes_play_in_step_and_a_killed_node_loses_nobody() {
     );
     assert_plays("phone on A", &chunks_a, &play["timeline"], t0, t0 + 1200);
     assert_plays("phone on B", &chunks_b, &play["timeline"], t0, t0 + 1200);
+    // to the millisecond, whichever node sends them
+    for t in t0 - 300..t0 + 1200 {
+        assert_eq!(
+            colour_at(&chunks_a, t),
+            colour_at(&chunks_b, t),
+            "at {t}: the phones on A and B differ"
+        );
+    }
 
     // seek on B once the show runs: the phone on A follows
     tokio::time::sleep(Duration::from_millis(
@@ -217,6 +225,11 @@ async fn two_nodes_play_in_step_and_a_killed_node_loses_nobody() {
         .as_i64()
         .unwrap();
     let (chunks_a, reached_a) = chunks_until(&mut on_a, version, at + 1000).await;
+    let held_until = chunks_a
+        .iter()
+        .map(|c| c.start_ms + i64::from(c.length_ms))
+        .max()
+        .unwrap_or_default();
     eprintln!(
         "seek on node B reached a phone on node A {} ms after it was sent",
         reached_a.duration_since(asked).as_millis()
@@ -231,13 +244,21 @@ async fn two_nodes_play_in_step_and_a_killed_node_loses_nobody() {
 
     // node A dies mid-show; its phone comes back through node B, same pixel, same place
     let pixel_a = on_a.pixel_id();
+    let killed_at = clock::now_ms();
     a.kill();
     drop(on_a);
     let mut again = Phone::join(&b.app, scene, Some(&token_a)).await;
+    let first = again.next_chunk(Duration::from_secs(5)).await;
+    eprintln!(
+        "node A killed: its phone held colours for {} ms more, and had new ones from node B {} ms after the kill",
+        held_until - killed_at,
+        clock::now_ms() - killed_at
+    );
     assert_eq!(again.pixel_id(), pixel_a, "the same pixel");
     assert_eq!(again.welcome["position"], json!({"x": 1.5, "y": 0.5}));
     let now = clock::now_ms();
-    let (chunks, _) = chunks_until(&mut again, version, now + 1000).await;
+    let (mut chunks, _) = chunks_until(&mut again, version, now + 1000).await;
+    chunks.push(first);
     assert_plays(
         "moved phone on B",
         &chunks,
