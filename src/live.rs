@@ -298,7 +298,16 @@ pub async fn follow(state: AppState, views_wake: Arc<tokio::sync::Notify>) {
                 received = listener.try_recv() => match received {
                     Ok(Some(notification)) => {
                         views_wake.notify_waiters();
-                        if let Some(scene_id) = notified_scene(notification.payload()) {
+                        // a burst (a crowd entering seats) is one catch-up per scene, not one
+                        // per notification
+                        let mut scenes: Vec<Uuid> =
+                            notified_scene(notification.payload()).into_iter().collect();
+                        while let Some(more) = listener.next_buffered() {
+                            scenes.extend(notified_scene(more.payload()));
+                        }
+                        scenes.sort_unstable();
+                        scenes.dedup();
+                        for scene_id in scenes {
                             catch_up(&state, scene_id).await;
                         }
                     }

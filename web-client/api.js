@@ -13,10 +13,12 @@ export function setAccountToken(token) {
 }
 
 export class ApiError extends Error {
-  constructor(status, code, message) {
+  /** `body`: the whole JSON error (a stale command's 409 carries `current`, the state now). */
+  constructor(status, code, message, body = {}) {
     super(message);
     this.status = status;
     this.code = code;
+    this.body = body;
   }
 }
 
@@ -27,7 +29,7 @@ async function failure(res) {
   } catch {
     // not JSON: a proxy's page, say
   }
-  return new ApiError(res.status, body.error ?? 'http_' + res.status, body.message ?? res.statusText);
+  return new ApiError(res.status, body.error ?? 'http_' + res.status, body.message ?? res.statusText, body);
 }
 
 /** Calls the API: `api('GET', '/api/scenes')`, `api('POST', '/api/scenes', {...})`. */

@@ -900,11 +900,25 @@ $('show-form').addEventListener('submit', (e) => {
 async function playback(body, okText) {
   if (!state.scene) return;
   const id = state.scene.scene_id;
+  // the version this page shows: if another operator changed the show since, the server
+  // refuses (409, with the show as it is now) instead of applying a command decided on a
+  // stale view
+  const seen = state.show?.timeline.version;
+  const query = seen == null ? '' : `?expected_version=${seen}`;
   await run(async () => {
-    const s = await showCall('POST', `/api/scenes/${id}/playback`, body);
-    if (state.scene?.scene_id === id) state.show = s;
-    renderShowInfo();
-    return s;
+    try {
+      const s = await showCall('POST', `/api/scenes/${id}/playback${query}`, body);
+      if (state.scene?.scene_id === id) state.show = s;
+      renderShowInfo();
+      return s;
+    } catch (err) {
+      const current = err instanceof ApiError && err.status === 409 ? err.body?.current : null;
+      if (!current || state.scene?.scene_id !== id) throw err;
+      state.show = current;
+      renderShowInfo();
+      throw new ApiError(409, 'conflict',
+        `Someone else changed the show just now (it is at version ${current.timeline.version}); check it and press again.`);
+    }
   }, okText);
 }
 
