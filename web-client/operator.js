@@ -855,7 +855,8 @@ async function loadShow() {
   const id = state.scene.scene_id;
   try {
     const s = await showCall('GET', `/api/scenes/${id}/show`);
-    if (state.scene?.scene_id === id) state.show = s;
+    // a refresh that left before a newer answer arrived must not put the page back a version
+    if (state.scene?.scene_id === id && !(state.show?.timeline.version > s.timeline.version)) state.show = s;
   } catch (err) {
     if (err instanceof ApiError && err.status === 404 && state.scene?.scene_id === id) {
       state.show = null; // no show built yet
@@ -890,35 +891,44 @@ $('show-form').addEventListener('submit', (e) => {
   e.preventDefault();
   const id = state.scene.scene_id;
   run(async () => {
-    const s = await showCall('PUT', `/api/scenes/${id}/show`, { loop: $('show-loop').checked });
+    const s = await staleChecked(id, () =>
+      showCall('PUT', `/api/scenes/${id}/show${expectedVersion()}`, { loop: $('show-loop').checked }));
     state.show = s;
     renderShowInfo();
     return s;
   }, (s) => `Show built: ${s.show.frames.length} frames, ${fmtMs(s.total_ms)}. Playback is stopped.`);
 });
 
+/** `?expected_version=` the show version this page shows (0: no show yet): if another operator
+ *  changed the show since, the server refuses (409, with the show as it is now) instead of
+ *  applying a command decided on a stale view. */
+function expectedVersion() {
+  return `?expected_version=${state.show?.timeline.version ?? 0}`;
+}
+
+/** Runs a show command; a 409 for a stale view shows the show as it is now and says so. */
+async function staleChecked(id, command) {
+  try {
+    return await command();
+  } catch (err) {
+    const current = err instanceof ApiError && err.status === 409 ? err.body?.current : null;
+    if (!current || state.scene?.scene_id !== id) throw err;
+    state.show = current;
+    $('show-loop').checked = current.show.loop;
+    renderShowInfo();
+    throw new ApiError(409, 'conflict',
+      `Someone else changed the show just now (it is at version ${current.timeline.version}); check it and press again.`);
+  }
+}
+
 async function playback(body, okText) {
   if (!state.scene) return;
   const id = state.scene.scene_id;
-  // the version this page shows: if another operator changed the show since, the server
-  // refuses (409, with the show as it is now) instead of applying a command decided on a
-  // stale view
-  const seen = state.show?.timeline.version;
-  const query = seen == null ? '' : `?expected_version=${seen}`;
   await run(async () => {
-    try {
-      const s = await showCall('POST', `/api/scenes/${id}/playback${query}`, body);
-      if (state.scene?.scene_id === id) state.show = s;
-      renderShowInfo();
-      return s;
-    } catch (err) {
-      const current = err instanceof ApiError && err.status === 409 ? err.body?.current : null;
-      if (!current || state.scene?.scene_id !== id) throw err;
-      state.show = current;
-      renderShowInfo();
-      throw new ApiError(409, 'conflict',
-        `Someone else changed the show just now (it is at version ${current.timeline.version}); check it and press again.`);
-    }
+    const s = await staleChecked(id, () => showCall('POST', `/api/scenes/${id}/playback${expectedVersion()}`, body));
+    if (state.scene?.scene_id === id) state.show = s;
+    renderShowInfo();
+    return s;
   }, okText);
 }
 
