@@ -119,7 +119,7 @@ start_throwaway_stores() {
   chmod 755 "$STORES_DIR"
   trap stop_throwaway_stores EXIT
   trap 'exit 130' INT TERM
-  C3S_PG_FSYNC=off start_private_pg "$STORES_DIR/pg" "$(free_port)"
+  C3S_PG_FSYNC="${C3S_PG_FSYNC:-off}" start_private_pg "$STORES_DIR/pg" "$(free_port)"
   export C3S_TEST_DATABASE_URL="$PG_URL"
   start_secantus ":memory:" "$(free_port)" "$STORES_DIR/secantus.log"
   export MONGODB_URL="$MONGO_URL"

@@ -37,6 +37,8 @@ pub struct AppState {
     pub secret: Arc<[u8]>,
     /// This process among the nodes (random at each start).
     pub node_id: uuid::Uuid,
+    /// Writes placements of phones in batches per scene.
+    pub placements: Arc<crate::placements::Placements>,
 }
 
 pub struct App {
@@ -92,6 +94,7 @@ impl App {
             scheduler,
             secret,
             node_id: uuid::Uuid::new_v4(),
+            placements: Arc::default(),
         };
         tokio::spawn(sweep_orphans(state.clone()));
         let views_wake = Arc::new(tokio::sync::Notify::new());

@@ -33,6 +33,7 @@ pub mod http;
 pub mod hub;
 pub mod live;
 pub mod locate;
+pub mod placements;
 pub mod playback;
 pub mod scene;
 pub mod scheduler;

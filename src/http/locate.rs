@@ -17,10 +17,11 @@ use crate::clock;
 use crate::error::{Error, ErrorBody, Result};
 use crate::events::SceneEvent;
 use crate::hub::Outgoing;
-use crate::live::{self, Placement};
+use crate::live;
 use crate::locate::gps::{GeoError, GeoPoint, GeoReference};
 use crate::locate::seat::{self, LineError};
 use crate::locate::Observation;
+use crate::placements::{self, Placement};
 use crate::scene::{LocationMethod, Scene};
 use crate::store;
 
@@ -203,7 +204,7 @@ async fn place_pixel(
         confidence: 1.0,
     };
     Ok(Json(
-        live::place(&state, &scene, pixel_id, obs, Some(me.user_id)).await?,
+        placements::place(&state, &scene, pixel_id, obs, Some(me.user_id)).await?,
     ))
 }
 
@@ -563,7 +564,9 @@ async fn upload_photo(
                             method: LocationMethod::Qr,
                             confidence: QR_CONFIDENCE,
                         };
-                        match live::place(&state, &scene, pixel_id, obs, Some(me.user_id)).await {
+                        match placements::place(&state, &scene, pixel_id, obs, Some(me.user_id))
+                            .await
+                        {
                             Ok(p) if p.placed => {
                                 result.located += 1;
                                 d.contradiction = p.contradiction;

@@ -24,6 +24,7 @@ use crate::locate::gps::GeoReference;
 use crate::locate::qr;
 use crate::locate::seat::normalise;
 use crate::locate::Observation;
+use crate::placements;
 use crate::scene::{LocationMethod, PixelStatus, Scene, SceneStatus};
 use crate::store::{self, users::SessionKind};
 use protocol::{close, ClientMsg, Position, ScenePublic, ServerMsg, PROTOCOL_VERSION};
@@ -388,7 +389,7 @@ async fn locate_by_seat(
         method: LocationMethod::Seat,
         confidence: SEAT_CONFIDENCE,
     };
-    placed_or_reason(live::place(state, scene, pixel_id, obs, None).await)
+    placed_or_reason(placements::place(state, scene, pixel_id, obs, None).await)
 }
 
 /// Places the phone at its GPS position; the reason when it cannot.
@@ -435,10 +436,10 @@ async fn locate_by_gps(
         method: LocationMethod::Gps,
         confidence: GPS_CONFIDENCE,
     };
-    placed_or_reason(live::place(state, scene, pixel_id, obs, None).await)
+    placed_or_reason(placements::place(state, scene, pixel_id, obs, None).await)
 }
 
-fn placed_or_reason(result: Result<live::Placement, Error>) -> Option<String> {
+fn placed_or_reason(result: Result<placements::Placement, Error>) -> Option<String> {
     match result {
         Ok(p) if p.placed => None,
         Ok(_) => Some("recorded, but not confident enough to move the phone".into()),

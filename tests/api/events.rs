@@ -427,3 +427,65 @@ async fn commands_go_through_the_log_and_a_stale_one_loses_with_the_current_stat
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
+
+/// A crowd placed at once: every placement answered and logged once, in one chain, written
+/// in shared transactions (a scene's log has one head, so one commit each would queue them).
+#[tokio::test]
+async fn a_burst_of_placements_is_logged_whole_in_batches() {
+    let app = spawn_app().await;
+    let (op, _) = app.register("oper").await;
+    let scene = app.create_scene(&op, "Rush").await;
+    app.open_scene(&op, scene).await;
+    let mut pixels = Vec::new();
+    for _ in 0..120 {
+        let (guest, _) = app.guest().await;
+        let (status, pixel) = app
+            .call(
+                Method::POST,
+                &format!("/api/scenes/{scene}/join"),
+                Some(&guest),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{pixel}");
+        pixels.push(pixel["pixel_id"].as_str().unwrap().to_owned());
+    }
+    let (app, op) = (&app, &op);
+    let calls = pixels.iter().enumerate().map(|(i, pixel)| async move {
+        app.call(
+            Method::PUT,
+            &format!("/api/scenes/{scene}/pixels/{pixel}/position"),
+            Some(op),
+            Some(json!({"x": (i % 100) as f64, "y": (i / 100) as f64})),
+        )
+        .await
+    });
+    for (status, body) in futures::future::join_all(calls).await {
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["placed"], true, "{body}");
+    }
+    let events = assert_chained(&app.db, scene).await;
+    let located: Vec<&StoredEvent> = events
+        .iter()
+        .filter(|e| e.event == "pixel_located")
+        .collect();
+    assert_eq!(located.len(), 120);
+    let distinct: std::collections::HashSet<&str> = located
+        .iter()
+        .map(|e| e.data["pixel_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(distinct.len(), 120, "each phone once");
+    let transactions: i64 = sqlx::query_scalar(
+        "select count(distinct xmin::text) from scene_event
+         where scene_id = $1 and event = 'pixel_located'",
+    )
+    .bind(scene)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert!(
+        transactions < 120,
+        "written in shared transactions: {transactions}"
+    );
+    eprintln!("120 concurrent placements were written in {transactions} transactions");
+}
