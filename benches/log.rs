@@ -28,6 +28,9 @@ const EVENTS_PER_WRITER: usize = 400;
 const BATCHES: usize = 20;
 const BATCH: usize = 500;
 const COMMANDS: usize = 200;
+/// Phones placed at once on one scene, and requests in flight at a time.
+const RUSH: usize = 2000;
+const RUSH_CONCURRENCY: usize = 128;
 
 fn kicked() -> SceneEvent {
     SceneEvent::PixelKicked {
@@ -228,6 +231,50 @@ async fn main() -> anyhow::Result<()> {
     .error_for_status()?;
     tokio::time::sleep(Duration::from_millis(1200)).await;
 
+    // a rush of placements on one scene (a stadium typing in its seats): placements per second
+    let mut rush_pixels = Vec::with_capacity(RUSH);
+    for _ in 0..RUSH {
+        let guest: Value = client
+            .post(format!("{base_a}/api/auth/guest"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let pixel: Value = client
+            .post(format!("{base_a}/api/scenes/{scene_id}/join"))
+            .bearer_auth(guest["token"].as_str().unwrap_or_default())
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        rush_pixels.push(pixel["pixel_id"].as_str().unwrap_or_default().to_owned());
+    }
+    let started = Instant::now();
+    let placed: Vec<anyhow::Result<()>> = futures::stream::iter(rush_pixels.iter().enumerate())
+        .map(|(i, pixel)| {
+            let request = call(
+                reqwest::Method::PUT,
+                format!("/api/scenes/{scene_id}/pixels/{pixel}/position"),
+                Some(json!({"x": (i % 200) as f64 / 100.0, "y": 0.5})),
+            );
+            async move {
+                request.await?.error_for_status()?;
+                Ok(())
+            }
+        })
+        .buffer_unordered(RUSH_CONCURRENCY)
+        .collect()
+        .await;
+    for p in placed {
+        p?;
+    }
+    let rush = RUSH as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        json!({"bench": "log", "case": "placements on one scene over HTTP, 2000 phones, 128 at a time", "placements_per_s": rush.round()})
+    );
+
     // commands on A: how long until B's hub has them, and a phone on B their first chunk
     let (mut to_hub, mut to_phone, mut round_trip) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..COMMANDS {
@@ -283,6 +330,7 @@ async fn main() -> anyhow::Result<()> {
         json!({
             "bench": "log",
             "append_events_per_s": {"parallel_scenes": parallel.round(), "one_scene": contended.round(), "batched_500": batched.round()},
+            "placements_per_s_one_scene": rush.round(),
             "a_to_b_hub_ms": {"p50": hub["p50_ms"], "p99": hub["p99_ms"]},
             "a_to_b_phone_ms": {"p50": phone["p50_ms"], "p99": phone["p99_ms"]},
             "commands": COMMANDS,
