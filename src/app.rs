@@ -39,6 +39,7 @@ pub struct AppState {
     pub node_id: uuid::Uuid,
     /// Writes placements of phones in batches per scene.
     pub placements: Arc<crate::placements::Placements>,
+    pub search_cache: Arc<crate::search::SearchCache>,
 }
 
 pub struct App {
@@ -95,6 +96,7 @@ impl App {
             secret,
             node_id: uuid::Uuid::new_v4(),
             placements: Arc::default(),
+            search_cache: Arc::default(),
         };
         tokio::spawn(sweep_orphans(state.clone()));
         let views_wake = Arc::new(tokio::sync::Notify::new());

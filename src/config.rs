@@ -107,6 +107,11 @@ pub struct Config {
     #[arg(long, env = "C3S_PUBLIC_URL")]
     pub public_url: Option<String>,
 
+    /// Web origins allowed to call the API from a browser (CORS), comma-separated
+    /// (`https://club.example,https://tickets.example`; `*` for any). None by default.
+    #[arg(long, env = "C3S_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "C3S_LOG_JSON", default_value_t = false)]
     pub log_json: bool,
@@ -156,6 +161,7 @@ impl std::fmt::Debug for Config {
                 &self.bootstrap_admin.as_ref().map(|_| "<redacted>"),
             )
             .field("public_url", &self.public_url)
+            .field("cors_origins", &self.cors_origins)
             .field("log_json", &self.log_json)
             .finish()
     }

@@ -66,6 +66,14 @@ pub enum SceneEvent {
         points: Vec<crate::locate::gps::GeoPoint>,
         accuracy_m: f64,
     },
+    /// Put on the calendar: who puts it on, where, when, how many may register.
+    SceneScheduled {
+        organizer_id: Option<Uuid>,
+        venue_id: Uuid,
+        starts_at: chrono::DateTime<chrono::Utc>,
+        ends_at: Option<chrono::DateTime<chrono::Utc>>,
+        capacity: i32,
+    },
 }
 
 /// A frame as an event names it (its bytes are in GridFS under `gridfs_id`).

@@ -187,7 +187,8 @@ fn apply(state: &AppState, hub: &SceneHub, stored: &StoredEvent) {
         | SceneEvent::FrameDeleted { .. }
         | SceneEvent::FramesReordered { .. }
         | SceneEvent::SeatsReplaced { .. }
-        | SceneEvent::GeoReferenceSet { .. } => {}
+        | SceneEvent::GeoReferenceSet { .. }
+        | SceneEvent::SceneScheduled { .. } => {}
     }
 }
 

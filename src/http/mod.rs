@@ -3,11 +3,13 @@
 //! static web client, and JSON errors for unknown routes and methods.
 
 pub mod accounts;
+pub mod calendar;
 pub mod extract;
 pub mod frames;
 pub mod locate;
 pub mod log;
 pub mod scenes;
+pub mod search;
 pub mod shows;
 
 use std::time::Duration;
@@ -38,7 +40,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
     info(title = "C3S — Cloud Scene Screen Service", description = "Scenes, pixels, frames and the people who run them. Every error is `{error, message}`."),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth),
-    tags((name = "accounts"), (name = "scenes"), (name = "frames"), (name = "shows"), (name = "locating"), (name = "realtime"), (name = "health"))
+    tags((name = "accounts"), (name = "scenes"), (name = "frames"), (name = "shows"), (name = "locating"), (name = "calendar"), (name = "realtime"), (name = "health"))
 )]
 struct ApiDoc;
 
@@ -62,7 +64,9 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(frames::router())
         .merge(shows::router())
         .merge(locate::router())
-        .merge(log::router());
+        .merge(log::router())
+        .merge(calendar::router())
+        .merge(search::router());
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(healthz))
         .routes(routes!(readyz))
@@ -116,7 +120,42 @@ pub fn router(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             Error::Internal(anyhow::anyhow!("handler panicked")).into_response()
         }))
+        .layer(cors(&state.config.cors_origins))
         .with_state(state)
+}
+
+/// CORS for the origins allowed (`C3S_CORS_ORIGINS`): an organizer's own site may call the
+/// calendar and search from its pages. No origin allowed by default.
+fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use axum::http::{header, HeaderValue, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins: Vec<&str> = origins
+        .iter()
+        .map(|o| o.trim().trim_end_matches('/'))
+        .filter(|o| !o.is_empty())
+        .collect();
+    let allow = if origins.contains(&"*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok())
+                .collect::<Vec<_>>(),
+        )
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .expose_headers([header::HeaderName::from_static("x-cache")])
+        .max_age(std::time::Duration::from_secs(3600))
 }
 
 async fn unknown_route() -> Error {

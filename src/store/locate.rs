@@ -130,8 +130,14 @@ pub async fn seat_position(
     row: &str,
     seat: &str,
 ) -> Result<Option<(f64, f64)>, sqlx::Error> {
+    // the scene's own seat map, else its venue's (migration 0007)
     sqlx::query_as(
-        "select x, y from seat where scene_id = $1 and section = $2 and row_name = $3 and seat = $4",
+        "select x, y from seat where scene_id = $1 and section = $2 and row_name = $3 and seat = $4
+         union all
+         select vs.x, vs.y from venue_seat vs join scene s on s.venue_id = vs.venue_id
+         where s.scene_id = $1 and vs.section = $2 and vs.row_name = $3 and vs.seat = $4
+           and not exists (select 1 from seat where scene_id = $1)
+         limit 1",
     )
     .bind(scene_id)
     .bind(section)

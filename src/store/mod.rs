@@ -5,6 +5,7 @@
 //! tables. Functions take a `PgPool` or a transaction; they do no permission checks (the HTTP
 //! layer does) and return `sqlx::Error`, which `crate::error` maps to a status.
 
+pub mod calendar;
 pub mod events;
 pub mod frames;
 pub mod gridfs;

@@ -383,6 +383,11 @@ async fn locate_by_seat(
             return Some("seats cannot be looked up right now; try again".into());
         }
     };
+    if !scene.contains(x, y) {
+        return Some(format!(
+            "seat {seat} in row {row} of section {section} is outside this scene's area"
+        ));
+    }
     let obs = Observation {
         x,
         y,

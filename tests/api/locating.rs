@@ -30,7 +30,7 @@ async fn put_csv(app: &TestApp, token: &str, scene: Uuid, csv: &str) -> (StatusC
     (resp.status(), resp.json().await.unwrap_or(Value::Null))
 }
 
-async fn say(phone: &mut Phone, msg: Value) -> Value {
+pub(crate) async fn say(phone: &mut Phone, msg: Value) -> Value {
     phone
         .socket
         .send(Message::text(msg.to_string()))

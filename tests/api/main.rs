@@ -2,6 +2,7 @@
 //! One binary (only `mod` lines here) so it builds once.
 
 mod accounts;
+mod calendar;
 mod events;
 mod faults;
 mod frames;
