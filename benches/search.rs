@@ -189,8 +189,8 @@ async fn main() -> anyhow::Result<()> {
          select $1, $2,
                 initcap(g.a) || ' ' || g.b || ' night ' || i,
                 'A ' || g.b || ' show with ' || g.a || ' and lights', 100, 50, 'open',
-                v.venue_id, now() + make_interval(hours => (i * 7919) % 8760),
-                now() + make_interval(hours => (i * 7919) % 8760 + 3), 500
+                v.venue_id, now() + make_interval(hours => ((i * 7919) % 8760)::int),
+                now() + make_interval(hours => ((i * 7919) % 8760)::int + 3), 500
          from generate_series(0, $3 - 1) i
          join (select venue_id, (row_number() over (order by venue_id) - 1)::int as n from venue) v
            on v.n = (i * 31) % $4
