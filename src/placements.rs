@@ -159,6 +159,10 @@ async fn write_batch(
     batch: &[Request],
 ) -> Result<Vec<Result<Placement, Error>>, sqlx::Error> {
     let mut tx = state.db.begin().await?;
+    // every pixel of the batch locked at once, in pixel order (as bulk placements lock them):
+    // two transactions never wait on each other's pixels in opposite orders
+    let ids: Vec<Uuid> = batch.iter().map(|r| r.pixel_id).collect();
+    store::scenes::lock_pixels(&mut tx, scene_id, &ids).await?;
     let mut answers = Vec::with_capacity(batch.len());
     let mut located: Vec<(Option<Uuid>, SceneEvent)> = Vec::new();
     for r in batch {

@@ -24,6 +24,8 @@ use crate::store::events::{self as log, Claim};
 const POLL_EVERY: Duration = Duration::from_secs(1);
 /// Events applied per claim.
 const BATCH: i64 = 200;
+/// A scene whose events could not be applied is tried again after this.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// A view of the log: applies one event to its tables inside the caller's transaction.
 pub trait Projection: Send + Sync + 'static {
@@ -62,8 +64,8 @@ impl<P: Projection> Consumer<P> {
         match self.apply(pool, &claim).await {
             Ok(n) => Ok(n),
             Err(e) => {
-                // give the events back at once rather than after the lease
-                let _ = log::release(pool, &claim).await;
+                // try this scene again later; the view's other scenes go on meanwhile
+                let _ = log::postpone(pool, &claim, RETRY_AFTER).await;
                 Err(e)
             }
         }

@@ -10,8 +10,8 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use super::extract::{Auth, Json, Path, Query};
-use super::scenes::Paging;
+use super::extract::{Auth, Json, MaybeAuth, Path, Query};
+use super::scenes::{visible_scene, Paging};
 use crate::app::AppState;
 use crate::auth::{Identity, Permission};
 use crate::error::{Error, ErrorBody, Result};
@@ -62,6 +62,7 @@ async fn require_member(state: &AppState, me: &Identity, organizer_id: Uuid) -> 
 
 fn text(value: Option<String>, field: &str, max: usize) -> Result<String> {
     let value = value.unwrap_or_default().trim().to_owned();
+    check_characters(&value, field)?;
     if value.chars().count() > max {
         return Err(Error::invalid(
             "invalid_field",
@@ -250,6 +251,32 @@ async fn venue_fields(state: &AppState, body: VenueRequest) -> Result<(VenueFiel
     Ok((fields, ids))
 }
 
+/// Refuses control characters (PostgreSQL cannot store a NUL; the others are never meant).
+pub fn check_characters(value: &str, field: &str) -> Result<()> {
+    if value
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(Error::invalid(
+            "invalid_field",
+            format!("{field} contains control characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses instants outside the years 1970 to 9999 (what the database and iCalendar take).
+pub fn check_instant(t: DateTime<Utc>, field: &str) -> Result<()> {
+    use chrono::Datelike;
+    if !(1970..=9999).contains(&t.year()) {
+        return Err(Error::invalid(
+            "invalid_time",
+            format!("{field} must be in the years 1970 to 9999"),
+        ));
+    }
+    Ok(())
+}
+
 pub fn check_point(lat: f64, lon: f64) -> Result<()> {
     if !(lat.is_finite()
         && lon.is_finite()
@@ -423,12 +450,15 @@ pub struct ScheduleRequest {
     pub capacity: Option<i32>,
 }
 
+/// The scene's calendar entry (a draft's only to its operators).
 #[utoipa::path(get, path = "/scenes/{scene_id}/schedule", tag = "calendar", params(("scene_id" = Uuid, Path)),
     responses((status = 200, body = Schedule), (status = 404, body = ErrorBody)))]
 async fn get_schedule(
     State(state): State<AppState>,
+    MaybeAuth(who): MaybeAuth,
     Path(scene_id): Path<Uuid>,
 ) -> Result<Json<Schedule>> {
+    visible_scene(&state, who.as_ref(), scene_id).await?;
     cal::schedule_of(&state.db, scene_id)
         .await?
         .map(Json)
@@ -459,7 +489,24 @@ async fn put_schedule(
     Path(scene_id): Path<Uuid>,
     Json(body): Json<ScheduleRequest>,
 ) -> Result<Json<Schedule>> {
-    let current = cal::schedule_of(&state.db, scene_id)
+    check_instant(body.starts_at, "starts_at")?;
+    if let Some(end) = body.ends_at {
+        check_instant(end, "ends_at")?;
+        if end <= body.starts_at {
+            return Err(Error::invalid(
+                "invalid_times",
+                "ends_at must be after starts_at",
+            ));
+        }
+    }
+    // every check on the scene as it is under its locks (the scene's row, then its log), and
+    // on the venue held still (`for share`: a rename cannot slip past the scene's search text)
+    let mut tx = state.db.begin().await?;
+    store::scenes::lock_scene(&mut tx, scene_id)
+        .await?
+        .ok_or(Error::NotFound("scene"))?;
+    store::events::lock_head(&mut tx, scene_id).await?;
+    let current = cal::schedule_of(&mut *tx, scene_id)
         .await?
         .ok_or(Error::NotFound("scene"))?;
     if !may_manage(&state, &me, &current).await? {
@@ -470,13 +517,16 @@ async fn put_schedule(
     if let Some(o) = body.organizer_id {
         require_member(&state, &me, o).await?;
     }
-    let venue = cal::venue_by_id(&state.db, body.venue_id)
+    let venue = cal::share_venue(&mut tx, body.venue_id)
         .await?
         .ok_or_else(|| Error::invalid("unknown_venue", "there is no such venue"))?;
-    if body.ends_at.is_some_and(|end| end <= body.starts_at) {
-        return Err(Error::invalid(
-            "invalid_times",
-            "ends_at must be after starts_at",
+    if !me.is_admin()
+        && cal::member_role(&state.db, venue.organizer_id, me.user_id)
+            .await?
+            .is_none()
+    {
+        return Err(Error::forbidden(
+            "only the members of the venue's organizer put shows on its calendar",
         ));
     }
     let capacity = body.capacity.unwrap_or(venue.capacity);
@@ -501,10 +551,6 @@ async fn put_schedule(
         capacity: Some(capacity),
         registered: current.registered,
     };
-    let mut tx = state.db.begin().await?;
-    store::scenes::lock_scene(&mut tx, scene_id)
-        .await?
-        .ok_or(Error::NotFound("scene"))?;
     let saved = cal::set_schedule(&mut tx, &wanted)
         .await?
         .ok_or(Error::NotFound("scene"))?;
@@ -543,6 +589,12 @@ pub struct CalendarPage {
 }
 
 pub fn check_window(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Result<()> {
+    if let Some(from) = from {
+        check_instant(from, "from")?;
+    }
+    if let Some(to) = to {
+        check_instant(to, "to")?;
+    }
     if let (Some(from), Some(to)) = (from, to) {
         if to <= from {
             return Err(Error::invalid(
@@ -656,6 +708,7 @@ async fn register(
     Path(scene_id): Path<Uuid>,
 ) -> Result<(StatusCode, Json<Registration>)> {
     account(&me)?;
+    visible_scene(&state, Some(&me), scene_id).await?;
     let status = match cal::register(&state.db, scene_id, me.user_id).await {
         Ok(Registered::Now) => StatusCode::CREATED,
         Ok(Registered::Already) => StatusCode::OK,

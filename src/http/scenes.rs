@@ -243,6 +243,9 @@ async fn update_scene(
         .await?
         .ok_or(Error::NotFound("scene"))?;
     me.require(Permission::Operator, scene_id)?;
+    // the scene's log before the update, whose trigger holds the catalog's version row: no
+    // transaction holds that row while it waits for a scene
+    store::events::lock_head(&mut tx, scene_id).await?;
     let fields = scene.fields().apply(body)?;
     store::scenes::update_scene(&mut tx, scene_id, &fields).await?;
     let scene = store::scenes::scene_by_id(&mut *tx, scene_id)
@@ -271,6 +274,7 @@ async fn delete_scene(
         .await?
         .ok_or(Error::NotFound("scene"))?;
     me.require(Permission::Operator, scene_id)?;
+    store::events::lock_head(&mut tx, scene_id).await?;
     let gridfs_ids = store::scenes::delete_scene(&mut tx, scene_id).await?;
     let deleted = SceneEvent::SceneDeleted {};
     store::events::append_at_head(&mut tx, scene_id, &[deleted], Some(me.user_id)).await?;

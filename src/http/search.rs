@@ -58,6 +58,9 @@ async fn search(State(state): State<AppState>, Query(q): Query<SearchQuery>) -> 
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .map(str::to_owned);
+    if let Some(t) = &text {
+        super::calendar::check_characters(t, "q")?;
+    }
     if text.as_ref().is_some_and(|t| t.chars().count() > MAX_TEXT) {
         return Err(Error::invalid(
             "invalid_query",

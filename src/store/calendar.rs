@@ -255,6 +255,18 @@ pub async fn venue_by_id(
     .await
 }
 
+/// The venue, held still (`for share`) until the transaction ends.
+pub async fn share_venue(
+    tx: &mut Transaction<'_, Postgres>,
+    venue_id: Uuid,
+) -> Result<Option<Venue>, sqlx::Error> {
+    sqlx::query("select 1 from venue where venue_id = $1 for share")
+        .bind(venue_id)
+        .execute(&mut **tx)
+        .await?;
+    venue_by_id(&mut **tx, venue_id).await
+}
+
 /// Inserts (`venue_id` none) or updates a venue, and replaces its features.
 pub async fn save_venue(
     tx: &mut Transaction<'_, Postgres>,

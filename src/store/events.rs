@@ -317,15 +317,21 @@ pub async fn ack(conn: &mut PgConnection, claim: &Claim, seq: i64) -> Result<boo
     Ok(done.rows_affected() == 1)
 }
 
-/// Gives a claim back without acknowledging (its events will be delivered again at once).
-pub async fn release(pool: &PgPool, claim: &Claim) -> Result<(), sqlx::Error> {
+/// Keeps a claim whose events could not be applied leased for `delay` more (then they are
+/// delivered again), so one failing scene does not hold up the view's other scenes.
+pub async fn postpone(
+    pool: &PgPool,
+    claim: &Claim,
+    delay: std::time::Duration,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "update event_lock set locked_until = null, lock_token = null
+        "update event_lock set locked_until = clock_timestamp() + make_interval(secs => $4)
          where view = $1 and scene_id = $2 and lock_token = $3",
     )
     .bind(&claim.view)
     .bind(claim.scene_id)
     .bind(claim.token)
+    .bind(delay.as_secs_f64())
     .execute(pool)
     .await?;
     Ok(())

@@ -397,6 +397,23 @@ pub async fn kick_pixel(
     Ok(row.map(Pixel::from))
 }
 
+/// Locks the scene's pixels among `pixel_ids` for the rest of the transaction, in pixel order.
+pub async fn lock_pixels(
+    tx: &mut Transaction<'_, Postgres>,
+    scene_id: Uuid,
+    pixel_ids: &[Uuid],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "select 1 from pixel where scene_id = $1 and pixel_id = any($2)
+         order by pixel_id for update",
+    )
+    .bind(scene_id)
+    .bind(pixel_ids)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Places many pixels in one statement; returns how many were placed (kicked pixels and
 /// pixels of other scenes are not).
 #[tracing::instrument(skip_all, err)]
@@ -408,6 +425,7 @@ pub async fn place_pixels(
     confidence: f32,
 ) -> Result<usize, sqlx::Error> {
     let ids: Vec<Uuid> = placements.iter().map(|p| p.0).collect();
+    lock_pixels(tx, scene_id, &ids).await?;
     let xs: Vec<f64> = placements.iter().map(|p| p.1).collect();
     let ys: Vec<f64> = placements.iter().map(|p| p.2).collect();
     let done = sqlx::query(

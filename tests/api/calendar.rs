@@ -148,6 +148,16 @@ async fn organizers_venues_the_calendar_and_who_may_manage_what() {
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    // ... nor put it on the club's venue's calendar without the club
+    let (status, body) = app
+        .call(
+            Method::PUT,
+            &format!("/api/scenes/{own}/schedule"),
+            Some(&outsider),
+            Some(json!({"venue_id": arena, "starts_at": Utc::now() + Duration::days(1)})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
 
     let night = show(&app, &owner, "Night of Fire", Some(club), arena, 48, 100).await;
     let (status, _) = app
@@ -228,6 +238,25 @@ async fn organizers_venues_the_calendar_and_who_may_manage_what() {
         Some(json!({"organizer_id": club, "venue_id": other, "starts_at": Utc::now() + Duration::hours(30)})),
     )
     .await;
+    // a draft's calendar entry is its operators' business
+    let (status, _) = app
+        .call(
+            Method::GET,
+            &format!("/api/scenes/{draft}/schedule"),
+            Some(&outsider),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = app
+        .call(
+            Method::POST,
+            &format!("/api/scenes/{draft}/registrations"),
+            Some(&outsider),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     let by_club = ok(
         &app,
         Method::GET,
@@ -610,6 +639,27 @@ async fn bad_search_and_venue_input_gets_a_clear_error() {
     );
     let (status, _, body) = search(&app, "from=yesterday").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, _, body) = search(&app, "from=-5000-01-01T00:00:00Z").await;
+    assert_eq!(
+        (status, &body["error"]),
+        (StatusCode::UNPROCESSABLE_ENTITY, &json!("invalid_time")),
+        "{body}"
+    );
+    let (status, _, body) = search(&app, "q=a%00b").await;
+    assert_eq!(
+        (status, &body["error"]),
+        (StatusCode::UNPROCESSABLE_ENTITY, &json!("invalid_field")),
+        "{body}"
+    );
+    let (status, body) = app
+        .call(
+            Method::POST,
+            &format!("/api/scenes/{}/registrations", Uuid::new_v4()),
+            Some(&app.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
 
     let (owner, _) = app.register("owner").await;
     let club = organizer(&app, &owner, "Club").await;
@@ -628,6 +678,10 @@ async fn bad_search_and_venue_input_gets_a_clear_error() {
         ),
         (
             json!({"organizer_id": club, "name": " ", "lat": 0, "lon": 0, "capacity": 1}),
+            "invalid_field",
+        ),
+        (
+            json!({"organizer_id": club, "name": "A\u{0}B", "lat": 0, "lon": 0, "capacity": 1}),
             "invalid_field",
         ),
     ] {
