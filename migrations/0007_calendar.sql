@@ -1,10 +1,5 @@
 -- Organizers, venues, the show calendar, registrations and search.
 
--- Distances on the Earth's surface with a GiST index (both extensions ship with PostgreSQL
--- and are trusted: the database owner may create them).
-create extension if not exists cube;
-create extension if not exists earthdistance;
-
 -- A company or club that puts on shows. Its members manage its scenes and venues.
 create table organizer (
     organizer_id uuid primary key default gen_random_uuid(),
@@ -57,7 +52,9 @@ create table venue (
     updated_at   timestamptz not null default now()
 );
 create index venue_organizer_idx on venue (organizer_id);
-create index venue_earth_idx on venue using gist (ll_to_earth(lat, lon));
+-- distance searches take a latitude band first (then the exact great-circle distance); no
+-- extension needed, and nothing that `pg_dump`/`pg_restore` cannot carry
+create index venue_lat_idx on venue (lat, lon);
 
 create table venue_feature (
     venue_id   uuid not null references venue on delete cascade,

@@ -44,6 +44,7 @@ pub struct AppState {
 
 pub struct App {
     listener: TcpListener,
+    metrics: Option<TcpListener>,
     state: AppState,
 }
 
@@ -107,7 +108,12 @@ impl App {
             views_wake,
             state.shutdown.clone(),
         ));
-        Ok(App { listener, state })
+        let metrics = crate::telemetry::bind(state.config.metrics_listen.0).await;
+        Ok(App {
+            listener,
+            metrics,
+            state,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -120,11 +126,20 @@ impl App {
         &self.state
     }
 
+    /// Where `GET /metrics` is served, when it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        crate::telemetry::local_addr(&self.metrics)
+    }
+
     /// Serves until `shutdown` is cancelled, then lets in-flight requests finish.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let state = self.state.clone();
         let router = crate::http::router(self.state);
         tracing::info!(addr = %self.listener.local_addr()?, "c3s listening");
+        if let Some(metrics) = self.metrics {
+            tracing::info!(addr = ?metrics.local_addr().ok(), "metrics at /metrics");
+            tokio::spawn(crate::telemetry::serve(metrics, state.shutdown.clone()));
+        }
         let stop = shutdown.clone();
         let shutdown_all = state.shutdown.clone();
         let send_buffer = state.config.socket_send_buffer;

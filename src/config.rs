@@ -107,6 +107,11 @@ pub struct Config {
     #[arg(long, env = "C3S_PUBLIC_URL")]
     pub public_url: Option<String>,
 
+    /// Where Prometheus scrapes `GET /metrics`: a listener of its own, never the public one
+    /// (`none` to turn it off).
+    #[arg(long, env = "C3S_METRICS_LISTEN", default_value = "127.0.0.1:9464", value_parser = parse_optional_addr)]
+    pub metrics_listen: MaybeAddr,
+
     /// Web origins allowed to call the API from a browser (CORS), comma-separated
     /// (`https://club.example,https://tickets.example`; `*` for any). None by default.
     #[arg(long, env = "C3S_CORS_ORIGINS", value_delimiter = ',')]
@@ -130,6 +135,7 @@ impl Config {
         config.mongodb_url = mongodb_url;
         config.mongodb_database = mongodb_database;
         config.web_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("web-client");
+        config.metrics_listen = MaybeAddr(Some("127.0.0.1:0".parse().expect("literal address")));
         config
     }
 }
@@ -162,8 +168,24 @@ impl std::fmt::Debug for Config {
             )
             .field("public_url", &self.public_url)
             .field("cors_origins", &self.cors_origins)
+            .field("metrics_listen", &self.metrics_listen)
             .field("log_json", &self.log_json)
             .finish()
+    }
+}
+
+/// A listening address that may be turned off (`none`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaybeAddr(pub Option<SocketAddr>);
+
+/// An address, or `none`/empty for none.
+fn parse_optional_addr(s: &str) -> Result<MaybeAddr, String> {
+    match s.trim() {
+        "" | "none" | "off" => Ok(MaybeAddr(None)),
+        addr => addr
+            .parse()
+            .map(|a| MaybeAddr(Some(a)))
+            .map_err(|e| format!("{addr}: {e} (an address like 127.0.0.1:9464, or none)")),
     }
 }
 

@@ -130,6 +130,14 @@ impl FrameCache {
         }
     }
 
+    /// Lookups that found their raster, and those that did not, since the start.
+    pub fn hits_and_misses(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
+    }
+
     pub fn contains(&self, sha256: &str, grid: Grid) -> bool {
         self.entries
             .lock()
@@ -181,7 +189,9 @@ impl FrameCache {
             return Ok(());
         }
         let oid = ObjectId::from_str(&frame.gridfs_id)?;
+        let fetching = std::time::Instant::now();
         let bytes = self.store.get(oid).await?;
+        metrics::histogram!("c3s_gridfs_fetch_seconds").record(fetching.elapsed().as_secs_f64());
         let raster =
             tokio::task::spawn_blocking(move || Raster::from_image_bytes(&bytes, grid)).await??;
         self.insert(&frame.sha256, Arc::new(raster));

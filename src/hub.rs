@@ -124,6 +124,7 @@ impl Conn {
         match self.tx.try_send(msg) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics::counter!("c3s_queue_drops_total").increment(1);
                 self.close_with(CloseReason::Lagging);
                 false
             }

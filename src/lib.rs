@@ -22,6 +22,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod backup;
 pub mod chunk;
 pub mod clock;
 pub mod config;
@@ -40,6 +41,7 @@ pub mod scene;
 pub mod scheduler;
 pub mod search;
 pub mod store;
+pub mod telemetry;
 pub mod testkit;
 pub mod views;
 pub mod ws;

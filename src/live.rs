@@ -239,13 +239,24 @@ pub async fn report_presence(state: AppState) {
             _ = every.tick() => {}
             _ = state.shutdown.cancelled() => return,
         }
-        let scenes: Vec<(Uuid, crate::hub::Presence)> = state
-            .hub
-            .scenes()
-            .iter()
-            .filter(|s| s.conn_count() > 0)
-            .map(|s| (s.scene_id, s.presence()))
-            .collect();
+        let mut scenes: Vec<(Uuid, crate::hub::Presence)> = Vec::new();
+        for hub in state.hub.scenes() {
+            let p = hub.presence();
+            let scene = hub.scene_id.to_string();
+            metrics::gauge!("c3s_phones_connected", "scene" => scene.clone())
+                .set(p.connected as f64);
+            metrics::gauge!("c3s_phones_located", "scene" => scene).set(p.located as f64);
+            if p.connected > 0 {
+                scenes.push((hub.scene_id, p));
+            }
+        }
+        metrics::gauge!("c3s_db_pool_connections", "state" => "open")
+            .set(f64::from(state.db.size()));
+        metrics::gauge!("c3s_db_pool_connections", "state" => "idle")
+            .set(state.db.num_idle() as f64);
+        let (hits, misses) = state.frame_cache.hits_and_misses();
+        metrics::counter!("c3s_frame_cache_hits_total").absolute(hits);
+        metrics::counter!("c3s_frame_cache_misses_total").absolute(misses);
         if let Err(e) = store::presence::report(&state.db, state.node_id, &scenes).await {
             tracing::debug!(error = ?e, "presence not reported");
         }

@@ -1,16 +1,45 @@
 //! The `c3s` server binary: parse settings, start logging, build the app, run until a signal.
+//! `c3s backup DIR` and `c3s restore DIR` back up and restore the deployment the same
+//! settings name (`src/backup.rs`).
+
+use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 use c3s::app::App;
 use c3s::config::Config;
 
+#[derive(Parser)]
+#[command(name = "c3s", version, about = "Cloud Scene Screen Service")]
+struct Cli {
+    #[command(flatten)]
+    config: Config,
+    #[command(subcommand)]
+    command: Option<Task>,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Serve (the default).
+    Serve,
+    /// Write a consistent backup (PostgreSQL dump + every frame's bytes) into an empty
+    /// directory.
+    Backup { dir: PathBuf },
+    /// Restore a backup into empty databases (or, with --force, replace what is there).
+    Restore {
+        dir: PathBuf,
+        #[arg(long)]
+        force: bool,
+    },
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
+    let cli = Cli::parse();
+    let config = cli.config;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     if config.log_json {
         tracing_subscriber::fmt()
@@ -19,6 +48,19 @@ async fn main() -> anyhow::Result<()> {
             .init();
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    match cli.command.unwrap_or(Task::Serve) {
+        Task::Serve => {}
+        Task::Backup { dir } => {
+            let report = c3s::backup::backup(&config, &dir).await?;
+            println!("{}", serde_json::to_string(&report)?);
+            return Ok(());
+        }
+        Task::Restore { dir, force } => {
+            let report = c3s::backup::restore(&config, &dir, force).await?;
+            println!("{}", serde_json::to_string(&report)?);
+            return Ok(());
+        }
     }
     tracing::info!(?config, "starting");
 

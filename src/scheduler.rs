@@ -276,6 +276,12 @@ impl Scheduler {
 
     /// One pass over every scene: catch-ups, and the regular window where it is due.
     pub fn tick(&mut self) {
+        let started = Instant::now();
+        self.tick_scenes();
+        metrics::histogram!("c3s_scheduler_tick_seconds").record(started.elapsed().as_secs_f64());
+    }
+
+    fn tick_scenes(&mut self) {
         let now = clock::now_ms();
         let scenes = self.hub.scenes();
         // a scene with no phones here needs no work (and keeps no scratch memory)

@@ -125,10 +125,76 @@ pub struct PrivatePg {
     port: u16,
     /// PostgreSQL refuses to run as root: as root, its commands run as this user.
     run_as: Option<String>,
+    /// Extra server settings (`-c name=value`).
+    settings: Vec<String>,
 }
 
 impl PrivatePg {
     pub fn start() -> anyhow::Result<PrivatePg> {
+        Self::start_with(&[])
+    }
+
+    /// A primary whose commits wait until a streaming replica has them
+    /// (`synchronous_standby_names = '*'`): a failover to that replica loses no acknowledged
+    /// commit. Start the replica with [`PrivatePg::replica_of`].
+    pub fn start_primary() -> anyhow::Result<PrivatePg> {
+        Self::start_with(&["synchronous_standby_names='*'", "wal_level=replica"])
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A streaming replica of `primary` (`pg_basebackup -R`), started on a port of its own.
+    pub fn replica_of(primary: &PrivatePg) -> anyhow::Result<PrivatePg> {
+        let pg = Self::prepare(primary.bin.clone(), primary.run_as.clone(), Vec::new())?;
+        let data = pg.dir.join("data");
+        pg.run(
+            "pg_basebackup",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &primary.port.to_string(),
+                "-U",
+                "postgres",
+                "-D",
+                data.to_str().unwrap_or_default(),
+                "-R",
+                "-X",
+                "stream",
+            ],
+        )?;
+        pg.start_again()?;
+        Ok(pg)
+    }
+
+    /// Makes a replica the primary (`pg_ctl promote`).
+    pub fn promote(&self) -> anyhow::Result<()> {
+        let data = self.dir.join("data");
+        self.run(
+            "pg_ctl",
+            &["-D", data.to_str().unwrap_or_default(), "-w", "promote"],
+        )
+    }
+
+    /// Stops it as a crash would (`pg_ctl stop -m immediate`).
+    pub fn crash(&self) -> anyhow::Result<()> {
+        let data = self.dir.join("data");
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap_or_default(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+        )
+    }
+
+    fn start_with(settings: &[&str]) -> anyhow::Result<PrivatePg> {
         let bin = match std::env::var("PG_BIN") {
             Ok(bin) => std::path::PathBuf::from(bin),
             Err(_) => {
@@ -169,21 +235,8 @@ impl PrivatePg {
         } else {
             None
         };
-        let dir = std::env::temp_dir().join(format!("c3s-pg-{}", Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir)?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let pg = PrivatePg {
-            dir,
-            bin,
-            port,
-            run_as,
-        };
-        if let Some(user) = &pg.run_as {
-            let owned = Command::new("chown").arg(user).arg(&pg.dir).status()?;
-            anyhow::ensure!(owned.success(), "chown {user} {:?}", pg.dir);
-        }
+        let settings = settings.iter().map(|s| s.to_string()).collect();
+        let pg = Self::prepare(bin, run_as, settings)?;
         let data = pg.dir.join("data");
         pg.run(
             "initdb",
@@ -198,6 +251,31 @@ impl PrivatePg {
             ],
         )?;
         pg.start_again()?;
+        Ok(pg)
+    }
+
+    /// A directory and a port for a cluster, owned by the user that will run it.
+    fn prepare(
+        bin: std::path::PathBuf,
+        run_as: Option<String>,
+        settings: Vec<String>,
+    ) -> anyhow::Result<PrivatePg> {
+        let dir = std::env::temp_dir().join(format!("c3s-pg-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir)?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let pg = PrivatePg {
+            dir,
+            bin,
+            port,
+            run_as,
+            settings,
+        };
+        if let Some(user) = &pg.run_as {
+            let owned = Command::new("chown").arg(user).arg(&pg.dir).status()?;
+            anyhow::ensure!(owned.success(), "chown {user} {:?}", pg.dir);
+        }
         Ok(pg)
     }
 
@@ -228,11 +306,14 @@ impl PrivatePg {
     /// Starts it (again), on the same port and data, and waits until it takes connections.
     pub fn start_again(&self) -> anyhow::Result<()> {
         let data = self.dir.join("data");
-        let options = format!(
+        let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
             self.port,
             self.dir.display()
         );
+        for setting in &self.settings {
+            options.push_str(&format!(" -c {setting}"));
+        }
         self.run(
             "pg_ctl",
             &[
@@ -283,5 +364,62 @@ impl Drop for PrivatePg {
             ],
         );
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A TCP forwarder whose target can be moved: the stand-in, in the replication drill, for the
+/// virtual IP, DNS name or connection pooler that a failover points at the new primary.
+pub struct Switch {
+    pub port: u16,
+    target: std::sync::Arc<
+        std::sync::Mutex<(std::net::SocketAddr, tokio_util::sync::CancellationToken)>,
+    >,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Switch {
+    pub async fn start(target: std::net::SocketAddr) -> anyhow::Result<Switch> {
+        use tokio_util::sync::CancellationToken;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let target = std::sync::Arc::new(std::sync::Mutex::new((target, CancellationToken::new())));
+        let stop = CancellationToken::new();
+        let (routes, stopped) = (target.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    a = listener.accept() => a,
+                    _ = stopped.cancelled() => return,
+                };
+                let Ok((mut client, _)) = accepted else {
+                    continue;
+                };
+                let (to, cut) = routes.lock().expect("switch lock").clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(to).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.cancelled() => {}
+                    }
+                });
+            }
+        });
+        Ok(Switch { port, target, stop })
+    }
+
+    /// New connections go to `to`; the open ones are cut, as a moved address cuts them.
+    pub fn point_at(&self, to: std::net::SocketAddr) {
+        let mut route = self.target.lock().expect("switch lock");
+        route.1.cancel();
+        *route = (to, tokio_util::sync::CancellationToken::new());
+    }
+}
+
+impl Drop for Switch {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        self.target.lock().expect("switch lock").1.cancel();
     }
 }

@@ -100,7 +100,8 @@ pub fn router(state: AppState) -> Router {
         .not_found_service(axum::handler::HandlerWithoutStateExt::into_service(
             unknown_route,
         ));
-    api.fallback_service(static_files)
+    api.route_layer(axum::middleware::from_fn(crate::telemetry::track_http))
+        .fallback_service(static_files)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(

@@ -565,11 +565,9 @@ fn search_query<'a>(q: &'a Search, start: &str) -> QueryBuilder<'a, Postgres> {
         .map(|(lat, lon, r)| (f64::from_bits(lat), f64::from_bits(lon), f64::from_bits(r)));
     match near {
         Some((lat, lon, _)) => {
-            b.push(", earth_distance(ll_to_earth(")
-                .push_bind(lat)
-                .push(", ")
-                .push_bind(lon)
-                .push("), ll_to_earth(v.lat, v.lon)) / 1000.0 as distance_km");
+            b.push(", ");
+            push_distance_km(&mut b, lat, lon);
+            b.push(" as distance_km");
         }
         None => {
             b.push(", null::float8 as distance_km");
@@ -583,18 +581,26 @@ fn search_query<'a>(q: &'a Search, start: &str) -> QueryBuilder<'a, Postgres> {
             .push(")");
     }
     if let Some((lat, lon, radius)) = near {
-        b.push(" and earth_box(ll_to_earth(")
-            .push_bind(lat)
-            .push(", ")
-            .push_bind(lon)
-            .push("), ")
-            .push_bind(radius)
-            .push(") @> ll_to_earth(v.lat, v.lon) and earth_distance(ll_to_earth(")
-            .push_bind(lat)
-            .push(", ")
-            .push_bind(lon)
-            .push("), ll_to_earth(v.lat, v.lon)) <= ")
-            .push_bind(radius);
+        // the band of latitudes within the radius (the index), the band of longitudes when it
+        // does not wrap around, then the exact distance
+        let dlat = radius / 1000.0 / KM_PER_DEGREE;
+        b.push(" and v.lat between ")
+            .push_bind(lat - dlat)
+            .push(" and ")
+            .push_bind(lat + dlat);
+        let cos = lat.to_radians().cos();
+        if cos > 0.01 {
+            let dlon = dlat / cos;
+            if lon - dlon >= -180.0 && lon + dlon <= 180.0 {
+                b.push(" and v.lon between ")
+                    .push_bind(lon - dlon)
+                    .push(" and ")
+                    .push_bind(lon + dlon);
+            }
+        }
+        b.push(" and ");
+        push_distance_km(&mut b, lat, lon);
+        b.push(" <= ").push_bind(radius / 1000.0);
     }
     if let Some(from) = q.from {
         b.push(" and s.starts_at >= ").push_bind(from);
@@ -621,6 +627,20 @@ fn search_query<'a>(q: &'a Search, start: &str) -> QueryBuilder<'a, Postgres> {
     b.push(" limit ").push_bind(q.limit + 1);
     b.push(" offset ").push_bind(q.offset);
     b
+}
+
+/// Kilometres per degree of latitude (and of longitude at the equator).
+const KM_PER_DEGREE: f64 = 111.195;
+
+/// The great-circle distance in km from (lat, lon) to the venue (haversine, mean Earth radius).
+fn push_distance_km(b: &mut QueryBuilder<'_, Postgres>, lat: f64, lon: f64) {
+    b.push("(12742.0176 * asin(least(1.0, sqrt(power(sin(radians(v.lat - ")
+        .push_bind(lat)
+        .push(") / 2), 2) + cos(radians(")
+        .push_bind(lat)
+        .push(")) * cos(radians(v.lat)) * power(sin(radians(v.lon - ")
+        .push_bind(lon)
+        .push(") / 2), 2)))))");
 }
 
 /// The catalog's version: it changes with every change a search could see.

@@ -109,7 +109,18 @@ impl FrameStore {
         metadata: Document,
         bytes: &[u8],
     ) -> Result<ObjectId, GridFsError> {
-        let id = ObjectId::new();
+        self.put_with_id(ObjectId::new(), filename, metadata, bytes)
+            .await
+    }
+
+    /// Writes one file under a given id (a restore keeps the ids the frame rows name).
+    pub async fn put_with_id(
+        &self,
+        id: ObjectId,
+        filename: &str,
+        metadata: Document,
+        bytes: &[u8],
+    ) -> Result<ObjectId, GridFsError> {
         self.bounded(async {
             let mut upload = self
                 .bucket

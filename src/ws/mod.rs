@@ -236,6 +236,13 @@ async fn run(state: &AppState, scene_id: Uuid, socket: &mut WebSocket) -> Result
     };
     send(socket, Message::Text(welcome.to_json().into())).await?;
     state.scheduler.wake();
+    metrics::counter!("c3s_joins_total").increment(1);
+    let (chunks_out, texts_out, bytes_out) = (
+        metrics::counter!("c3s_messages_out_total", "kind" => "chunk"),
+        metrics::counter!("c3s_messages_out_total", "kind" => "text"),
+        metrics::counter!("c3s_bytes_out_total"),
+    );
+    let sync_errors = metrics::histogram!("c3s_sync_error_ms");
 
     // 3. the session
     let mut ping = interval(PING_INTERVAL);
@@ -276,6 +283,7 @@ async fn run(state: &AppState, scene_id: Uuid, socket: &mut WebSocket) -> Result
                     }
                     Some(ClientMsg::SyncReport { error_ms, .. }) if error_ms.is_finite() => {
                         conn.report_sync(error_ms);
+                        sync_errors.record(error_ms.abs());
                     }
                     Some(ClientMsg::SyncReport { .. }) => {}
                     Some(ClientMsg::Seat { section, row, seat }) => {
@@ -297,8 +305,16 @@ async fn run(state: &AppState, scene_id: Uuid, socket: &mut WebSocket) -> Result
             out = queue.recv() => {
                 let Some(out) = out else { return Ok(end(1000, "bye")) };
                 let msg = match out {
-                    Outgoing::Chunk(bytes) => Message::Binary(bytes),
-                    Outgoing::Text(text) => Message::Text(text.into()),
+                    Outgoing::Chunk(bytes) => {
+                        chunks_out.increment(1);
+                        bytes_out.increment(bytes.len() as u64);
+                        Message::Binary(bytes)
+                    }
+                    Outgoing::Text(text) => {
+                        texts_out.increment(1);
+                        bytes_out.increment(text.len() as u64);
+                        Message::Text(text.into())
+                    }
                 };
                 send(socket, msg).await?;
             }

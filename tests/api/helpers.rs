@@ -25,6 +25,8 @@ pub struct TestApp {
     pub frames: FrameStore,
     pub admin_token: String,
     pub config: Config,
+    /// `http://host:port` of the metrics listener (in-process servers only).
+    pub metrics_base: Option<String>,
     /// Stops the server when the test ends.
     _shutdown: DropCancel,
 }
@@ -54,6 +56,7 @@ pub async fn spawn_app_with(mongodb_url: String, tweak: impl FnOnce(&mut Config)
     tweak(&mut config);
     let app = App::build(config.clone()).await.expect("build app");
     let base = format!("http://{}", app.local_addr());
+    let metrics_base = app.metrics_addr().map(|a| format!("http://{a}"));
     let db = app.state().db.clone();
     let frames = app.state().frame_store.clone();
     let shutdown = CancellationToken::new();
@@ -69,6 +72,7 @@ pub async fn spawn_app_with(mongodb_url: String, tweak: impl FnOnce(&mut Config)
         frames,
         admin_token: String::new(),
         config,
+        metrics_base,
         _shutdown: DropCancel(shutdown),
     };
     let (status, body) = app
@@ -247,6 +251,7 @@ impl Node {
                 format!("{ADMIN_LOGIN}:{ADMIN_PASSWORD}"),
             )
             .env("RUST_LOG", "warn")
+            .env("C3S_METRICS_LISTEN", "none")
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("start the c3s binary");
@@ -278,6 +283,7 @@ impl Node {
             frames,
             admin_token: String::new(),
             config: config.clone(),
+            metrics_base: None,
             _shutdown: DropCancel(CancellationToken::new()),
         };
         let (status, body) = app

@@ -2,7 +2,10 @@
 //! One binary (only `mod` lines here) so it builds once.
 
 mod accounts;
+mod backup;
 mod calendar;
+mod cli;
+mod drill;
 mod events;
 mod faults;
 mod frames;
@@ -10,6 +13,7 @@ mod health;
 mod helpers;
 mod images;
 mod locating;
+mod metrics;
 mod nodes;
 mod phone;
 mod realtime;

@@ -54,6 +54,7 @@ export class Server {
       C3S_WEB_ROOT: path.join(ROOT, 'web-client'),
       C3S_BOOTSTRAP_ADMIN: `${ADMIN.login}:${ADMIN.password}`,
       RUST_LOG: 'warn',
+      C3S_METRICS_LISTEN: 'none',
     };
     await s.run();
     return s;

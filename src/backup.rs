@@ -1,0 +1,256 @@
+//! Backup and restore of a whole deployment: `c3s backup DIR` and `c3s restore DIR`.
+//!
+//! A backup is a directory:
+//! - `postgres.dump`: `pg_dump --format=custom` of the database, taken in a snapshot exported
+//!   by a transaction that also lists the frames, so the dump and the list agree exactly;
+//! - `frames/<gridfs id>`: the bytes of every GridFS file a frame row names, each checked
+//!   against the row's SHA-256 as it is written;
+//! - `manifest.json`: what is in it (counts, bytes, each frame file's id and SHA-256).
+//!
+//! A restore refuses databases that are not empty unless forced, restores the dump with
+//! `pg_restore`, then writes every frame file back under its own id after checking its
+//! SHA-256, so the restored rows and bytes are the backed-up ones exactly.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, ensure, Context};
+use mongodb::bson::{doc, oid::ObjectId};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::{Connection, PgConnection};
+
+use crate::config::Config;
+use crate::store::gridfs::FrameStore;
+
+const FORMAT: u32 = 1;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub scenes: i64,
+    pub pixels: i64,
+    pub events: i64,
+    pub frames: Vec<FrameFile>,
+    pub frame_bytes: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FrameFile {
+    pub gridfs_id: String,
+    /// Hex SHA-256 of the bytes.
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+/// What a backup or restore did, for the log line and the operator.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub frames: usize,
+    pub frame_bytes: u64,
+    pub scenes: i64,
+    pub seconds: f64,
+}
+
+/// The PostgreSQL client tools: `PG_BIN`, else the newest `/usr/lib/postgresql/*/bin`, else
+/// `PATH`.
+fn pg_tool(name: &str) -> PathBuf {
+    if let Ok(bin) = std::env::var("PG_BIN") {
+        return Path::new(&bin).join(name);
+    }
+    let newest = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()
+        .and_then(|dirs| {
+            dirs.filter_map(|d| d.ok())
+                .filter_map(|d| {
+                    let version: u32 = d.file_name().to_str()?.parse().ok()?;
+                    let tool = d.path().join("bin").join(name);
+                    tool.exists().then_some((version, tool))
+                })
+                .max_by_key(|(v, _)| *v)
+                .map(|(_, tool)| tool)
+        });
+    newest.unwrap_or_else(|| PathBuf::from(name))
+}
+
+fn run(mut command: Command, what: &str) -> anyhow::Result<()> {
+    let out = command
+        .output()
+        .with_context(|| format!("running {what} (install the PostgreSQL client tools)"))?;
+    ensure!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+/// Writes a backup of the deployment `config` names into `dir` (created; must be empty).
+pub async fn backup(config: &Config, dir: &Path) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    std::fs::create_dir_all(dir.join("frames"))
+        .with_context(|| format!("creating {}", dir.display()))?;
+    ensure!(
+        std::fs::read_dir(dir.join("frames"))?.next().is_none()
+            && !dir.join("manifest.json").exists(),
+        "{} already holds a backup; give an empty directory",
+        dir.display()
+    );
+    // one snapshot for the frame list and the dump
+    let mut db = PgConnection::connect(&config.database_url)
+        .await
+        .context("connecting to PostgreSQL")?;
+    sqlx::query("begin isolation level repeatable read read only")
+        .execute(&mut db)
+        .await?;
+    let snapshot: String = sqlx::query_scalar("select pg_export_snapshot()")
+        .fetch_one(&mut db)
+        .await?;
+    let frames: Vec<(String, Vec<u8>)> =
+        sqlx::query_as("select gridfs_id, sha256 from frame order by gridfs_id")
+            .fetch_all(&mut db)
+            .await?;
+    let (scenes, pixels, events): (i64, i64, i64) = sqlx::query_as(
+        "select (select count(*) from scene), (select count(*) from pixel),
+                (select count(*) from scene_event)",
+    )
+    .fetch_one(&mut db)
+    .await?;
+    let mut dump = Command::new(pg_tool("pg_dump"));
+    dump.args(["--format=custom", "--no-owner", "--no-privileges"])
+        .arg(format!("--snapshot={snapshot}"))
+        .arg("--file")
+        .arg(dir.join("postgres.dump"))
+        .arg(&config.database_url);
+    let dumped = tokio::task::spawn_blocking(move || run(dump, "pg_dump"));
+    // the frames are read while pg_dump works (the snapshot stays open until both are done)
+    let store = FrameStore::connect(config).await?;
+    let mut files = Vec::with_capacity(frames.len());
+    let mut frame_bytes = 0u64;
+    for (gridfs_id, sha256) in &frames {
+        let id = ObjectId::parse_str(gridfs_id)?;
+        let bytes = store
+            .get(id)
+            .await
+            .map_err(|e| anyhow::anyhow!("frame file {gridfs_id}: {e:?}; run the backup again"))?;
+        let digest = Sha256::digest(&bytes);
+        ensure!(
+            digest.as_slice() == sha256.as_slice(),
+            "frame file {gridfs_id} does not match its SHA-256 in the database"
+        );
+        tokio::fs::write(dir.join("frames").join(gridfs_id), &bytes).await?;
+        frame_bytes += bytes.len() as u64;
+        files.push(FrameFile {
+            gridfs_id: gridfs_id.clone(),
+            sha256: hex::encode(digest),
+            bytes: bytes.len() as u64,
+        });
+    }
+    dumped.await??;
+    sqlx::query("commit").execute(&mut db).await?;
+    let manifest = Manifest {
+        format: FORMAT,
+        created_at: chrono::Utc::now(),
+        scenes,
+        pixels,
+        events,
+        frames: files,
+        frame_bytes,
+    };
+    std::fs::write(
+        dir.join("manifest.json"),
+        serde_json::to_vec_pretty(&manifest)?,
+    )?;
+    Ok(Report {
+        frames: manifest.frames.len(),
+        frame_bytes,
+        scenes,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Restores the backup in `dir` into the deployment `config` names. Its database and GridFS
+/// bucket must be empty unless `force` (then they are emptied first).
+pub async fn restore(config: &Config, dir: &Path, force: bool) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let manifest: Manifest = serde_json::from_slice(
+        &std::fs::read(dir.join("manifest.json"))
+            .with_context(|| format!("{} holds no backup (manifest.json)", dir.display()))?,
+    )?;
+    ensure!(
+        manifest.format == FORMAT,
+        "backup format {} is not {FORMAT}",
+        manifest.format
+    );
+    let mut db = PgConnection::connect(&config.database_url)
+        .await
+        .context("connecting to PostgreSQL")?;
+    let tables: i64 = sqlx::query_scalar(
+        "select count(*) from information_schema.tables where table_schema = 'public'",
+    )
+    .fetch_one(&mut db)
+    .await?;
+    let store = FrameStore::connect(config).await?;
+    let files = store
+        .list()
+        .await
+        .map_err(|e| anyhow::anyhow!("listing GridFS: {e:?}"))?;
+    if (tables > 0 || !files.is_empty()) && !force {
+        bail!(
+            "the target is not empty ({tables} tables in PostgreSQL, {} files in GridFS): \
+             restore into empty databases, or pass --force to replace what is there",
+            files.len()
+        );
+    }
+    if force {
+        sqlx::query("drop schema public cascade")
+            .execute(&mut db)
+            .await?;
+        sqlx::query("create schema public").execute(&mut db).await?;
+        for file in files {
+            store
+                .delete(file.id)
+                .await
+                .map_err(|e| anyhow::anyhow!("emptying GridFS: {e:?}"))?;
+        }
+    }
+    db.close().await?;
+    let mut restore = Command::new(pg_tool("pg_restore"));
+    restore
+        .args([
+            "--no-owner",
+            "--no-privileges",
+            "--exit-on-error",
+            "--dbname",
+        ])
+        .arg(&config.database_url)
+        .arg(dir.join("postgres.dump"));
+    tokio::task::spawn_blocking(move || run(restore, "pg_restore")).await??;
+    for file in &manifest.frames {
+        let bytes = tokio::fs::read(dir.join("frames").join(&file.gridfs_id))
+            .await
+            .with_context(|| format!("frame file {} is missing from the backup", file.gridfs_id))?;
+        ensure!(
+            hex::encode(Sha256::digest(&bytes)) == file.sha256,
+            "frame file {} in the backup is damaged (SHA-256 differs)",
+            file.gridfs_id
+        );
+        store
+            .put_with_id(
+                ObjectId::parse_str(&file.gridfs_id)?,
+                &file.gridfs_id,
+                doc! {"restored": true},
+                &bytes,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("writing frame {}: {e:?}", file.gridfs_id))?;
+    }
+    Ok(Report {
+        frames: manifest.frames.len(),
+        frame_bytes: manifest.frame_bytes,
+        scenes: manifest.scenes,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
