@@ -66,7 +66,12 @@ async fn main() -> anyhow::Result<()> {
         let id = store
             .put_with_id(ObjectId::new(), "frame", doc! {}, &bytes)
             .await
-            .map_err(|e| anyhow::anyhow!("writing file {i} ({} MB so far): {e:?}", i * FILE_BYTES / 1_000_000))?;
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "writing file {i} ({} MB so far): {e:?}",
+                    i * FILE_BYTES / 1_000_000
+                )
+            })?;
         sqlx::query(
             "insert into frame (scene_id, position, duration_ms, width, height, content_type,
                  byte_size, sha256, gridfs_id)

@@ -428,7 +428,7 @@ async fn put_venue_seats(
         }
     };
     let mut tx = state.db.begin().await?;
-    cal::replace_venue_seats(&mut tx, venue_id, &seats).await?;
+    store::locate::replace_seats(&mut tx, store::locate::SeatMap::Venue(venue_id), &seats).await?;
     tx.commit().await?;
     Ok(Json(VenueSeats {
         imported: seats.len(),

@@ -152,7 +152,7 @@ async fn put_seats(
         ));
     }
     let mut tx = state.db.begin().await?;
-    store::locate::replace_seats(&mut tx, scene_id, &seats).await?;
+    store::locate::replace_seats(&mut tx, store::locate::SeatMap::Scene(scene_id), &seats).await?;
     let replaced = SceneEvent::SeatsReplaced { seats: seats.len() };
     store::events::append_at_head(&mut tx, scene_id, &[replaced], Some(me.user_id)).await?;
     tx.commit().await?;

@@ -6,8 +6,6 @@ use sqlx::{PgPool, Postgres, QueryBuilder, Transaction};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::locate::seat::Seat;
-
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct Organizer {
     pub organizer_id: Uuid,
@@ -310,35 +308,6 @@ pub async fn save_venue(
     .execute(&mut **tx)
     .await?;
     Ok(id)
-}
-
-pub async fn replace_venue_seats(
-    tx: &mut Transaction<'_, Postgres>,
-    venue_id: Uuid,
-    seats: &[Seat],
-) -> Result<(), sqlx::Error> {
-    sqlx::query("delete from venue_seat where venue_id = $1")
-        .bind(venue_id)
-        .execute(&mut **tx)
-        .await?;
-    for batch in seats.chunks(10_000) {
-        let col = |f: fn(&Seat) -> String| batch.iter().map(f).collect::<Vec<_>>();
-        let xs: Vec<f64> = batch.iter().map(|s| s.x).collect();
-        let ys: Vec<f64> = batch.iter().map(|s| s.y).collect();
-        sqlx::query(
-            "insert into venue_seat (venue_id, section, row_name, seat, x, y)
-             select $1, * from unnest($2::text[], $3::text[], $4::text[], $5::float8[], $6::float8[])",
-        )
-        .bind(venue_id)
-        .bind(col(|s| s.section.clone()))
-        .bind(col(|s| s.row.clone()))
-        .bind(col(|s| s.seat.clone()))
-        .bind(&xs)
-        .bind(&ys)
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(())
 }
 
 // ---------------------------------------------------------------- the calendar

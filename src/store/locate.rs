@@ -92,26 +92,37 @@ pub async fn geo_reference(
     Ok(row.map(|(p, a)| (p.0, a)))
 }
 
-/// Replaces the scene's seat map with `seats`.
-#[tracing::instrument(skip_all, err)]
+/// Whose seat map: a scene's own (`seat`) or a venue's (`venue_seat`, used by the venue's
+/// scenes that have none).
+#[derive(Debug, Clone, Copy)]
+pub enum SeatMap {
+    Scene(Uuid),
+    Venue(Uuid),
+}
+
+/// Replaces a seat map with `seats`, in batches of 10 000.
 pub async fn replace_seats(
     tx: &mut Transaction<'_, Postgres>,
-    scene_id: Uuid,
+    map: SeatMap,
     seats: &[Seat],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("delete from seat where scene_id = $1")
-        .bind(scene_id)
+    let (table, key, id) = match map {
+        SeatMap::Scene(id) => ("seat", "scene_id", id),
+        SeatMap::Venue(id) => ("venue_seat", "venue_id", id),
+    };
+    sqlx::query(&format!("delete from {table} where {key} = $1"))
+        .bind(id)
         .execute(&mut **tx)
         .await?;
     for batch in seats.chunks(10_000) {
         let col = |f: fn(&Seat) -> String| batch.iter().map(f).collect::<Vec<_>>();
         let xs: Vec<f64> = batch.iter().map(|s| s.x).collect();
         let ys: Vec<f64> = batch.iter().map(|s| s.y).collect();
-        sqlx::query(
-            "insert into seat (scene_id, section, row_name, seat, x, y)
-             select $1, * from unnest($2::text[], $3::text[], $4::text[], $5::float8[], $6::float8[])",
-        )
-        .bind(scene_id)
+        sqlx::query(&format!(
+            "insert into {table} ({key}, section, row_name, seat, x, y)
+             select $1, * from unnest($2::text[], $3::text[], $4::text[], $5::float8[], $6::float8[])"
+        ))
+        .bind(id)
         .bind(col(|s| s.section.clone()))
         .bind(col(|s| s.row.clone()))
         .bind(col(|s| s.seat.clone()))

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use crate::helpers::{node_config, Node, TestApp};
 use crate::images;
 use crate::phone::{colour_at, next_json, Ended, Phone};
+pub(crate) use crate::realtime::command;
 
 const RED: [u8; 3] = [255, 0, 0];
 const GREEN: [u8; 3] = [0, 255, 0];
@@ -48,19 +49,6 @@ pub(crate) async fn looping_scene(app: &TestApp) -> (String, Uuid) {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     (op, scene)
-}
-
-pub(crate) async fn command(app: &TestApp, op: &str, scene: Uuid, body: Value) -> Value {
-    let (status, resp) = app
-        .call(
-            Method::POST,
-            &format!("/api/scenes/{scene}/playback"),
-            Some(op),
-            Some(body.clone()),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}: {resp}");
-    resp
 }
 
 /// The colour of the right-hand cell at instant `t` under a playing timeline (from a command's

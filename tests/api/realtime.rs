@@ -76,7 +76,7 @@ async fn place(app: &TestApp, op: &str, scene: Uuid, pixel: Uuid, x: f64, y: f64
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
-async fn command(app: &TestApp, op: &str, scene: Uuid, body: Value) -> Value {
+pub(crate) async fn command(app: &TestApp, op: &str, scene: Uuid, body: Value) -> Value {
     let (status, resp) = app
         .call(
             Method::POST,
