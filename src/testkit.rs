@@ -171,27 +171,12 @@ impl PrivatePg {
 
     /// Makes a replica the primary (`pg_ctl promote`).
     pub fn promote(&self) -> anyhow::Result<()> {
-        let data = self.dir.join("data");
-        self.run(
-            "pg_ctl",
-            &["-D", data.to_str().unwrap_or_default(), "-w", "promote"],
-        )
+        self.pg_ctl(&["-w", "promote"])
     }
 
     /// Stops it as a crash would (`pg_ctl stop -m immediate`).
     pub fn crash(&self) -> anyhow::Result<()> {
-        let data = self.dir.join("data");
-        self.run(
-            "pg_ctl",
-            &[
-                "-D",
-                data.to_str().unwrap_or_default(),
-                "-m",
-                "immediate",
-                "-w",
-                "stop",
-            ],
-        )
+        self.pg_ctl(&["-m", "immediate", "-w", "stop"])
     }
 
     fn start_with(settings: &[&str]) -> anyhow::Result<PrivatePg> {
@@ -298,6 +283,14 @@ impl PrivatePg {
         Ok(())
     }
 
+    /// `pg_ctl -D <its data> ARGS`.
+    fn pg_ctl(&self, args: &[&str]) -> anyhow::Result<()> {
+        let data = self.dir.join("data");
+        let mut all = vec!["-D", data.to_str().unwrap_or_default()];
+        all.extend_from_slice(args);
+        self.run("pg_ctl", &all)
+    }
+
     /// URL of its `postgres` database.
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
@@ -305,7 +298,6 @@ impl PrivatePg {
 
     /// Starts it (again), on the same port and data, and waits until it takes connections.
     pub fn start_again(&self) -> anyhow::Result<()> {
-        let data = self.dir.join("data");
         let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
             self.port,
@@ -314,55 +306,21 @@ impl PrivatePg {
         for setting in &self.settings {
             options.push_str(&format!(" -c {setting}"));
         }
-        self.run(
-            "pg_ctl",
-            &[
-                "-D",
-                data.to_str().unwrap_or_default(),
-                "-l",
-                self.dir.join("server.log").to_str().unwrap_or_default(),
-                "-w",
-                "-t",
-                "60",
-                "-o",
-                &options,
-                "start",
-            ],
-        )
+        let log = self.dir.join("server.log");
+        let log = log.to_str().unwrap_or_default();
+        self.pg_ctl(&["-l", log, "-w", "-t", "60", "-o", &options, "start"])
     }
 
     /// Stops it as an administrator would for a restart (`pg_ctl stop -m fast`): every
     /// connection is ended.
     pub fn stop(&self) -> anyhow::Result<()> {
-        let data = self.dir.join("data");
-        self.run(
-            "pg_ctl",
-            &[
-                "-D",
-                data.to_str().unwrap_or_default(),
-                "-m",
-                "fast",
-                "-w",
-                "stop",
-            ],
-        )
+        self.pg_ctl(&["-m", "fast", "-w", "stop"])
     }
 }
 
 impl Drop for PrivatePg {
     fn drop(&mut self) {
-        let data = self.dir.join("data");
-        let _ = self.run(
-            "pg_ctl",
-            &[
-                "-D",
-                data.to_str().unwrap_or_default(),
-                "-m",
-                "immediate",
-                "-w",
-                "stop",
-            ],
-        );
+        let _ = self.pg_ctl(&["-m", "immediate", "-w", "stop"]);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

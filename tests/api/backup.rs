@@ -80,25 +80,9 @@ async fn a_backup_restored_into_empty_stores_serves_the_same_deployment() {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let (status, _) = app
-        .call(
-            Method::PUT,
-            &format!("/api/scenes/{scene}/show"),
-            Some(&op),
-            Some(json!({"loop": true})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    app.build_show(&op, scene, true).await;
     let phone = Phone::join(&app, scene, None).await;
-    let (status, _) = app
-        .call(
-            Method::PUT,
-            &format!("/api/scenes/{scene}/pixels/{}/position", phone.pixel_id()),
-            Some(&op),
-            Some(json!({"x": 2.0, "y": 3.0})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    app.place(&op, scene, phone.pixel_id(), 2.0, 3.0).await;
     let (status, _) = app
         .call(
             Method::POST,

@@ -37,15 +37,7 @@ async fn a_promoted_replica_takes_over_without_losing_a_committed_write() {
         assert_eq!(status, StatusCode::CREATED, "{body}");
         uploaded.push((body[0]["frame_id"].as_str().unwrap().to_owned(), png));
     }
-    let (status, _) = app
-        .call(
-            Method::PUT,
-            &format!("/api/scenes/{scene}/show"),
-            Some(&op),
-            Some(json!({"loop": true})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    app.build_show(&op, scene, true).await;
     let (status, _) = app
         .call(
             Method::POST,

@@ -270,15 +270,7 @@ async fn scene_with_show(app: &TestApp) -> (String, Uuid) {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let (status, body) = app
-        .call(
-            Method::PUT,
-            &format!("/api/scenes/{scene}/show"),
-            Some(&op),
-            Some(json!({"loop": true})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    app.build_show(&op, scene, true).await;
     (op, scene)
 }
 

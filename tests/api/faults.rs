@@ -100,15 +100,7 @@ fn longest_gap(got: &[(Instant, Chunk)]) -> Duration {
 async fn playing(app: &crate::helpers::TestApp) -> (String, Uuid, Phone, Value, Vec<Chunk>) {
     let (op, scene) = looping_scene(app).await;
     let mut phone = Phone::join(app, scene, None).await;
-    let (status, body) = app
-        .call(
-            Method::PUT,
-            &format!("/api/scenes/{scene}/pixels/{}/position", phone.pixel_id()),
-            Some(&op),
-            Some(json!({"x": 1.5, "y": 0.5})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    app.place(&op, scene, phone.pixel_id(), 1.5, 0.5).await;
     let play = command(
         app,
         &op,

@@ -185,6 +185,32 @@ impl TestApp {
         assert_eq!(status, StatusCode::OK, "open scene: {body}");
     }
 
+    /// Builds the scene's show from all its frames, in order.
+    pub async fn build_show(&self, token: &str, scene_id: Uuid, looped: bool) {
+        let (status, body) = self
+            .call(
+                Method::PUT,
+                &format!("/api/scenes/{scene_id}/show"),
+                Some(token),
+                Some(json!({"loop": looped})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "build the show: {body}");
+    }
+
+    /// Places a pixel at (x, y), as an observer's tap does.
+    pub async fn place(&self, token: &str, scene_id: Uuid, pixel_id: Uuid, x: f64, y: f64) {
+        let (status, body) = self
+            .call(
+                Method::PUT,
+                &format!("/api/scenes/{scene_id}/pixels/{pixel_id}/position"),
+                Some(token),
+                Some(json!({"x": x, "y": y})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "place a pixel: {body}");
+    }
+
     /// Uploads raw bytes as a frame; returns status and JSON body.
     pub async fn upload(
         &self,

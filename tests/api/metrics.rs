@@ -51,15 +51,7 @@ async fn metrics_are_served_apart_and_move_when_phones_join() {
     let a = Phone::join(&app, scene, None).await;
     let _b = Phone::join(&app, scene, None).await;
     let chunks_before = value(&before, "c3s_messages_out_total", &[("kind", "chunk")]);
-    let (status, _) = app
-        .call(
-            Method::PUT,
-            &format!("/api/scenes/{scene}/pixels/{}/position", a.pixel_id()),
-            Some(&op),
-            Some(serde_json::json!({"x": 1.0, "y": 1.0})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    app.place(&op, scene, a.pixel_id(), 1.0, 1.0).await;
 
     let scene_label = scene.to_string();
     let deadline = Instant::now() + Duration::from_secs(15);

@@ -12,43 +12,16 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::helpers::{node_config, Node, TestApp};
-use crate::images;
 use crate::phone::{colour_at, next_json, Ended, Phone};
 pub(crate) use crate::realtime::command;
 
-const RED: [u8; 3] = [255, 0, 0];
 const GREEN: [u8; 3] = [0, 255, 0];
-const BLUE: [u8; 3] = [0, 0, 255];
 const WHITE: [u8; 3] = [255, 255, 255];
 const FRAME_MS: i64 = 200;
 
 /// An open 2 × 1 scene looping frames red | green and blue | white, 200 ms each, built.
 pub(crate) async fn looping_scene(app: &TestApp) -> (String, Uuid) {
-    let (op, _) = app.register("oper").await;
-    let scene = app.create_scene_sized(&op, "Stadium", 2.0, 1.0).await;
-    app.open_scene(&op, scene).await;
-    for colours in [[RED, GREEN], [BLUE, WHITE]] {
-        let (status, body) = app
-            .upload(
-                &op,
-                scene,
-                "image/png",
-                images::png_of(2, 1, &colours),
-                &format!("?duration_ms={FRAME_MS}"),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-    }
-    let (status, body) = app
-        .call(
-            Method::PUT,
-            &format!("/api/scenes/{scene}/show"),
-            Some(&op),
-            Some(json!({"loop": true})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    (op, scene)
+    crate::realtime::two_frame_scene(app, true, FRAME_MS as u32).await
 }
 
 /// The colour of the right-hand cell at instant `t` under a playing timeline (from a command's
@@ -130,16 +103,7 @@ async fn two_nodes_play_in_step_and_a_killed_node_loses_nobody() {
     let token_a = on_a.token().unwrap().to_owned();
     // both placed by a call to node A: the phone on B hears of it through the log
     for phone in [&on_a, &on_b] {
-        let (status, body) = a
-            .app
-            .call(
-                Method::PUT,
-                &format!("/api/scenes/{scene}/pixels/{}/position", phone.pixel_id()),
-                Some(&op),
-                Some(json!({"x": 1.5, "y": 0.5})),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
+        a.app.place(&op, scene, phone.pixel_id(), 1.5, 0.5).await;
     }
     let located = next_json(&mut on_b.socket).await;
     assert_eq!(located["type"], "located", "{located}");

@@ -19,9 +19,9 @@ const BLUE: [u8; 3] = [0, 0, 255];
 const WHITE: [u8; 3] = [255, 255, 255];
 const IDLE: [u8; 3] = [0x10, 0x20, 0x30];
 
-/// An open 2 × 1 scene whose show loops two 2 × 1 frames of 100 ms:
+/// An open 2 × 1 scene whose show (looping or not) has two 2 × 1 frames of `frame_ms`:
 /// A = red | green, B = blue | white. Returns (operator token, scene).
-async fn two_frame_scene(app: &TestApp, looped: bool) -> (String, Uuid) {
+pub(crate) async fn two_frame_scene(app: &TestApp, looped: bool, frame_ms: u32) -> (String, Uuid) {
     let (op, _) = app.register("oper").await;
     let (status, scene) = app
         .call(
@@ -42,38 +42,13 @@ async fn two_frame_scene(app: &TestApp, looped: bool) -> (String, Uuid) {
                 scene,
                 "image/png",
                 images::png_of(2, 1, &colours),
-                "?duration_ms=100",
+                &format!("?duration_ms={frame_ms}"),
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
     }
-    build_show(app, &op, scene, looped).await;
+    app.build_show(&op, scene, looped).await;
     (op, scene)
-}
-
-/// Builds the scene's show from all its frames, in order.
-async fn build_show(app: &TestApp, op: &str, scene: Uuid, looped: bool) {
-    let (status, body) = app
-        .call(
-            Method::PUT,
-            &format!("/api/scenes/{scene}/show"),
-            Some(op),
-            Some(json!({"loop": looped})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-}
-
-async fn place(app: &TestApp, op: &str, scene: Uuid, pixel: Uuid, x: f64, y: f64) {
-    let (status, body) = app
-        .call(
-            Method::PUT,
-            &format!("/api/scenes/{scene}/pixels/{pixel}/position"),
-            Some(op),
-            Some(json!({"x": x, "y": y})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
 }
 
 pub(crate) async fn command(app: &TestApp, op: &str, scene: Uuid, body: Value) -> Value {
@@ -115,7 +90,7 @@ async fn chunks_of_version_until(
 #[tokio::test]
 async fn join_resume_and_kick() {
     let app = spawn_app().await;
-    let (op, scene) = two_frame_scene(&app, true).await;
+    let (op, scene) = two_frame_scene(&app, true, 100).await;
     let phone = Phone::join(&app, scene, None).await;
     let token = phone
         .token()
@@ -126,7 +101,7 @@ async fn join_resume_and_kick() {
     assert_eq!(phone.welcome["scene"]["idle_color"], "#102030");
     drop(phone);
 
-    place(&app, &op, scene, pixel, 1.5, 0.5).await;
+    app.place(&op, scene, pixel, 1.5, 0.5).await;
     let mut again = Phone::join(&app, scene, Some(&token)).await;
     assert_eq!(
         again.pixel_id(),
@@ -167,7 +142,7 @@ async fn join_resume_and_kick() {
 #[tokio::test]
 async fn bad_messages_get_close_reasons() {
     let app = spawn_app().await;
-    let (op, scene) = two_frame_scene(&app, true).await;
+    let (op, scene) = two_frame_scene(&app, true, 100).await;
     let cases: Vec<(Message, u16)> = vec![
         (Message::text("{not json"), 4000),
         (
@@ -222,7 +197,7 @@ async fn bad_messages_get_close_reasons() {
 #[tokio::test]
 async fn clock_sync_replies_stamp_server_time() {
     let app = spawn_app().await;
-    let (_, scene) = two_frame_scene(&app, true).await;
+    let (_, scene) = two_frame_scene(&app, true, 100).await;
     let mut phone = Phone::join(&app, scene, None).await;
     let before = clock::now_us();
     phone
@@ -278,11 +253,11 @@ async fn clock_sync_replies_stamp_server_time() {
 #[tokio::test]
 async fn a_show_plays_the_right_colours_at_the_right_instants() {
     let app = spawn_app().await;
-    let (op, scene) = two_frame_scene(&app, true).await;
+    let (op, scene) = two_frame_scene(&app, true, 100).await;
     let mut left = Phone::join(&app, scene, None).await;
     let mut right = Phone::join(&app, scene, None).await;
-    place(&app, &op, scene, left.pixel_id(), 0.5, 0.5).await;
-    place(&app, &op, scene, right.pixel_id(), 1.5, 0.5).await;
+    app.place(&op, scene, left.pixel_id(), 0.5, 0.5).await;
+    app.place(&op, scene, right.pixel_id(), 1.5, 0.5).await;
 
     let state = command(
         &app,
@@ -344,9 +319,9 @@ async fn a_show_plays_the_right_colours_at_the_right_instants() {
 #[tokio::test]
 async fn pause_seek_and_stop_make_new_versions() {
     let app = spawn_app().await;
-    let (op, scene) = two_frame_scene(&app, true).await;
+    let (op, scene) = two_frame_scene(&app, true, 100).await;
     let mut phone = Phone::join(&app, scene, None).await;
-    place(&app, &op, scene, phone.pixel_id(), 0.5, 0.5).await;
+    app.place(&op, scene, phone.pixel_id(), 0.5, 0.5).await;
     let play = command(
         &app,
         &op,
@@ -450,10 +425,10 @@ async fn pause_seek_and_stop_make_new_versions() {
 #[tokio::test]
 async fn a_restarted_server_resumes_the_show() {
     let app = spawn_app().await;
-    let (op, scene) = two_frame_scene(&app, true).await;
+    let (op, scene) = two_frame_scene(&app, true, 100).await;
     let phone = Phone::join(&app, scene, None).await;
     let token = phone.token().unwrap().to_owned();
-    place(&app, &op, scene, phone.pixel_id(), 1.5, 0.5).await;
+    app.place(&op, scene, phone.pixel_id(), 1.5, 0.5).await;
     let play = command(
         &app,
         &op,
@@ -506,7 +481,7 @@ async fn a_slow_phone_is_dropped_without_delaying_others() {
         c.socket_send_buffer = 4096;
     })
     .await;
-    let (op, scene) = two_frame_scene(&app, true).await;
+    let (op, scene) = two_frame_scene(&app, true, 100).await;
     // a show that changes colour every millisecond makes big chunks
     let (status, body) = app
         .call(
@@ -520,7 +495,7 @@ async fn a_slow_phone_is_dropped_without_delaying_others() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    build_show(&app, &op, scene, true).await;
+    app.build_show(&op, scene, true).await;
 
     // the slow phone: a tiny receive buffer, and it never reads
     let url = crate::phone::ws_url(&app, scene);
@@ -541,8 +516,8 @@ async fn a_slow_phone_is_dropped_without_delaying_others() {
     let slow_pixel: Uuid = welcome["pixel_id"].as_str().unwrap().parse().unwrap();
 
     let mut fast = Phone::join(&app, scene, None).await;
-    place(&app, &op, scene, slow_pixel, 0.5, 0.5).await;
-    place(&app, &op, scene, fast.pixel_id(), 1.5, 0.5).await;
+    app.place(&op, scene, slow_pixel, 0.5, 0.5).await;
+    app.place(&op, scene, fast.pixel_id(), 1.5, 0.5).await;
     command(
         &app,
         &op,
@@ -600,7 +575,7 @@ async fn first_frame(app: &TestApp, op: &str, scene: Uuid) -> String {
 #[tokio::test]
 async fn ending_a_scene_closes_its_phones_and_shows_keep_their_frames() {
     let app = spawn_app().await;
-    let (op, scene) = two_frame_scene(&app, true).await;
+    let (op, scene) = two_frame_scene(&app, true, 100).await;
     // a frame the show uses cannot be deleted from under it
     let frame = first_frame(&app, &op, scene).await;
     let (status, body) = app
