@@ -9,8 +9,8 @@
 use std::time::Instant;
 
 use c3s::app::App;
-use c3s::backup;
 use c3s::config::Config;
+use c3s::store::backup;
 use c3s::store::gridfs::FrameStore;
 use c3s::testkit::{fresh_database, shared_mongodb_url};
 use mongodb::bson::{doc, oid::ObjectId};

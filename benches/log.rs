@@ -204,7 +204,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::spawn(async move {
             while let Some(Ok(msg)) = socket.next().await {
                 if let Message::Binary(bytes) = msg {
-                    if let Ok(chunk) = c3s::chunk::decode(&bytes) {
+                    if let Ok(chunk) = c3s::dataplane::chunk::decode(&bytes) {
                         let now = Instant::now();
                         seen.lock()
                             .expect("seen")

@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use c3s::clock;
-use c3s::framecache::{FrameCache, Grid, Raster};
-use c3s::hub::{Conn, Hub, Outgoing, SceneSnapshot};
+use c3s::dataplane::framecache::{FetchError, FrameCache, FrameSource};
+use c3s::dataplane::grid::{Grid, Raster};
+use c3s::dataplane::hub::{Conn, Hub, Outgoing, SceneSnapshot};
+use c3s::dataplane::scheduler::SceneWork;
 use c3s::playback::{Command, Show, ShowFrame, Timeline};
-use c3s::scheduler::SceneWork;
 use criterion::Criterion;
 use image::{ImageFormat, Rgb, RgbImage};
 use rand::{Rng, SeedableRng};
@@ -42,18 +43,20 @@ struct Setup {
     _conns: Vec<Arc<Conn>>,
 }
 
-fn setup(runtime: &tokio::runtime::Runtime, phones: usize) -> Setup {
-    let store = runtime.block_on(async {
-        let config = c3s::config::Config::for_tests(
-            "postgres://unused@127.0.0.1/none".into(),
-            "mongodb://127.0.0.1:1".into(),
-            "none".into(),
-        );
-        c3s::store::gridfs::FrameStore::connect(&config)
-            .await
-            .unwrap()
-    });
-    let cache = FrameCache::new(store, 1 << 30);
+/// Every frame is in the cache before the tick: nothing is ever fetched.
+struct NoFrames;
+
+impl FrameSource for NoFrames {
+    fn fetch<'a>(
+        &'a self,
+        _: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<Vec<u8>, FetchError>> {
+        Box::pin(async { Err("the bench fetches nothing".into()) })
+    }
+}
+
+fn setup(phones: usize) -> Setup {
+    let cache = FrameCache::new(Arc::new(NoFrames), 1 << 30);
     let show = Show {
         frames: (0..FPS)
             .map(|i| ShowFrame {
@@ -157,7 +160,6 @@ fn median_tick_ms_unsent(s: &mut Setup, runs: usize) -> f64 {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
     let mut criterion = Criterion::default()
         .configure_from_args()
         .sample_size(20)
@@ -177,7 +179,7 @@ fn main() {
 
     let mut figures = Vec::new();
     for phones in [10_000usize, 100_000] {
-        let mut s = setup(&runtime, phones);
+        let mut s = setup(phones);
         let mut work = SceneWork::default();
         let mut from = clock::now_ms();
         criterion.bench_function(&format!("tick_{}k_phones", phones / 1000), |b| {
@@ -197,7 +199,7 @@ fn main() {
         figures.push(median_tick_ms(&mut s, 30));
     }
     // the build alone: every cell's chunk, for phones none of which is located (nothing sent)
-    let mut s = setup(&runtime, 20_000);
+    let mut s = setup(20_000);
     s._conns.iter().for_each(|c| c.set_position(None));
     let build_only_ms = median_tick_ms_unsent(&mut s, 30);
     criterion.final_summary();

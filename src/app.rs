@@ -12,10 +12,13 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{self, Grant, Permission};
+use crate::commands::{placements::Placements, Commands};
 use crate::config::Config;
-use crate::framecache::FrameCache;
-use crate::hub::Hub;
-use crate::scheduler::{Scheduler, SchedulerConfig, Waker};
+use crate::dataplane::follower::Follower;
+use crate::dataplane::framecache::FrameCache;
+use crate::dataplane::hub::Hub;
+use crate::dataplane::scheduler::{Scheduler, SchedulerConfig, Waker};
+use crate::nodes::Signals;
 use crate::store::{self, gridfs::FrameStore};
 
 /// What every handler can reach. Cheap to clone: pools and `Arc`s.
@@ -33,12 +36,18 @@ pub struct AppState {
     pub frame_cache: Arc<FrameCache>,
     /// Wakes the scheduler thread early (a phone joined, a show changed).
     pub scheduler: Waker,
+    /// Applies the scene log to the hub.
+    pub follower: Arc<Follower>,
+    /// The one path for scene commands.
+    pub commands: Commands,
+    /// The one placement path (batched per scene).
+    pub placements: Arc<Placements>,
+    /// Signals to single phones, on whichever node holds them.
+    pub signals: Arc<Signals>,
     /// Signs QR tokens; the same on every node (stored in PostgreSQL).
     pub secret: Arc<[u8]>,
     /// This process among the nodes (random at each start).
     pub node_id: uuid::Uuid,
-    /// Writes placements of phones in batches per scene.
-    pub placements: Arc<crate::placements::Placements>,
     pub search_cache: Arc<crate::search::SearchCache>,
 }
 
@@ -73,7 +82,7 @@ impl App {
         let shutdown = CancellationToken::new();
         let hub = Arc::new(Hub::default());
         let frame_cache = Arc::new(FrameCache::new(
-            frame_store.clone(),
+            Arc::new(frame_store.clone()),
             config.frame_cache_mb * 1024 * 1024,
         ));
         let scheduler = Scheduler::spawn(
@@ -85,9 +94,21 @@ impl App {
             },
             shutdown.clone(),
         );
+        let follower = Arc::new(Follower::new(
+            Arc::new(store::log::PgLog(db.clone())),
+            hub.clone(),
+            frame_cache.clone(),
+            scheduler.clone(),
+        ));
+        let commands = Commands::new(db.clone(), follower.clone());
+        let node_id = uuid::Uuid::new_v4();
         let state = AppState {
             upload_slots: Arc::new(Semaphore::new(config.upload_concurrency.max(1))),
             config: Arc::new(config),
+            placements: Placements::new(commands.clone()),
+            signals: Signals::new(db.clone(), hub.clone(), node_id, secret.clone()),
+            commands,
+            follower,
             db,
             frame_store,
             shutdown,
@@ -95,14 +116,31 @@ impl App {
             frame_cache,
             scheduler,
             secret,
-            node_id: uuid::Uuid::new_v4(),
-            placements: Arc::default(),
+            node_id,
             search_cache: Arc::default(),
         };
         tokio::spawn(sweep_orphans(state.clone()));
+        let (heard_tx, heard) = tokio::sync::mpsc::channel(crate::nodes::HEARD_CAPACITY);
+        tokio::spawn(store::listen::run(
+            state.db.clone(),
+            heard_tx,
+            state.shutdown.clone(),
+        ));
         let views_wake = Arc::new(tokio::sync::Notify::new());
-        tokio::spawn(crate::live::follow(state.clone(), views_wake.clone()));
-        tokio::spawn(crate::live::report_presence(state.clone()));
+        tokio::spawn(crate::nodes::follow(
+            state.follower.clone(),
+            state.signals.clone(),
+            heard,
+            views_wake.clone(),
+            state.shutdown.clone(),
+        ));
+        tokio::spawn(crate::nodes::report(
+            state.db.clone(),
+            state.node_id,
+            state.hub.clone(),
+            state.frame_cache.clone(),
+            state.shutdown.clone(),
+        ));
         tokio::spawn(crate::views::Consumer::new(crate::views::Summary).run(
             state.db.clone(),
             views_wake,
@@ -162,7 +200,7 @@ impl App {
         .await
         .context("serving")?;
         state.shutdown.cancel();
-        let _ = store::presence::forget_node(&state.db, state.node_id).await;
+        let _ = store::nodes::forget_node(&state.db, state.node_id).await;
         state.db.close().await;
         Ok(())
     }

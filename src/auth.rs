@@ -15,7 +15,28 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::error::Error;
+/// Why a caller or its credentials are refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AuthError {
+    /// The caller lacks the right (the sentence names it).
+    #[error("{0}")]
+    Forbidden(String),
+    /// A login, password or grant that is not allowed (`code` names the rule).
+    #[error("{message}")]
+    Invalid { code: &'static str, message: String },
+    /// The password hasher failed (a bug, not the caller's fault).
+    #[error("password hashing failed: {0}")]
+    Hashing(String),
+}
+
+impl AuthError {
+    fn invalid(code: &'static str, message: &str) -> AuthError {
+        AuthError::Invalid {
+            code,
+            message: message.to_owned(),
+        }
+    }
+}
 
 /// What a user may do. Stored as rows of `permission`; the codes are the API's words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -97,11 +118,11 @@ impl Identity {
     }
 
     /// `may`, as a 403 with a sentence naming the missing right.
-    pub fn require(&self, permission: Permission, scene_id: Uuid) -> Result<(), Error> {
+    pub fn require(&self, permission: Permission, scene_id: Uuid) -> Result<(), AuthError> {
         if self.may(permission, scene_id) {
             Ok(())
         } else {
-            Err(Error::forbidden(format!(
+            Err(AuthError::Forbidden(format!(
                 "this needs the {} permission for this scene",
                 serde_json::to_value(permission)
                     .ok()
@@ -127,13 +148,13 @@ impl Identity {
 }
 
 /// Whether `grant` makes sense at all: admin is global, pixel is per scene.
-pub fn validate_grant(grant: &Grant) -> Result<(), Error> {
+pub fn validate_grant(grant: &Grant) -> Result<(), AuthError> {
     match (grant.permission, grant.scene_id) {
-        (Permission::Admin, Some(_)) => Err(Error::invalid(
+        (Permission::Admin, Some(_)) => Err(AuthError::invalid(
             "invalid_grant",
             "admin is a global permission; leave scene_id out",
         )),
-        (Permission::Pixel, None) => Err(Error::invalid(
+        (Permission::Pixel, None) => Err(AuthError::invalid(
             "invalid_grant",
             "pixel is granted per scene, by joining it",
         )),
@@ -155,12 +176,12 @@ pub fn hash_token(token: &str) -> [u8; 32] {
 }
 
 /// argon2id with the crate's recommended parameters. CPU-heavy: call it off the reactor.
-pub fn hash_password(password: &str) -> Result<String, Error> {
+pub fn hash_password(password: &str) -> Result<String, AuthError> {
     let salt = SaltString::generate(&mut OsRng);
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
-        .map_err(|e| Error::Internal(anyhow::anyhow!("argon2: {e}")))
+        .map_err(|e| AuthError::Hashing(e.to_string()))
 }
 
 /// Checks a password against a stored hash; `None` (no such user) still spends the time of a
@@ -179,7 +200,7 @@ pub fn verify_password(password: &str, stored: Option<&str>) -> bool {
 }
 
 /// A login: lowercase letters, digits, `_.-`, 3 to 64 long (the column's check says the same).
-pub fn parse_login(login: &str) -> Result<String, Error> {
+pub fn parse_login(login: &str) -> Result<String, AuthError> {
     let login = login.trim().to_lowercase();
     let ok = (3..=64).contains(&login.len())
         && login
@@ -188,16 +209,16 @@ pub fn parse_login(login: &str) -> Result<String, Error> {
     if ok {
         Ok(login)
     } else {
-        Err(Error::invalid(
+        Err(AuthError::invalid(
             "invalid_login",
             "a login is 3 to 64 characters: letters, digits, '_', '.' or '-'",
         ))
     }
 }
 
-pub fn check_password_strength(password: &str) -> Result<(), Error> {
+pub fn check_password_strength(password: &str) -> Result<(), AuthError> {
     if password.chars().count() < 8 || password.len() > 1024 {
-        return Err(Error::invalid(
+        return Err(AuthError::invalid(
             "weak_password",
             "a password is 8 to 1024 characters long",
         ));

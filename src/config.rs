@@ -86,7 +86,7 @@ pub struct Config {
     pub lookahead_ms: i64,
 
     /// Messages queued per phone before it counts as too slow and is dropped.
-    #[arg(long, env = "C3S_WS_QUEUE", default_value_t = crate::hub::CONN_QUEUE_CAPACITY)]
+    #[arg(long, env = "C3S_WS_QUEUE", default_value_t = crate::dataplane::hub::CONN_QUEUE_CAPACITY)]
     pub ws_queue_capacity: usize,
 
     /// Kernel send buffer of each accepted socket, in bytes (0: the system's autotuning).

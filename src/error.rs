@@ -9,6 +9,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::auth::AuthError;
+use crate::commands::placements::PlaceError;
+use crate::commands::CommandError;
+use crate::scene::SceneError;
 use crate::store::gridfs::GridFsError;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -176,6 +180,47 @@ impl From<GridFsError> for Error {
             }
             GridFsError::NotFound => Error::NotFound("frame bytes"),
             GridFsError::Other(cause) => Error::Internal(cause.into()),
+        }
+    }
+}
+
+impl From<CommandError> for Error {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::NoScene => Error::NotFound("scene"),
+            CommandError::Conflict => {
+                Error::Conflict("the scene changed meanwhile; try again".into())
+            }
+            CommandError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<PlaceError> for Error {
+    fn from(e: PlaceError) -> Self {
+        match e {
+            PlaceError::NoScene => Error::NotFound("scene"),
+            PlaceError::Unavailable => Error::Unavailable("the database"),
+            PlaceError::Failed => Error::Internal(anyhow::anyhow!("a placement batch failed")),
+        }
+    }
+}
+
+impl From<SceneError> for Error {
+    fn from(e: SceneError) -> Self {
+        match e {
+            SceneError::Invalid { code, message } => Error::Invalid { code, message },
+            SceneError::Conflict(message) => Error::Conflict(message),
+        }
+    }
+}
+
+impl From<AuthError> for Error {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Forbidden(message) => Error::Forbidden(message),
+            AuthError::Invalid { code, message } => Error::Invalid { code, message },
+            AuthError::Hashing(cause) => Error::Internal(anyhow::anyhow!("argon2: {cause}")),
         }
     }
 }

@@ -1,47 +1,62 @@
 //! C3S, the Cloud Scene Screen Service: a stadium crowd becomes one screen.
 //!
-//! Crate map (see `DESIGN.md` for the architecture):
+//! Crate map (see `DESIGN.md` for the architecture). Two paths to follow:
+//! **join → hub → scheduler → socket** (`ws`, then [`dataplane`]) and
+//! **command → log → follower → hub** ([`commands`], `store::events`, then [`dataplane`]).
+//!
+//! Start-up and the edges:
 //! - [`config`]: every setting, from flags and environment.
-//! - [`app`]: shared state, start-up (stores, migrations, listener) and shutdown.
-//! - [`error`]: the HTTP-facing error and its JSON body.
+//! - [`app`]: shared state, start-up (stores, migrations, listener, background tasks) and
+//!   shutdown.
+//! - [`http`]: thin axum handlers, one module per domain, and the OpenAPI document;
+//!   [`error`]: the HTTP-facing error and its JSON body (the only place statuses are chosen,
+//!   with `ws` for close codes).
+//! - [`ws`]: the phones' WebSocket sessions.
+//!
+//! The data plane, in [`dataplane`] (no database, no HTTP): the hub of connected phones, the
+//! playback scheduler, colour chunks, the frame cache and grids, the phone protocol and its
+//! close codes, the log follower, phone signals and presence counts.
+//!
+//! The control plane:
+//! - [`commands`]: the one path for scene commands (lock order, append, commit, local
+//!   apply), and the batched placement path every locating method ends in.
+//! - [`nodes`]: what nodes tell each other: log announcements, phone signals and their
+//!   answers, heartbeats and presence.
+//! - [`store`]: the only code that talks to PostgreSQL and GridFS (and backups of both).
+//! - [`views`]: named consumers of the scene log (the scene summary).
+//!
+//! The domain, pure where it can be:
 //! - [`auth`]: passwords, tokens, permissions and the checks made on them.
 //! - [`scene`]: scenes and pixels as the API speaks of them.
-//! - [`frames`]: checking uploads and splitting animations into frames.
-//! - [`store`]: the only code that talks to PostgreSQL and GridFS.
+//! - [`events`]: the scene log's events, and the show folded from them.
 //! - [`clock`]: server time and the maths of clock sync.
 //! - [`playback`]: shows and playback timelines, as pure functions of time.
-//! - [`chunk`]: the binary colour chunk phones receive.
-//! - [`framecache`]: frames decoded and resampled to a show's grid.
-//! - [`hub`]: this node's phones and scene snapshots (the data plane).
-//! - [`scheduler`]: the hot path that turns snapshots into chunks every tick.
-//! - [`live`]: publishes control-plane changes to the hub; resolves observations.
-//! - [`locate`]: locating methods (observations, GPS, seat maps).
-//! - [`ws`]: the phones' WebSocket sessions and protocol.
-//! - [`http`]: thin axum handlers, one module per domain, and the OpenAPI document.
-//! - [`testkit`]: real PostgreSQL databases and SecantusDB processes for tests and benches.
+//! - [`frames`]: checking uploads and splitting animations into frames.
+//! - [`locate`]: locating methods (observations, homographies, GPS, seat maps, QR codes).
+//! - [`search`]: the search cache; [`ics`]: iCalendar feeds.
+//! - [`telemetry`]: metrics and their listener.
+//! - `testkit` (feature `testkit`): real PostgreSQL databases and SecantusDB processes for
+//!   tests, benches and the load generator.
 
 pub mod app;
 pub mod auth;
-pub mod backup;
-pub mod chunk;
 pub mod clock;
+pub mod commands;
 pub mod config;
+pub mod dataplane;
 pub mod error;
 pub mod events;
-pub mod framecache;
 pub mod frames;
 pub mod http;
-pub mod hub;
 pub mod ics;
-pub mod live;
 pub mod locate;
-pub mod placements;
+pub mod nodes;
 pub mod playback;
 pub mod scene;
-pub mod scheduler;
 pub mod search;
 pub mod store;
 pub mod telemetry;
+#[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod views;
 pub mod ws;

@@ -52,12 +52,12 @@ async fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Task::Serve) {
         Task::Serve => {}
         Task::Backup { dir } => {
-            let report = c3s::backup::backup(&config, &dir).await?;
+            let report = c3s::store::backup::backup(&config, &dir).await?;
             println!("{}", serde_json::to_string(&report)?);
             return Ok(());
         }
         Task::Restore { dir, force } => {
-            let report = c3s::backup::restore(&config, &dir, force).await?;
+            let report = c3s::store::backup::restore(&config, &dir, force).await?;
             println!("{}", serde_json::to_string(&report)?);
             return Ok(());
         }

@@ -6,7 +6,25 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::error::Error;
+/// Why a scene's fields or status change are refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SceneError {
+    /// A field's value is not allowed (`code` names the rule: `invalid_name`, ...).
+    #[error("{message}")]
+    Invalid { code: &'static str, message: String },
+    /// Not allowed from the scene's state (a status that cannot follow the current one).
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl SceneError {
+    fn invalid(code: &'static str, message: impl Into<String>) -> SceneError {
+        SceneError::Invalid {
+            code,
+            message: message.into(),
+        }
+    }
+}
 
 /// Where a scene is in its life. `ended` is final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -152,7 +170,7 @@ pub struct SceneFields {
 }
 
 impl NewScene {
-    pub fn validate(self) -> Result<SceneFields, Error> {
+    pub fn validate(self) -> Result<SceneFields, SceneError> {
         let fields = SceneFields {
             name: self.name.trim().to_owned(),
             description: self.description,
@@ -174,7 +192,7 @@ impl NewScene {
 
 impl SceneFields {
     /// Applies an update on top of the stored fields and checks the result as a whole.
-    pub fn apply(mut self, update: SceneUpdate) -> Result<SceneFields, Error> {
+    pub fn apply(mut self, update: SceneUpdate) -> Result<SceneFields, SceneError> {
         if let Some(name) = update.name {
             self.name = name.trim().to_owned();
         }
@@ -198,7 +216,7 @@ impl SceneFields {
         }
         if let Some(next) = update.status {
             if !self.status.can_become(next) {
-                return Err(Error::Conflict(format!(
+                return Err(SceneError::Conflict(format!(
                     "a {} scene cannot become {}",
                     self.status.as_str(),
                     next.as_str()
@@ -209,22 +227,22 @@ impl SceneFields {
         self.check()
     }
 
-    fn check(mut self) -> Result<SceneFields, Error> {
+    fn check(mut self) -> Result<SceneFields, SceneError> {
         if self.name.is_empty() || self.name.chars().count() > 200 {
-            return Err(Error::invalid(
+            return Err(SceneError::invalid(
                 "invalid_name",
                 "a scene name is 1 to 200 characters",
             ));
         }
         if self.description.chars().count() > 5000 || self.venue.chars().count() > 500 {
-            return Err(Error::invalid(
+            return Err(SceneError::invalid(
                 "invalid_field",
                 "description is at most 5000 characters and venue at most 500",
             ));
         }
         for (what, v) in [("width", self.width), ("height", self.height)] {
             if !(v.is_finite() && v > 0.0 && v <= 1e6) {
-                return Err(Error::invalid(
+                return Err(SceneError::invalid(
                     "invalid_size",
                     format!("{what} must be a number above 0 and at most 1000000"),
                 ));
@@ -237,14 +255,14 @@ impl SceneFields {
 }
 
 /// `#rrggbb` (or `rrggbb`) to 0xRRGGBB.
-pub fn parse_color(s: &str) -> Result<i32, Error> {
+pub fn parse_color(s: &str) -> Result<i32, SceneError> {
     let hex = s.strip_prefix('#').unwrap_or(s);
     if hex.len() == 6 {
         if let Ok(v) = i32::from_str_radix(hex, 16) {
             return Ok(v);
         }
     }
-    Err(Error::invalid(
+    Err(SceneError::invalid(
         "invalid_color",
         format!("'{s}' is not a colour; write it as #rrggbb"),
     ))

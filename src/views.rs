@@ -4,21 +4,22 @@
 //! claimed by one instance at a time (a lease in `event_lock`), applied and acknowledged in one
 //! transaction, so every event changes a view exactly once; events claimed by an instance that
 //! died are delivered again when its lease runs out. A notification of a new event (relayed by
-//! `live::follow`) wakes the instances at once; without one they look every `POLL_EVERY`.
+//! `nodes::follow`) wakes the instances at once; without one they look every `POLL_EVERY`.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::events::StoredEvent;
 use crate::store::events::{self as log, Claim};
+use crate::store::{self};
+
+pub use crate::store::views::{summary, SceneSummary};
 
 /// How long an idle instance waits for a notification before looking anyway.
 const POLL_EVERY: Duration = Duration::from_secs(1);
@@ -113,22 +114,6 @@ impl<P: Projection> Consumer<P> {
     }
 }
 
-/// The operator's summary of a scene (`scene_summary`), counted from its events.
-#[derive(Debug, Clone, Default, Serialize, ToSchema, sqlx::FromRow)]
-pub struct SceneSummary {
-    pub scene_id: Uuid,
-    /// Events of the scene applied so far.
-    pub events: i64,
-    /// The last of them (`seq` in the log).
-    pub last_seq: i64,
-    pub last_event_at: Option<chrono::DateTime<chrono::Utc>>,
-    pub show_version: i64,
-    pub playback_commands: i64,
-    /// Times a phone was placed (a phone placed twice counts twice).
-    pub located: i64,
-    pub kicked: i64,
-}
-
 /// Keeps `scene_summary`.
 pub struct Summary;
 
@@ -136,41 +121,6 @@ impl Projection for Summary {
     const VIEW: &'static str = "scene_summary";
 
     async fn apply(&self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), sqlx::Error> {
-        let version = event.data["timeline"]["version"].as_i64();
-        sqlx::query(
-            "insert into scene_summary as s (scene_id, events, last_seq, last_event_at,
-                 show_version, playback_commands, located, kicked)
-             values ($1, 1, $2, $3, coalesce($4, 0), ($5 = 'playback')::int,
-                 ($5 = 'pixel_located')::int, ($5 = 'pixel_kicked')::int)
-             on conflict (scene_id) do update set
-                 events = s.events + 1,
-                 last_seq = excluded.last_seq,
-                 last_event_at = excluded.last_event_at,
-                 show_version = coalesce($4, s.show_version),
-                 playback_commands = s.playback_commands + excluded.playback_commands,
-                 located = s.located + excluded.located,
-                 kicked = s.kicked + excluded.kicked",
-        )
-        .bind(event.scene_id)
-        .bind(event.seq)
-        .bind(event.created_at)
-        .bind(version)
-        .bind(&event.event)
-        .execute(conn)
-        .await?;
-        Ok(())
+        store::views::count_in_summary(conn, event).await
     }
-}
-
-/// The summary of a scene; zeros before its first event is counted.
-pub async fn summary(pool: &PgPool, scene_id: Uuid) -> Result<SceneSummary, sqlx::Error> {
-    let found: Option<SceneSummary> =
-        sqlx::query_as("select * from scene_summary where scene_id = $1")
-            .bind(scene_id)
-            .fetch_optional(pool)
-            .await?;
-    Ok(found.unwrap_or(SceneSummary {
-        scene_id,
-        ..SceneSummary::default()
-    }))
 }

@@ -183,10 +183,15 @@ async fn create_guest(
         serde_json::from_slice(&body).map_err(|e| Error::bad_request("bad_json", e.to_string()))?
     };
     let name = display_name(body.display_name, "phone")?;
+    let expires_at = Utc::now() + Duration::days(state.config.device_ttl_days);
     let mut tx = state.db.begin().await?;
-    let user = users::insert_user(&mut tx, None, &name, None).await?;
+    let (user, token) = users::create_guest(&mut tx, &name, expires_at).await?;
     tx.commit().await?;
-    let session = start_session(&state, user, SessionKind::Device).await?;
+    let session = Session {
+        token,
+        expires_at,
+        user: user.into(),
+    };
     Ok((StatusCode::CREATED, Json(session)))
 }
 

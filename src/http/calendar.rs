@@ -11,6 +11,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::extract::{Auth, Json, MaybeAuth, Path, Query};
+use super::locate::SeatMapErrors;
 use super::scenes::{visible_scene, Paging};
 use crate::app::AppState;
 use crate::auth::{Identity, Permission};
@@ -49,13 +50,24 @@ fn account(me: &Identity) -> Result<()> {
 
 /// The caller's role in the organizer (admins count as owners); 403 when not a member.
 async fn require_member(state: &AppState, me: &Identity, organizer_id: Uuid) -> Result<String> {
-    cal::organizer_by_id(&state.db, organizer_id)
+    let mut conn = state.db.acquire().await?;
+    require_member_in(&mut conn, me, organizer_id).await
+}
+
+/// [`require_member`] on a connection the caller holds (a command's transaction: no command
+/// waits for a second connection of the pool while it holds one).
+async fn require_member_in(
+    conn: &mut sqlx::PgConnection,
+    me: &Identity,
+    organizer_id: Uuid,
+) -> Result<String> {
+    cal::organizer_by_id(&mut *conn, organizer_id)
         .await?
         .ok_or(Error::NotFound("organizer"))?;
     if me.is_admin() {
         return Ok("owner".into());
     }
-    cal::member_role(&state.db, organizer_id, me.user_id)
+    cal::member_role(&mut *conn, organizer_id, me.user_id)
         .await?
         .ok_or_else(|| Error::forbidden("only the organizer's members may do this"))
 }
@@ -400,15 +412,21 @@ pub struct VenueSeats {
 #[utoipa::path(put, path = "/venues/{venue_id}/seats", tag = "calendar", params(("venue_id" = Uuid, Path)),
     request_body(content = String, content_type = "text/csv"),
     responses((status = 200, body = VenueSeats), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 422, body = ErrorBody)),
+        (status = 413, body = ErrorBody), (status = 422, body = SeatMapErrors)),
     security(("bearer" = [])))]
 async fn put_venue_seats(
     State(state): State<AppState>,
     Auth(me): Auth,
     Path(venue_id): Path<Uuid>,
-    body: String,
+    body: axum::body::Body,
 ) -> Result<Response> {
     managed_venue(&state, &me, venue_id).await?;
+    let limit = super::locate::MAX_SEAT_MAP_BYTES;
+    let body = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| Error::PayloadTooLarge {
+            limit: limit as u64,
+        })?;
     // a venue has no extent of its own: its seats are in the units of the scenes held there
     let seats = match crate::locate::seat::parse(&body, 1e6, 1e6) {
         Ok(seats) if !seats.is_empty() => seats,
@@ -419,7 +437,7 @@ async fn put_venue_seats(
             ))
         }
         Err(lines) => {
-            let body = super::locate::SeatMapErrors {
+            let body = SeatMapErrors {
                 error: "invalid_seat_map",
                 message: format!("{} line(s) are wrong; nothing was imported", lines.len()),
                 lines,
@@ -467,12 +485,16 @@ async fn get_schedule(
 
 /// Whether the caller manages the scene's calendar entry: the members of its organizer when it
 /// has one, else its operators.
-async fn may_manage(state: &AppState, me: &Identity, schedule: &Schedule) -> Result<bool> {
+async fn may_manage(
+    conn: &mut sqlx::PgConnection,
+    me: &Identity,
+    schedule: &Schedule,
+) -> Result<bool> {
     if me.is_admin() {
         return Ok(true);
     }
     Ok(match schedule.organizer_id {
-        Some(o) => cal::member_role(&state.db, o, me.user_id).await?.is_some(),
+        Some(o) => cal::member_role(conn, o, me.user_id).await?.is_some(),
         None => me.may(Permission::Operator, schedule.scene_id),
     })
 }
@@ -499,29 +521,27 @@ async fn put_schedule(
             ));
         }
     }
-    // every check on the scene as it is under its locks (the scene's row, then its log), and
-    // on the venue held still (`for share`: a rename cannot slip past the scene's search text)
-    let mut tx = state.db.begin().await?;
-    store::scenes::lock_scene(&mut tx, scene_id)
+    // every check on the scene as it is under its locks, and on the venue held still (`for
+    // share`: a rename cannot slip past the scene's search text); all on the command's own
+    // connection
+    let mut command = state.commands.begin(scene_id).await?;
+    let tx = command.tx();
+    let current = cal::schedule_of(&mut **tx, scene_id)
         .await?
         .ok_or(Error::NotFound("scene"))?;
-    store::events::lock_head(&mut tx, scene_id).await?;
-    let current = cal::schedule_of(&mut *tx, scene_id)
-        .await?
-        .ok_or(Error::NotFound("scene"))?;
-    if !may_manage(&state, &me, &current).await? {
+    if !may_manage(tx, &me, &current).await? {
         return Err(Error::forbidden(
             "only the scene's organizer's members (or, without one, its operators) schedule it",
         ));
     }
     if let Some(o) = body.organizer_id {
-        require_member(&state, &me, o).await?;
+        require_member_in(tx, &me, o).await?;
     }
-    let venue = cal::share_venue(&mut tx, body.venue_id)
+    let venue = cal::share_venue(tx, body.venue_id)
         .await?
         .ok_or_else(|| Error::invalid("unknown_venue", "there is no such venue"))?;
     if !me.is_admin()
-        && cal::member_role(&state.db, venue.organizer_id, me.user_id)
+        && cal::member_role(&mut **tx, venue.organizer_id, me.user_id)
             .await?
             .is_none()
     {
@@ -551,7 +571,7 @@ async fn put_schedule(
         capacity: Some(capacity),
         registered: current.registered,
     };
-    let saved = cal::set_schedule(&mut tx, &wanted)
+    let saved = cal::set_schedule(tx, &wanted)
         .await?
         .ok_or(Error::NotFound("scene"))?;
     let event = SceneEvent::SceneScheduled {
@@ -561,8 +581,7 @@ async fn put_schedule(
         ends_at: body.ends_at,
         capacity,
     };
-    store::events::append_at_head(&mut tx, scene_id, &[event], Some(me.user_id)).await?;
-    tx.commit().await?;
+    command.commit(Some(me.user_id), vec![event]).await?;
     Ok(Json(saved))
 }
 
@@ -765,7 +784,7 @@ async fn list_registrations(
     let schedule = cal::schedule_of(&state.db, scene_id)
         .await?
         .ok_or(Error::NotFound("scene"))?;
-    if !may_manage(&state, &me, &schedule).await? {
+    if !may_manage(&mut *state.db.acquire().await?, &me, &schedule).await? {
         return Err(Error::forbidden(
             "registrations are for the scene's organizer's members (or its operators)",
         ));

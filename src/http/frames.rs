@@ -162,41 +162,43 @@ async fn upload_frames(
             original_name: &name,
         })
         .collect();
-    let inserted = async {
-        let mut tx = state.db.begin().await?;
-        let frames = store::frames::append_frames(&mut tx, scene_id, &rows).await?;
-        let added = SceneEvent::FramesAdded {
-            frames: frames
-                .iter()
-                .map(|f| FrameRef {
-                    frame_id: f.frame_id,
-                    position: f.position,
-                    duration_ms: f.duration_ms,
-                    gridfs_id: f.gridfs_id.clone(),
-                })
-                .collect(),
-        };
-        store::events::append_at_head(&mut tx, scene_id, &[added], Some(me.user_id)).await?;
-        Ok::<_, sqlx::Error>((tx, frames))
-    }
-    .await;
-    match inserted {
-        Ok((tx, frames)) => {
-            // A failed commit may still have committed (the connection died during it), so
-            // the bytes stay; if the rows are not there, the orphan sweep removes them.
-            tx.commit().await?;
-            Ok((StatusCode::CREATED, Json(frames)))
-        }
+    // A failed commit may still have committed (the connection died during it), so on a
+    // failure the bytes are deleted only when the rows are surely not there; otherwise the
+    // orphan sweep removes them if they are not.
+    match insert_frames(&state, scene_id, me.user_id, &rows).await {
+        Ok(frames) => Ok((StatusCode::CREATED, Json(frames))),
         Err(e) => {
-            delete_bytes_after_commit(&state, stored.iter().map(|id| id.to_hex()).collect()).await;
-            Err(match e {
-                sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
-                    Error::NotFound("scene")
-                }
-                other => other.into(),
-            })
+            if !matches!(e, Error::Unavailable(_) | Error::Internal(_)) {
+                delete_bytes_after_commit(&state, stored.iter().map(|id| id.to_hex()).collect())
+                    .await;
+            }
+            Err(e)
         }
     }
+}
+
+/// The rows of uploaded frames (their bytes are in GridFS already), after the scene's last.
+async fn insert_frames(
+    state: &AppState,
+    scene_id: Uuid,
+    actor: Uuid,
+    rows: &[NewFrame<'_>],
+) -> Result<Vec<Frame>> {
+    let mut command = state.commands.begin(scene_id).await?;
+    let frames = store::frames::append_frames(command.tx(), scene_id, rows).await?;
+    let added = SceneEvent::FramesAdded {
+        frames: frames
+            .iter()
+            .map(|f| FrameRef {
+                frame_id: f.frame_id,
+                position: f.position,
+                duration_ms: f.duration_ms,
+                gridfs_id: f.gridfs_id.clone(),
+            })
+            .collect(),
+    };
+    command.commit(Some(actor), vec![added]).await?;
+    Ok(frames)
 }
 
 /// Writes every prepared frame to GridFS; on a failure deletes what it wrote and fails whole.
@@ -272,11 +274,9 @@ async fn reorder_frames(
     Json(body): Json<FrameOrder>,
 ) -> Result<Json<Vec<Frame>>> {
     scene_with_right(&state, &me, scene_id, Permission::Operator).await?;
-    let mut tx = state.db.begin().await?;
-    store::scenes::lock_scene(&mut tx, scene_id)
-        .await?
-        .ok_or(Error::NotFound("scene"))?;
-    let current: HashSet<Uuid> = store::frames::list_frames(&mut *tx, scene_id)
+    let mut command = state.commands.begin(scene_id).await?;
+    let tx = command.tx();
+    let current: HashSet<Uuid> = store::frames::list_frames(&mut **tx, scene_id)
         .await?
         .into_iter()
         .map(|f| f.frame_id)
@@ -288,13 +288,12 @@ async fn reorder_frames(
                 .into(),
         ));
     }
-    store::frames::reorder(&mut tx, scene_id, &body.frame_ids).await?;
-    let frames = store::frames::list_frames(&mut *tx, scene_id).await?;
+    store::frames::reorder(tx, scene_id, &body.frame_ids).await?;
+    let frames = store::frames::list_frames(&mut **tx, scene_id).await?;
     let reordered = SceneEvent::FramesReordered {
         frame_ids: body.frame_ids.clone(),
     };
-    store::events::append_at_head(&mut tx, scene_id, &[reordered], Some(me.user_id)).await?;
-    tx.commit().await?;
+    command.commit(Some(me.user_id), vec![reordered]).await?;
     Ok(Json(frames))
 }
 
@@ -318,16 +317,16 @@ async fn update_frame(
 ) -> Result<Json<Frame>> {
     scene_with_right(&state, &me, scene_id, Permission::Operator).await?;
     let duration = check_duration(body.duration_ms)?;
-    let mut tx = state.db.begin().await?;
-    let frame = store::frames::set_duration(&mut *tx, scene_id, frame_id, duration)
+    let mut command = state.commands.begin(scene_id).await?;
+    let tx = command.tx();
+    let frame = store::frames::set_duration(&mut **tx, scene_id, frame_id, duration)
         .await?
         .ok_or(Error::NotFound("frame"))?;
     let updated = SceneEvent::FrameUpdated {
         frame_id,
         duration_ms: duration,
     };
-    store::events::append_at_head(&mut tx, scene_id, &[updated], Some(me.user_id)).await?;
-    tx.commit().await?;
+    command.commit(Some(me.user_id), vec![updated]).await?;
     Ok(Json(frame))
 }
 
@@ -342,19 +341,22 @@ async fn delete_frame(
     Path((scene_id, frame_id)): Path<(Uuid, Uuid)>,
 ) -> Result<StatusCode> {
     scene_with_right(&state, &me, scene_id, Permission::Operator).await?;
-    let mut tx = state.db.begin().await?;
-    store::scenes::lock_scene(&mut tx, scene_id).await?;
-    if store::shows::show_uses_frame(&mut *tx, scene_id, frame_id).await? {
+    let mut command = state.commands.begin(scene_id).await?;
+    let tx = command.tx();
+    if store::shows::show_uses_frame(&mut **tx, scene_id, frame_id).await? {
         return Err(Error::Conflict(
             "the scene's show uses this frame; rebuild the show without it first".into(),
         ));
     }
-    let gridfs_id = store::frames::delete_frame(&mut tx, scene_id, frame_id)
+    let gridfs_id = store::frames::delete_frame(tx, scene_id, frame_id)
         .await?
         .ok_or(Error::NotFound("frame"))?;
-    let deleted = SceneEvent::FrameDeleted { frame_id };
-    store::events::append_at_head(&mut tx, scene_id, &[deleted], Some(me.user_id)).await?;
-    tx.commit().await?;
+    command
+        .commit(
+            Some(me.user_id),
+            vec![SceneEvent::FrameDeleted { frame_id }],
+        )
+        .await?;
     delete_bytes_after_commit(&state, vec![gridfs_id]).await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -14,14 +14,13 @@ use super::scenes::scene_with_right;
 use crate::app::AppState;
 use crate::auth::Permission;
 use crate::clock;
+use crate::commands::placements::{Placement, Refused};
+use crate::dataplane::signals::Signal;
 use crate::error::{Error, ErrorBody, Result};
 use crate::events::SceneEvent;
-use crate::hub::Outgoing;
-use crate::live;
 use crate::locate::gps::{GeoError, GeoPoint, GeoReference};
 use crate::locate::seat::{self, LineError};
 use crate::locate::Observation;
-use crate::placements::{self, Placement};
 use crate::scene::{LocationMethod, Scene};
 use crate::store;
 
@@ -42,7 +41,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// Largest seat-map upload.
-const MAX_SEAT_MAP_BYTES: usize = 16 * 1024 * 1024;
+pub const MAX_SEAT_MAP_BYTES: usize = 16 * 1024 * 1024;
 /// How long an identified phone flashes.
 const IDENTIFY_MS: i64 = 5000;
 
@@ -86,14 +85,14 @@ async fn put_geo_reference(
         ));
     }
     let fit = GeoReference::fit(&body.points).map_err(geo_error)?;
-    let mut tx = state.db.begin().await?;
-    store::locate::set_geo_reference(&mut *tx, scene_id, &body.points, body.accuracy_m).await?;
+    let mut command = state.commands.begin(scene_id).await?;
+    store::locate::set_geo_reference(&mut **command.tx(), scene_id, &body.points, body.accuracy_m)
+        .await?;
     let set = SceneEvent::GeoReferenceSet {
         points: body.points.clone(),
         accuracy_m: body.accuracy_m,
     };
-    store::events::append_at_head(&mut tx, scene_id, &[set], Some(me.user_id)).await?;
-    tx.commit().await?;
+    command.commit(Some(me.user_id), vec![set]).await?;
     Ok(Json(GeoReferenceFit {
         residual: fit.residual,
         units_per_metre: fit.units_per_metre(),
@@ -118,7 +117,7 @@ pub struct SeatMapErrors {
 #[utoipa::path(put, path = "/scenes/{scene_id}/seats", tag = "locating", params(("scene_id" = Uuid, Path)),
     request_body(content = String, content_type = "text/csv"),
     responses((status = 200, body = SeatImport), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 422, body = SeatMapErrors)),
+        (status = 413, body = ErrorBody), (status = 422, body = SeatMapErrors)),
     security(("bearer" = [])))]
 async fn put_seats(
     State(state): State<AppState>,
@@ -132,9 +131,7 @@ async fn put_seats(
         .map_err(|_| Error::PayloadTooLarge {
             limit: MAX_SEAT_MAP_BYTES as u64,
         })?;
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|_| Error::invalid("invalid_seat_map", "the seat map is not UTF-8 text"))?;
-    let seats = match seat::parse(text, scene.width, scene.height) {
+    let seats = match seat::parse(&bytes, scene.width, scene.height) {
         Ok(seats) => seats,
         Err(lines) => {
             let body = SeatMapErrors {
@@ -151,11 +148,15 @@ async fn put_seats(
             "the seat map has no seats",
         ));
     }
-    let mut tx = state.db.begin().await?;
-    store::locate::replace_seats(&mut tx, store::locate::SeatMap::Scene(scene_id), &seats).await?;
+    let mut command = state.commands.begin(scene_id).await?;
+    store::locate::replace_seats(
+        command.tx(),
+        store::locate::SeatMap::Scene(scene_id),
+        &seats,
+    )
+    .await?;
     let replaced = SceneEvent::SeatsReplaced { seats: seats.len() };
-    store::events::append_at_head(&mut tx, scene_id, &[replaced], Some(me.user_id)).await?;
-    tx.commit().await?;
+    command.commit(Some(me.user_id), vec![replaced]).await?;
     Ok(Json(SeatImport {
         imported: seats.len(),
     })
@@ -203,9 +204,11 @@ async fn place_pixel(
         method: LocationMethod::Observer,
         confidence: 1.0,
     };
-    Ok(Json(
-        placements::place(&state, &scene, pixel_id, obs, Some(me.user_id)).await?,
-    ))
+    let placed = state
+        .placements
+        .place(scene.scene_id, pixel_id, obs, Some(me.user_id))
+        .await?;
+    Ok(Json(placed.map_err(refused)?))
 }
 
 /// Makes a phone flash for a few seconds so the observer can find it in the stands.
@@ -220,13 +223,11 @@ async fn identify_pixel(
     Path((scene_id, pixel_id)): Path<(Uuid, Uuid)>,
 ) -> Result<StatusCode> {
     scene_with_right(&state, &me, scene_id, Permission::Observer).await?;
-    let conn = state
-        .hub
-        .conn_of_pixel(scene_id, pixel_id)
-        .ok_or_else(|| Error::Conflict("that phone is not connected".into()))?;
     let until_us = clock::now_us() + IDENTIFY_MS * 1000;
-    let msg = crate::ws::protocol::ServerMsg::Identify { until_us }.to_json();
-    conn.offer(Outgoing::Text(msg));
+    let signal = Signal::Identify { pixel_id, until_us };
+    if state.signals.send(scene_id, signal).await? == 0 {
+        return Err(Error::Conflict("that phone is not connected".into()));
+    }
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -263,30 +264,19 @@ async fn ask_for_qr_codes(
             "this scene does not locate phones by QR code".into(),
         ));
     }
-    let Some(hub) = state.hub.scene(scene_id) else {
-        return Ok(Json(QrAsked { asked: 0 }));
+    let signal = Signal::ShowQr {
+        unlocated_only: req.unlocated_only,
     };
-    // the phones are listed under the hub's lock; their codes are signed and rendered
-    // outside it, off the async threads (a stadium's worth takes a while)
-    let mut conns = Vec::new();
-    hub.for_each_conn(|conn| {
-        if !(req.unlocated_only && conn.position().is_some()) {
-            conns.push(conn.clone());
-        }
-    });
-    let secret = state.secret.clone();
-    let asked = tokio::task::spawn_blocking(move || {
-        conns
-            .iter()
-            .filter(|conn| {
-                let msg = crate::ws::qr_message(&secret, scene_id, conn.pixel_id);
-                conn.offer(Outgoing::Text(msg))
-            })
-            .count()
-    })
-    .await
-    .map_err(|e| Error::Internal(e.into()))?;
+    let asked = state.signals.send(scene_id, signal).await?;
     Ok(Json(QrAsked { asked }))
+}
+
+/// The answer to a placement a phone could not have.
+fn refused(r: Refused) -> Error {
+    match r {
+        Refused::UnknownPixel => Error::NotFound("pixel"),
+        Refused::Kicked | Refused::WithTheRest => Error::Conflict(r.to_string()),
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -341,40 +331,32 @@ async fn place_pixels(
             ));
         }
     }
-    let placements: Vec<(Uuid, f64, f64)> = body
+    let items: Vec<(Uuid, Observation)> = body
         .positions
         .iter()
-        .map(|p| (p.pixel_id, p.x, p.y))
+        .map(|p| {
+            let obs = Observation {
+                x: p.x,
+                y: p.y,
+                method: LocationMethod::Observer,
+                confidence: 1.0,
+            };
+            (p.pixel_id, obs)
+        })
         .collect();
-    let mut tx = state.db.begin().await?;
-    let placed = store::scenes::place_pixels(
-        &mut tx,
-        scene_id,
-        &placements,
-        LocationMethod::Observer,
-        1.0,
-    )
-    .await?;
-    if placed != placements.len() {
+    let answers = state
+        .placements
+        .place_group(scene_id, items, Some(me.user_id), true)
+        .await?;
+    if answers.iter().any(Result::is_err) {
         return Err(Error::invalid(
             "unknown_pixel",
             "some pixels are not in this scene, or were removed from it; nothing was placed",
         ));
     }
-    let located: Vec<SceneEvent> = placements
-        .iter()
-        .map(|&(pixel_id, x, y)| SceneEvent::PixelLocated {
-            pixel_id,
-            x,
-            y,
-            method: LocationMethod::Observer,
-            confidence: 1.0,
-        })
-        .collect();
-    store::events::append_at_head(&mut tx, scene_id, &located, Some(me.user_id)).await?;
-    tx.commit().await?;
-    live::catch_up(&state, scene_id).await;
-    Ok(Json(Placed { placed }))
+    Ok(Json(Placed {
+        placed: answers.len(),
+    }))
 }
 
 /// Largest photo, in pixels (a 50-megapixel camera's).
@@ -536,6 +518,9 @@ async fn upload_photo(
         located: 0,
         rejected: 0,
     };
+    // every verified code inside the scene is placed in one group, through the one
+    // placement path: one batch, whatever the crowd
+    let mut to_place: Vec<(usize, Uuid, Observation)> = Vec::new();
     for f in found {
         let outline = f.outline.map(|(x, y)| [x, y]);
         let (cx, cy) = f.centre();
@@ -564,25 +549,30 @@ async fn upload_photo(
                             method: LocationMethod::Qr,
                             confidence: QR_CONFIDENCE,
                         };
-                        match placements::place(&state, &scene, pixel_id, obs, Some(me.user_id))
-                            .await
-                        {
-                            Ok(p) if p.placed => {
-                                result.located += 1;
-                                d.contradiction = p.contradiction;
-                                DetectionStatus::Located
-                            }
-                            Ok(_) => DetectionStatus::Recorded,
-                            Err(Error::NotFound(_) | Error::Conflict(_)) => {
-                                DetectionStatus::UnknownPixel
-                            }
-                            Err(e) => return Err(e),
-                        }
+                        to_place.push((result.detections.len(), pixel_id, obs));
+                        DetectionStatus::Recorded
                     }
                 };
             }
         }
         result.detections.push(d);
+    }
+    let items = to_place.iter().map(|&(_, p, obs)| (p, obs)).collect();
+    let answers = state
+        .placements
+        .place_group(scene_id, items, Some(me.user_id), false)
+        .await?;
+    for ((i, _, _), answer) in to_place.into_iter().zip(answers) {
+        let d = &mut result.detections[i];
+        d.status = match answer {
+            Ok(p) if p.placed => {
+                result.located += 1;
+                d.contradiction = p.contradiction;
+                DetectionStatus::Located
+            }
+            Ok(_) => DetectionStatus::Recorded,
+            Err(_) => DetectionStatus::UnknownPixel,
+        };
     }
     if result.rejected > 0 {
         tracing::warn!(%scene_id, rejected = result.rejected, observer = %me.user_id, "photo had forged or expired codes");

@@ -195,11 +195,7 @@ struct Readiness {
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Readiness>) {
-    let pg = async {
-        sqlx::query_scalar::<_, i32>("select 1")
-            .fetch_one(&state.db)
-            .await
-    };
+    let pg = crate::store::nodes::ping(&state.db);
     let (pg, mongo) = tokio::join!(pg, state.frame_store.ping());
     let word = |ok: bool| if ok { "ok" } else { "unavailable" };
     let ready = pg.is_ok() && mongo.is_ok();

@@ -12,7 +12,6 @@ use crate::app::AppState;
 use crate::auth::{Grant, Identity, Permission};
 use crate::error::{Error, ErrorBody, Result};
 use crate::events::SceneEvent;
-use crate::live;
 use crate::scene::{NewScene, Pixel, PixelStatus, Scene, SceneStatus, SceneUpdate};
 use crate::store::{self, scenes::Visibility};
 
@@ -106,21 +105,22 @@ async fn create_scene(
         ));
     }
     let fields = body.validate()?;
-    let mut tx = state.db.begin().await?;
-    let scene_id = store::scenes::insert_scene(&mut tx, me.user_id, &fields).await?;
+    let scene_id = Uuid::new_v4();
+    let mut command = state.commands.begin_new(scene_id).await?;
+    let tx = command.tx();
+    store::scenes::insert_scene(tx, scene_id, me.user_id, &fields).await?;
     let owner = Grant {
         permission: Permission::Operator,
         scene_id: Some(scene_id),
     };
-    store::users::grant(&mut *tx, me.user_id, &owner, Some(me.user_id)).await?;
-    let scene = store::scenes::scene_by_id(&mut *tx, scene_id)
+    store::users::grant(&mut **tx, me.user_id, &owner, Some(me.user_id)).await?;
+    let scene = store::scenes::scene_by_id(&mut **tx, scene_id)
         .await?
         .ok_or(Error::NotFound("scene"))?;
     let created = SceneEvent::SceneCreated {
         scene: scene.clone(),
     };
-    store::events::append_at_head(&mut tx, scene_id, &[created], Some(me.user_id)).await?;
-    tx.commit().await?;
+    command.commit(Some(me.user_id), vec![created]).await?;
     Ok((StatusCode::CREATED, Json(scene)))
 }
 
@@ -238,25 +238,20 @@ async fn update_scene(
     Path(scene_id): Path<Uuid>,
     Json(body): Json<SceneUpdate>,
 ) -> Result<Json<Scene>> {
-    let mut tx = state.db.begin().await?;
-    let scene = store::scenes::lock_scene(&mut tx, scene_id)
-        .await?
-        .ok_or(Error::NotFound("scene"))?;
+    // (the update's trigger takes the catalog's version row: after the scene's locks, so no
+    // transaction holds that row while it waits for a scene)
+    let mut command = state.commands.begin(scene_id).await?;
+    let (tx, scene) = command.parts();
     me.require(Permission::Operator, scene_id)?;
-    // the scene's log before the update, whose trigger holds the catalog's version row: no
-    // transaction holds that row while it waits for a scene
-    store::events::lock_head(&mut tx, scene_id).await?;
     let fields = scene.fields().apply(body)?;
-    store::scenes::update_scene(&mut tx, scene_id, &fields).await?;
-    let scene = store::scenes::scene_by_id(&mut *tx, scene_id)
+    store::scenes::update_scene(tx, scene_id, &fields).await?;
+    let scene = store::scenes::scene_by_id(&mut **tx, scene_id)
         .await?
         .ok_or(Error::NotFound("scene"))?;
     let updated = SceneEvent::SceneUpdated {
         scene: scene.clone(),
     };
-    store::events::append_at_head(&mut tx, scene_id, &[updated], Some(me.user_id)).await?;
-    tx.commit().await?;
-    live::catch_up(&state, scene_id).await;
+    command.commit(Some(me.user_id), vec![updated]).await?;
     Ok(Json(scene))
 }
 
@@ -269,17 +264,13 @@ async fn delete_scene(
     Auth(me): Auth,
     Path(scene_id): Path<Uuid>,
 ) -> Result<StatusCode> {
-    let mut tx = state.db.begin().await?;
-    store::scenes::lock_scene(&mut tx, scene_id)
-        .await?
-        .ok_or(Error::NotFound("scene"))?;
+    let mut command = state.commands.begin(scene_id).await?;
+    let tx = command.tx();
     me.require(Permission::Operator, scene_id)?;
-    store::events::lock_head(&mut tx, scene_id).await?;
-    let gridfs_ids = store::scenes::delete_scene(&mut tx, scene_id).await?;
-    let deleted = SceneEvent::SceneDeleted {};
-    store::events::append_at_head(&mut tx, scene_id, &[deleted], Some(me.user_id)).await?;
-    tx.commit().await?;
-    live::catch_up(&state, scene_id).await;
+    let gridfs_ids = store::scenes::delete_scene(tx, scene_id).await?;
+    command
+        .commit(Some(me.user_id), vec![SceneEvent::SceneDeleted {}])
+        .await?;
     super::frames::delete_bytes_after_commit(&state, gridfs_ids).await;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -363,14 +354,14 @@ async fn kick_pixel(
     Path((scene_id, pixel_id)): Path<(Uuid, Uuid)>,
 ) -> Result<Json<Pixel>> {
     scene_with_right(&state, &me, scene_id, Permission::Kick).await?;
-    let mut tx = state.db.begin().await?;
-    let pixel = store::scenes::kick_pixel(&mut tx, scene_id, pixel_id)
+    let mut command = state.commands.begin(scene_id).await?;
+    let tx = command.tx();
+    let pixel = store::scenes::kick_pixel(tx, scene_id, pixel_id)
         .await?
         .ok_or(Error::NotFound("pixel"))?;
-    let kicked = SceneEvent::PixelKicked { pixel_id };
-    store::events::append_at_head(&mut tx, scene_id, &[kicked], Some(me.user_id)).await?;
-    tx.commit().await?;
-    live::catch_up(&state, scene_id).await;
+    command
+        .commit(Some(me.user_id), vec![SceneEvent::PixelKicked { pixel_id }])
+        .await?;
     tracing::info!(%scene_id, %pixel_id, by = %me.user_id, "pixel kicked");
     Ok(Json(pixel))
 }

@@ -11,10 +11,10 @@ use super::scenes::scene_with_right;
 use crate::app::AppState;
 use crate::auth::Permission;
 use crate::clock;
+use crate::dataplane::grid::Grid;
+use crate::dataplane::presence::Presence;
 use crate::error::{Error, ErrorBody, Result};
 use crate::events::SceneEvent;
-use crate::hub::Presence;
-use crate::live;
 use crate::playback::{Command, PlaybackError, Show, ShowFrame, Timeline};
 use crate::store;
 
@@ -38,6 +38,8 @@ pub struct ShowState {
     pub scene_id: Uuid,
     pub show: Show,
     pub timeline: Timeline,
+    /// The grid every frame is resampled to (a phone's colour is its cell's).
+    pub grid: Grid,
     pub total_ms: i64,
     /// Server time of this answer, µs since the Unix epoch.
     pub server_time_us: i64,
@@ -45,10 +47,11 @@ pub struct ShowState {
     pub position_ms: Option<i64>,
 }
 
-fn show_state(scene_id: Uuid, show: Show, timeline: Timeline) -> ShowState {
+pub fn show_state(scene_id: Uuid, show: Show, timeline: Timeline) -> ShowState {
     let now_us = clock::now_us();
     ShowState {
         scene_id,
+        grid: Grid::for_show(&show),
         total_ms: show.total_ms(),
         position_ms: timeline.state_at(now_us / 1000).position_at(now_us / 1000),
         show,
@@ -128,11 +131,9 @@ async fn put_show(
     Json(body): Json<ShowRequest>,
 ) -> Result<Json<ShowState>> {
     scene_with_right(&state, &me, scene_id, Permission::Operator).await?;
-    let mut tx = state.db.begin().await?;
-    let scene = store::scenes::lock_scene(&mut tx, scene_id)
-        .await?
-        .ok_or(Error::NotFound("scene"))?;
-    let frames = store::frames::list_frames(&mut *tx, scene_id).await?;
+    let mut command = state.commands.begin(scene_id).await?;
+    let tx = command.tx();
+    let frames = store::frames::list_frames(&mut **tx, scene_id).await?;
     let chosen: Vec<_> = match &body.frame_ids {
         None => frames.iter().collect(),
         Some(ids) => ids
@@ -164,8 +165,7 @@ async fn put_show(
             .collect(),
         looped: body.looped,
     };
-    store::events::lock_head(&mut tx, scene_id).await?;
-    let previous = store::events::show_state(&mut *tx, scene_id).await?;
+    let previous = store::events::show_state(&mut **tx, scene_id).await?;
     check_expected(scene_id, &expected, previous.as_ref())?;
     let base = previous.map(|(_, t)| t).unwrap_or(Timeline::NEW);
     let timeline = base
@@ -176,14 +176,12 @@ async fn put_show(
             &show,
         )
         .map_err(playback_error)?;
+    store::shows::save_show(tx, scene_id, &show, &timeline).await?;
     let built = SceneEvent::ShowBuilt {
         show: show.clone(),
         timeline,
     };
-    store::events::append_at_head(&mut tx, scene_id, &[built], Some(me.user_id)).await?;
-    store::shows::save_show(&mut tx, scene_id, &show, &timeline).await?;
-    tx.commit().await?;
-    live::catch_up(&state, scene.scene_id).await;
+    command.commit(Some(me.user_id), vec![built]).await?;
     Ok(Json(show_state(scene_id, show, timeline)))
 }
 
@@ -267,21 +265,16 @@ async fn control_playback(
             at_ms: now + lead(in_ms, DEFAULT_COMMAND_LEAD_MS, 0)?,
         },
     };
-    let mut tx = state.db.begin().await?;
-    store::scenes::lock_scene(&mut tx, scene_id)
-        .await?
-        .ok_or(Error::NotFound("scene"))?;
-    store::events::lock_head(&mut tx, scene_id).await?;
-    let current = store::events::show_state(&mut *tx, scene_id).await?;
+    let mut locked = state.commands.begin(scene_id).await?;
+    let tx = locked.tx();
+    let current = store::events::show_state(&mut **tx, scene_id).await?;
     check_expected(scene_id, &expected, current.as_ref())?;
     let (show, base) = current
         .ok_or_else(|| Error::Conflict("the scene has no show yet; build one first".into()))?;
     let timeline = base.apply(command, &show).map_err(playback_error)?;
+    store::shows::save_show(tx, scene_id, &show, &timeline).await?;
     let event = SceneEvent::Playback { command, timeline };
-    store::events::append_at_head(&mut tx, scene_id, &[event], Some(me.user_id)).await?;
-    store::shows::save_show(&mut tx, scene_id, &show, &timeline).await?;
-    tx.commit().await?;
-    live::catch_up(&state, scene_id).await;
+    locked.commit(Some(me.user_id), vec![event]).await?;
     tracing::info!(%scene_id, version = timeline.version, ?command, "playback");
     Ok(Json(show_state(scene_id, show, timeline)))
 }
@@ -297,5 +290,6 @@ async fn get_presence(
     Path(scene_id): Path<Uuid>,
 ) -> Result<Json<Presence>> {
     scene_with_right(&state, &me, scene_id, Permission::Observer).await?;
-    Ok(Json(live::presence(&state, scene_id).await?))
+    let presence = crate::nodes::presence(&state.db, &state.hub, state.node_id, scene_id).await?;
+    Ok(Json(presence))
 }

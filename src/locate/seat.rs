@@ -29,58 +29,66 @@ pub fn normalise(part: &str) -> String {
     part.trim().to_uppercase()
 }
 
-/// Splits one CSV line into fields ("quoted, fields" and "" escapes supported).
-fn fields(line: &str) -> Result<Vec<String>, &'static str> {
-    let mut out = Vec::new();
-    let mut field = String::new();
-    let mut chars = line.chars().peekable();
-    let mut quoted = false;
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                field.push('"');
-                chars.next();
-            }
-            ('"', true) => quoted = false,
-            ('"', false) if field.trim().is_empty() => {
-                field.clear();
-                quoted = true;
-            }
-            (',', false) => out.push(std::mem::take(&mut field)),
-            (c, _) => field.push(c),
-        }
+/// The field separator of a seat map: `;` when its first line has more of them than commas
+/// (a spreadsheet in a locale whose decimal mark is the comma writes these), else `,`.
+fn separator(text: &str) -> u8 {
+    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let count = |c: char| first.chars().filter(|&x| x == c).count();
+    if count(';') > count(',') {
+        b';'
+    } else {
+        b','
     }
-    if quoted {
-        return Err("an opening quote is never closed");
-    }
-    out.push(field);
-    Ok(out)
 }
 
-/// Parses a seat map within a `width` × `height` scene. A first line naming the columns is
-/// skipped; blank lines are ignored.
-pub fn parse(csv: &str, width: f64, height: f64) -> Result<Vec<Seat>, Vec<LineError>> {
+/// Parses a seat map (UTF-8, with or without the byte-order mark a spreadsheet's "CSV UTF-8"
+/// puts first; comma- or semicolon-separated; quoted fields as RFC 4180 has them) within a
+/// `width` × `height` scene. A first line naming the columns is skipped; blank lines are
+/// ignored.
+pub fn parse(csv_bytes: &[u8], width: f64, height: f64) -> Result<Vec<Seat>, Vec<LineError>> {
+    let Ok(text) = std::str::from_utf8(csv_bytes) else {
+        return Err(vec![LineError {
+            line: 0,
+            message: "the seat map is not UTF-8 text (save it as CSV UTF-8)".into(),
+        }]);
+    };
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .delimiter(separator(text))
+        .from_reader(text.as_bytes());
     let mut seats = Vec::new();
     let mut errors = Vec::new();
     let mut seen = std::collections::HashMap::new();
-    for (i, raw) in csv.lines().enumerate() {
-        let line = i + 1;
-        let text = raw.trim();
-        if text.is_empty() {
-            continue;
-        }
-        let mut err = |message: String| errors.push(LineError { line, message });
-        let f = match fields(text) {
-            Ok(f) => f,
+    let mut first = true;
+    for record in reader.records() {
+        let record = match record {
+            Ok(r) => r,
             Err(e) => {
-                err(e.into());
+                let line = e.position().map_or(0, |p| p.line() as usize);
+                errors.push(LineError {
+                    line,
+                    message: "this line cannot be read as CSV".into(),
+                });
                 continue;
             }
         };
-        if line == 1
+        let line = record.position().map_or(0, |p| p.line() as usize);
+        let f: Vec<&str> = record.iter().collect();
+        if f.iter().all(|v| v.trim().is_empty()) {
+            continue;
+        }
+        let is_first = std::mem::take(&mut first);
+        let mut err = |message: String| errors.push(LineError { line, message });
+        if is_first
             && f.first()
                 .is_some_and(|h| h.trim().eq_ignore_ascii_case("section"))
         {
+            continue;
+        }
+        if record.iter().any(|v| v.contains('\n')) {
+            err("a quote opened on this line is never closed".into());
             continue;
         }
         if f.len() != 5 {
@@ -90,12 +98,13 @@ pub fn parse(csv: &str, width: f64, height: f64) -> Result<Vec<Seat>, Vec<LineEr
             ));
             continue;
         }
-        let (section, row, seat) = (normalise(&f[0]), normalise(&f[1]), normalise(&f[2]));
+        let (section, row, seat) = (normalise(f[0]), normalise(f[1]), normalise(f[2]));
         if section.is_empty() || row.is_empty() || seat.is_empty() {
             err("section, row and seat must not be empty".into());
             continue;
         }
-        let (x, y) = match (f[3].trim().parse::<f64>(), f[4].trim().parse::<f64>()) {
+        let number = |v: &str| v.trim().replace(',', ".").parse::<f64>();
+        let (x, y) = match (number(f[3]), number(f[4])) {
             (Ok(x), Ok(y)) if x.is_finite() && y.is_finite() => (x, y),
             _ => {
                 err(format!(
@@ -147,7 +156,7 @@ mod tests {
     #[test]
     fn parses_with_header_quotes_and_blank_lines() {
         let csv = "section,row,seat,x,y\nA,1,1,0.5,0.5\n\n\"North, upper\",2,\"14\",10,20\n";
-        let seats = parse(csv, 100.0, 50.0).unwrap();
+        let seats = parse(csv.as_bytes(), 100.0, 50.0).unwrap();
         assert_eq!(seats.len(), 2);
         assert_eq!(seats[1].section, "NORTH, UPPER");
         assert_eq!((seats[1].x, seats[1].y), (10.0, 20.0));
@@ -156,9 +165,26 @@ mod tests {
     #[test]
     fn reports_every_bad_line_and_imports_nothing() {
         let csv = "A,1,1,0,0\nA,1,2,abc,0\nA,1\nA,1,1,5,5\nB,1,1,500,1\n\"A,1,1,1,1\n";
-        let errors = parse(csv, 100.0, 50.0).unwrap_err();
+        let errors = parse(csv.as_bytes(), 100.0, 50.0).unwrap_err();
         let lines: Vec<usize> = errors.iter().map(|e| e.line).collect();
         assert_eq!(lines, [2, 3, 4, 5, 6]);
         assert!(errors[2].message.contains("already on line 1"));
+    }
+
+    #[test]
+    fn a_spreadsheets_csv_utf8_with_its_byte_order_mark_and_semicolons_is_read() {
+        let excel =
+            "\u{feff}Section;Row;Seat;X;Y\r\n\"Tribüne Nord\";1;\"12\";10,5;20\r\nA;2;3;1;2\r\n";
+        let seats = parse(excel.as_bytes(), 100.0, 50.0).unwrap();
+        assert_eq!(seats.len(), 2, "{seats:?}");
+        assert_eq!(seats[0].section, "TRIBÜNE NORD");
+        assert_eq!((seats[0].x, seats[0].y), (10.5, 20.0));
+        let commas = "\u{feff}section,row,seat,x,y\r\n\"North, upper\",1,1,5,5\r\n";
+        assert_eq!(
+            parse(commas.as_bytes(), 100.0, 50.0).unwrap()[0].section,
+            "NORTH, UPPER"
+        );
+        let latin1 = b"A,1,1,1,1\n\xe9,1,2,1,1\n";
+        assert_eq!(parse(latin1, 100.0, 50.0).unwrap_err()[0].line, 0);
     }
 }

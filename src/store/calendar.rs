@@ -136,13 +136,16 @@ pub async fn insert_organizer(
     Ok(organizer)
 }
 
-pub async fn organizer_by_id(pool: &PgPool, id: Uuid) -> Result<Option<Organizer>, sqlx::Error> {
+pub async fn organizer_by_id(
+    executor: impl sqlx::PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<Organizer>, sqlx::Error> {
     sqlx::query_as(
         "select organizer_id, name, description, website, created_at from organizer
          where organizer_id = $1",
     )
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_optional(executor)
     .await
 }
 

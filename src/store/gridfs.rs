@@ -196,3 +196,17 @@ impl FrameStore {
         .await
     }
 }
+
+/// The frame cache reads frame bytes from GridFS, by the id a frame row names.
+impl crate::dataplane::framecache::FrameSource for FrameStore {
+    fn fetch<'a>(
+        &'a self,
+        stored_id: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<Vec<u8>, crate::dataplane::framecache::FetchError>>
+    {
+        Box::pin(async move {
+            let id = ObjectId::parse_str(stored_id)?;
+            Ok(self.get(id).await?)
+        })
+    }
+}

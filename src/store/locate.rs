@@ -1,61 +1,97 @@
 //! Observations, geo-references and seat maps.
 
+use std::collections::HashMap;
+
 use sqlx::types::Json;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::PgPool;
 use uuid::Uuid;
+
+use super::Tx;
 
 use crate::locate::gps::GeoPoint;
 use crate::locate::seat::Seat;
 use crate::locate::{Current, Observation};
 use crate::scene::LocationMethod;
 
-/// The pixel's current position, locked for the rest of the transaction. Outer none: no such
-/// pixel in the scene; `kicked` true: it may not be placed.
-pub async fn lock_pixel(
-    tx: &mut Transaction<'_, Postgres>,
-    scene_id: Uuid,
-    pixel_id: Uuid,
-) -> Result<Option<(Option<Current>, bool)>, sqlx::Error> {
-    type Row = (Option<f64>, Option<f64>, Option<i16>, String);
-    let row: Option<Row> = sqlx::query_as(
-        "select x, y, location_method_id, status from pixel
-         where scene_id = $1 and pixel_id = $2 for update",
-    )
-    .bind(scene_id)
-    .bind(pixel_id)
-    .fetch_optional(&mut **tx)
-    .await?;
-    Ok(row.map(|(x, y, method, status)| {
-        let current = match (x, y, method.and_then(LocationMethod::from_id)) {
-            (Some(x), Some(y), Some(method)) => Some(Current { x, y, method }),
-            _ => None,
-        };
-        (current, status == "kicked")
-    }))
+/// A pixel as placing it needs to know it.
+#[derive(Debug, Clone, Copy)]
+pub struct PixelNow {
+    pub current: Option<Current>,
+    /// A kicked pixel may not be placed.
+    pub kicked: bool,
 }
 
-#[tracing::instrument(skip_all, err)]
-pub async fn insert_observation(
-    tx: &mut Transaction<'_, Postgres>,
+/// The scene's pixels among `pixel_ids`, locked for the rest of the transaction (in pixel
+/// order, so two batches never wait on each other in opposite orders). A pixel not in the
+/// scene is not in the map.
+pub async fn lock_pixels(
+    tx: &mut Tx,
     scene_id: Uuid,
-    pixel_id: Uuid,
-    obs: &Observation,
-    observer_id: Option<Uuid>,
-    contradiction: Option<f64>,
+    pixel_ids: &[Uuid],
+) -> Result<HashMap<Uuid, PixelNow>, sqlx::Error> {
+    type Row = (Uuid, Option<f64>, Option<f64>, Option<i16>, String);
+    let rows: Vec<Row> = sqlx::query_as(
+        "select pixel_id, x, y, location_method_id, status from pixel
+         where scene_id = $1 and pixel_id = any($2) order by pixel_id for update",
+    )
+    .bind(scene_id)
+    .bind(pixel_ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(pixel_id, x, y, method, status)| {
+            let current = match (x, y, method.and_then(LocationMethod::from_id)) {
+                (Some(x), Some(y), Some(method)) => Some(Current { x, y, method }),
+                _ => None,
+            };
+            let kicked = status == "kicked";
+            (pixel_id, PixelNow { current, kicked })
+        })
+        .collect())
+}
+
+/// One observation to record.
+#[derive(Debug, Clone, Copy)]
+pub struct NewObservation {
+    pub pixel_id: Uuid,
+    pub obs: Observation,
+    /// Who saw it; none for a phone locating itself.
+    pub observer: Option<Uuid>,
+    /// How far it is from where the pixel was, when it disagreed.
+    pub contradiction: Option<f64>,
+}
+
+/// Records observations, all in one statement.
+#[tracing::instrument(skip_all, err)]
+pub async fn insert_observations(
+    tx: &mut Tx,
+    scene_id: Uuid,
+    observations: &[NewObservation],
 ) -> Result<(), sqlx::Error> {
+    if observations.is_empty() {
+        return Ok(());
+    }
+    let col = |f: fn(&NewObservation) -> f64| observations.iter().map(f).collect::<Vec<_>>();
+    let pixels: Vec<Uuid> = observations.iter().map(|o| o.pixel_id).collect();
+    let methods: Vec<i16> = observations.iter().map(|o| o.obs.method.id()).collect();
+    let confidences: Vec<f32> = observations.iter().map(|o| o.obs.confidence).collect();
+    let observers: Vec<Option<Uuid>> = observations.iter().map(|o| o.observer).collect();
+    let contradictions: Vec<Option<f64>> = observations.iter().map(|o| o.contradiction).collect();
     sqlx::query(
         "insert into observation (scene_id, pixel_id, x, y, location_method_id, confidence,
              observer_id, contradiction)
-         values ($1, $2, $3, $4, $5, $6, $7, $8)",
+         select $1, o.* from unnest($2::uuid[], $3::float8[], $4::float8[], $5::smallint[],
+             $6::real[], $7::uuid[], $8::float8[]) as o",
     )
     .bind(scene_id)
-    .bind(pixel_id)
-    .bind(obs.x)
-    .bind(obs.y)
-    .bind(obs.method.id())
-    .bind(obs.confidence)
-    .bind(observer_id)
-    .bind(contradiction)
+    .bind(&pixels)
+    .bind(col(|o| o.obs.x))
+    .bind(col(|o| o.obs.y))
+    .bind(&methods)
+    .bind(&confidences)
+    .bind(&observers)
+    .bind(&contradictions)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -101,11 +137,7 @@ pub enum SeatMap {
 }
 
 /// Replaces a seat map with `seats`, in batches of 10 000.
-pub async fn replace_seats(
-    tx: &mut Transaction<'_, Postgres>,
-    map: SeatMap,
-    seats: &[Seat],
-) -> Result<(), sqlx::Error> {
+pub async fn replace_seats(tx: &mut Tx, map: SeatMap, seats: &[Seat]) -> Result<(), sqlx::Error> {
     let (table, key, id) = match map {
         SeatMap::Scene(id) => ("seat", "scene_id", id),
         SeatMap::Venue(id) => ("venue_seat", "venue_id", id),
@@ -163,35 +195,6 @@ pub async fn seat_count(pool: &PgPool, scene_id: Uuid) -> Result<i64, sqlx::Erro
         .bind(scene_id)
         .fetch_one(pool)
         .await
-}
-
-/// Records many observations of one method and observer at once.
-pub async fn insert_placements(
-    tx: &mut Transaction<'_, Postgres>,
-    scene_id: Uuid,
-    placements: &[(Uuid, f64, f64)],
-    method: LocationMethod,
-    confidence: f32,
-    observer_id: Uuid,
-) -> Result<(), sqlx::Error> {
-    let ids: Vec<Uuid> = placements.iter().map(|p| p.0).collect();
-    let xs: Vec<f64> = placements.iter().map(|p| p.1).collect();
-    let ys: Vec<f64> = placements.iter().map(|p| p.2).collect();
-    sqlx::query(
-        "insert into observation (scene_id, pixel_id, x, y, location_method_id, confidence, observer_id)
-         select $1, v.pixel_id, v.x, v.y, $5, $6, $7
-         from unnest($2::uuid[], $3::float8[], $4::float8[]) as v(pixel_id, x, y)",
-    )
-    .bind(scene_id)
-    .bind(&ids)
-    .bind(&xs)
-    .bind(&ys)
-    .bind(method.id())
-    .bind(confidence)
-    .bind(observer_id)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 /// The deployment's signing secret (made by the migration).

@@ -4,16 +4,28 @@
 //! Queries are written out in the functions that need them, each file owning one domain's
 //! tables. Functions take a `PgPool` or a transaction; they do no permission checks (the HTTP
 //! layer does) and return `sqlx::Error`, which `crate::error` maps to a status.
+//!
+//! Besides the tables: [`log`] is the scene log as the data plane's follower reads it,
+//! [`gridfs`] implements the frame cache's frame source, [`listen`] hears the other nodes'
+//! notifications, and [`backup`] dumps and restores a whole deployment.
 
+pub mod backup;
 pub mod calendar;
 pub mod events;
 pub mod frames;
 pub mod gridfs;
+pub mod listen;
 pub mod locate;
+pub mod log;
+pub mod nodes;
 pub mod presence;
 pub mod scenes;
 pub mod shows;
 pub mod users;
+pub mod views;
+
+/// A transaction on the pool, as commands and stores pass it around.
+pub type Tx = sqlx::Transaction<'static, sqlx::Postgres>;
 
 use std::time::Duration;
 

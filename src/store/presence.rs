@@ -5,7 +5,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::hub::{Presence, SceneHub};
+use crate::dataplane::presence::Presence;
 
 /// Replaces this node's reports with `scenes` (a scene not listed has no phones here now).
 pub async fn report(
@@ -65,7 +65,7 @@ pub async fn others(
     Ok(rows
         .into_iter()
         .map(|(connected, located, synced, histogram)| {
-            let mut p = SceneHub::empty_presence();
+            let mut p = Presence::empty();
             p.nodes = 1;
             p.connected = connected.max(0) as usize;
             p.located = located.max(0) as usize;
@@ -78,7 +78,7 @@ pub async fn others(
         .collect())
 }
 
-/// Removes this node's reports (it is shutting down).
+/// Removes this node's reports (it is shutting down; see `nodes::forget_node`).
 pub async fn forget_node(pool: &PgPool, node_id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query("delete from node_presence where node_id = $1")
         .bind(node_id)

@@ -69,16 +69,18 @@ const SCENE_COLUMNS: &str = "s.scene_id, s.owner_id, s.name, s.description, s.ve
     coalesce((select array_agg(m.location_method_id order by m.location_method_id)
               from scene_location_method m where m.scene_id = s.scene_id), '{}') as location_method_ids";
 
-/// Creates a scene and makes its owner its operator, in one transaction.
+/// Creates a scene (its id chosen by the caller, so the command creating it knows it first).
 #[tracing::instrument(skip_all, err)]
 pub async fn insert_scene(
     tx: &mut Transaction<'_, Postgres>,
+    scene_id: Uuid,
     owner_id: Uuid,
     fields: &SceneFields,
-) -> Result<Uuid, sqlx::Error> {
-    let scene_id: Uuid = sqlx::query_scalar(
-        "insert into scene (owner_id, name, description, venue, width, height, status, idle_color)
-         values ($1, $2, $3, $4, $5, $6, $7, $8) returning scene_id",
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into scene (scene_id, owner_id, name, description, venue, width, height, status,
+             idle_color)
+         values ($9, $1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(owner_id)
     .bind(&fields.name)
@@ -88,10 +90,10 @@ pub async fn insert_scene(
     .bind(fields.height)
     .bind(fields.status.as_str())
     .bind(fields.idle_color)
-    .fetch_one(&mut **tx)
+    .bind(scene_id)
+    .execute(&mut **tx)
     .await?;
-    set_location_methods(tx, scene_id, &fields.location_methods).await?;
-    Ok(scene_id)
+    set_location_methods(tx, scene_id, &fields.location_methods).await
 }
 
 async fn set_location_methods(
@@ -128,13 +130,15 @@ pub async fn scene_by_id(
     Ok(row.map(Scene::from))
 }
 
-/// Locks a scene row for the rest of the transaction (updates and deletes read-modify-write).
+/// Locks a scene row for the rest of the transaction (`for no key update`: phones joining it,
+/// whose pixel rows refer to it, are not held up) and reads it. `commands` takes this lock
+/// first in every scene command.
 pub async fn lock_scene(
     tx: &mut Transaction<'_, Postgres>,
     scene_id: Uuid,
 ) -> Result<Option<Scene>, sqlx::Error> {
     let locked: Option<Uuid> =
-        sqlx::query_scalar("select scene_id from scene where scene_id = $1 for update")
+        sqlx::query_scalar("select scene_id from scene where scene_id = $1 for no key update")
             .bind(scene_id)
             .fetch_optional(&mut **tx)
             .await?;
@@ -342,31 +346,54 @@ pub async fn join_scene(
     Ok(row.into())
 }
 
-/// Places a pixel at a scene position (found by `method`); returns it, or none when the
-/// pixel is not in the scene or was kicked.
+/// A pixel's new place.
+#[derive(Debug, Clone, Copy)]
+pub struct Move {
+    pub pixel_id: Uuid,
+    pub x: f64,
+    pub y: f64,
+    pub method: LocationMethod,
+    pub confidence: f32,
+}
+
+/// Moves pixels (each listed once), all in one statement; returns the pixels moved (kicked
+/// pixels and pixels of other scenes are not).
 #[tracing::instrument(skip_all, err)]
-pub async fn place_pixel(
-    executor: impl sqlx::PgExecutor<'_>,
+pub async fn move_pixels(
+    tx: &mut Transaction<'_, Postgres>,
     scene_id: Uuid,
-    pixel_id: Uuid,
-    position: (f64, f64),
-    method: LocationMethod,
-    confidence: f32,
-) -> Result<Option<Pixel>, sqlx::Error> {
-    let row: Option<PixelRow> = sqlx::query_as(&format!(
-        "update pixel set x = $3, y = $4, location_method_id = $5, confidence = $6,
-             status = 'located', updated_at = now()
-         where scene_id = $1 and pixel_id = $2 and status <> 'kicked' returning {PIXEL_COLUMNS}"
+    moves: &[Move],
+) -> Result<Vec<Pixel>, sqlx::Error> {
+    if moves.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = moves.iter().map(|m| m.pixel_id).collect();
+    let xs: Vec<f64> = moves.iter().map(|m| m.x).collect();
+    let ys: Vec<f64> = moves.iter().map(|m| m.y).collect();
+    let methods: Vec<i16> = moves.iter().map(|m| m.method.id()).collect();
+    let confidences: Vec<f32> = moves.iter().map(|m| m.confidence).collect();
+    let rows: Vec<PixelRow> = sqlx::query_as(&format!(
+        "update pixel p set x = v.x, y = v.y, location_method_id = v.method,
+             confidence = v.confidence, status = 'located', updated_at = now()
+         from unnest($2::uuid[], $3::float8[], $4::float8[], $5::smallint[], $6::real[])
+             as v(pixel_id, x, y, method, confidence)
+         where p.scene_id = $1 and p.pixel_id = v.pixel_id and p.status <> 'kicked'
+         returning {}",
+        PIXEL_COLUMNS
+            .split(',')
+            .map(|c| format!("p.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ")
     ))
     .bind(scene_id)
-    .bind(pixel_id)
-    .bind(position.0)
-    .bind(position.1)
-    .bind(method.id())
-    .bind(confidence)
-    .fetch_optional(executor)
+    .bind(&ids)
+    .bind(&xs)
+    .bind(&ys)
+    .bind(&methods)
+    .bind(&confidences)
+    .fetch_all(&mut **tx)
     .await?;
-    Ok(row.map(Pixel::from))
+    Ok(rows.into_iter().map(Pixel::from).collect())
 }
 
 /// Marks a pixel kicked and takes its `pixel` grant away; false when there is no such pixel.
@@ -395,52 +422,4 @@ pub async fn kick_pixel(
         .await?;
     }
     Ok(row.map(Pixel::from))
-}
-
-/// Locks the scene's pixels among `pixel_ids` for the rest of the transaction, in pixel order.
-pub async fn lock_pixels(
-    tx: &mut Transaction<'_, Postgres>,
-    scene_id: Uuid,
-    pixel_ids: &[Uuid],
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "select 1 from pixel where scene_id = $1 and pixel_id = any($2)
-         order by pixel_id for update",
-    )
-    .bind(scene_id)
-    .bind(pixel_ids)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// Places many pixels in one statement; returns how many were placed (kicked pixels and
-/// pixels of other scenes are not).
-#[tracing::instrument(skip_all, err)]
-pub async fn place_pixels(
-    tx: &mut Transaction<'_, Postgres>,
-    scene_id: Uuid,
-    placements: &[(Uuid, f64, f64)],
-    method: LocationMethod,
-    confidence: f32,
-) -> Result<usize, sqlx::Error> {
-    let ids: Vec<Uuid> = placements.iter().map(|p| p.0).collect();
-    lock_pixels(tx, scene_id, &ids).await?;
-    let xs: Vec<f64> = placements.iter().map(|p| p.1).collect();
-    let ys: Vec<f64> = placements.iter().map(|p| p.2).collect();
-    let done = sqlx::query(
-        "update pixel p set x = v.x, y = v.y, location_method_id = $5, confidence = $6,
-             status = 'located', updated_at = now()
-         from unnest($2::uuid[], $3::float8[], $4::float8[]) as v(pixel_id, x, y)
-         where p.scene_id = $1 and p.pixel_id = v.pixel_id and p.status <> 'kicked'",
-    )
-    .bind(scene_id)
-    .bind(&ids)
-    .bind(&xs)
-    .bind(&ys)
-    .bind(method.id())
-    .bind(confidence)
-    .execute(&mut **tx)
-    .await?;
-    Ok(done.rows_affected() as usize)
 }

@@ -69,6 +69,26 @@ pub async fn user_by_id(pool: &PgPool, user_id: Uuid) -> Result<Option<UserRow>,
     .await
 }
 
+/// A new guest identity (a phone) and its device token, in the caller's transaction: the
+/// user and its session are written together or not at all. Returns the user and the token.
+pub async fn create_guest(
+    tx: &mut super::Tx,
+    display_name: &str,
+    expires_at: DateTime<Utc>,
+) -> Result<(UserRow, String), sqlx::Error> {
+    let user = insert_user(tx, None, display_name, None).await?;
+    let (token, hash) = crate::auth::new_token();
+    insert_session(
+        &mut **tx,
+        user.user_id,
+        &hash,
+        SessionKind::Device,
+        expires_at,
+    )
+    .await?;
+    Ok((user, token))
+}
+
 #[tracing::instrument(skip_all, err)]
 pub async fn insert_session(
     executor: impl sqlx::PgExecutor<'_>,

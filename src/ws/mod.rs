@@ -2,13 +2,12 @@
 //! hello → join → welcome, then clock sync, colour chunks from the hub queue, heartbeats, and
 //! a close frame with a reason for every way it can end (docs/protocol.md).
 
-pub mod protocol;
-
 use std::time::Duration;
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
-use axum::response::Response;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
 use tokio::time::{interval, timeout, Instant, MissedTickBehavior};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
@@ -16,18 +15,18 @@ use uuid::Uuid;
 use crate::app::AppState;
 use crate::auth;
 use crate::clock;
+use crate::commands::placements::{PlaceError, Placement, Refused};
+use crate::dataplane::hub::{Outgoing, SceneHub};
+use crate::dataplane::protocol::{
+    close, ClientMsg, CloseReason, Position, ScenePublic, ServerMsg, PROTOCOL_VERSION,
+};
+use crate::dataplane::signals::qr_message;
 use crate::error::Error;
-use crate::http::extract::Path;
-use crate::hub::{CloseReason, Outgoing};
-use crate::live;
 use crate::locate::gps::GeoReference;
-use crate::locate::qr;
 use crate::locate::seat::normalise;
 use crate::locate::Observation;
-use crate::placements;
 use crate::scene::{LocationMethod, PixelStatus, Scene, SceneStatus};
-use crate::store::{self, users::SessionKind};
-use protocol::{close, ClientMsg, Position, ScenePublic, ServerMsg, PROTOCOL_VERSION};
+use crate::store;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(scene_socket))
@@ -55,9 +54,13 @@ const CLIENT_MSG_BURST: f64 = 40.0;
         (status = 400, body = crate::error::ErrorBody)))]
 async fn scene_socket(
     State(state): State<AppState>,
-    Path(scene_id): Path<Uuid>,
+    scene_id: Result<Path<Uuid>, PathRejection>,
     ws: WebSocketUpgrade,
 ) -> Response {
+    let scene_id = match scene_id {
+        Ok(Path(id)) => id,
+        Err(e) => return Error::bad_request("bad_path", e.body_text()).into_response(),
+    };
     ws.max_message_size(MAX_CLIENT_MESSAGE_BYTES)
         .max_frame_size(MAX_CLIENT_MESSAGE_BYTES)
         .read_buffer_size(READ_BUFFER_BYTES)
@@ -102,10 +105,17 @@ fn parse(msg: Result<Message, axum::Error>) -> Result<Option<ClientMsg>, End> {
     match msg {
         Ok(Message::Text(text)) => serde_json::from_str(text.as_str())
             .map(Some)
-            .map_err(|e| end(close::BAD_MESSAGE, format!("bad message: {e}"))),
+            // a fixed reason: never the client's own text back (and always within the 123
+            // bytes a close frame's reason may have)
+            .map_err(|_| {
+                end(
+                    close::BAD_MESSAGE,
+                    "bad message: not a message of this protocol",
+                )
+            }),
         Ok(Message::Binary(_)) => Err(end(close::BAD_MESSAGE, "binary messages are not accepted")),
         Ok(Message::Ping(_) | Message::Pong(_)) => Ok(None),
-        Ok(Message::Close(_)) => Err(end(1000, "bye")),
+        Ok(Message::Close(_)) => Err(end(close::BYE, "bye")),
         Err(e) => {
             let text = format!("{e}");
             if text.contains("too long") || text.contains("Space limit") || text.contains("size") {
@@ -171,8 +181,10 @@ async fn run(state: &AppState, scene_id: Uuid, socket: &mut WebSocket) -> Result
         let (user_id, new_token) = match known {
             Some(identity) => (identity.user_id, None),
             None => {
-                let (user_id, token) = new_guest(state, &mut tx).await?;
-                (user_id, Some(token))
+                let expires =
+                    chrono::Utc::now() + chrono::Duration::days(state.config.device_ttl_days);
+                let (user, token) = store::users::create_guest(&mut tx, "phone", expires).await?;
+                (user.user_id, Some(token))
             }
         };
         let pixel = store::scenes::join_scene(&mut tx, scene_id, user_id).await?;
@@ -187,9 +199,16 @@ async fn run(state: &AppState, scene_id: Uuid, socket: &mut WebSocket) -> Result
         let (code, reason) = CloseReason::Kicked.close_frame();
         return Err(end(code, reason));
     }
-    let scene_hub = live::scene_hub(state, &scene)
-        .await
-        .map_err(|e| unavailable(e.into()))?;
+    let scene_hub = match state.follower.scene_hub(scene_id).await {
+        Ok(hub) => hub,
+        Err(e) => {
+            tracing::warn!(error = ?e, "socket join failed");
+            return Err(end(
+                close::UNAVAILABLE,
+                "the server cannot take phones right now; retry shortly",
+            ));
+        }
+    };
     let position = pixel.x.zip(pixel.y);
     let (conn, mut queue) = state.hub.connect(
         &scene_hub,
@@ -303,7 +322,7 @@ async fn run(state: &AppState, scene_id: Uuid, socket: &mut WebSocket) -> Result
                 }
             }
             out = queue.recv() => {
-                let Some(out) = out else { return Ok(end(1000, "bye")) };
+                let Some(out) = out else { return Ok(end(close::BYE, "bye")) };
                 let msg = match out {
                     Outgoing::Chunk(bytes) => {
                         chunks_out.increment(1);
@@ -343,9 +362,6 @@ async fn refuse(
     }
 }
 
-/// How long a phone's QR token stays valid: long enough for an observer's photo session.
-const QR_TOKEN_TTL_S: i64 = 15 * 60;
-
 /// The scene as it is now (its locating methods may have changed since the phone joined);
 /// the one from the join if the database cannot say.
 async fn current(state: &AppState, joined: &Scene) -> Scene {
@@ -353,19 +369,6 @@ async fn current(state: &AppState, joined: &Scene) -> Scene {
         Ok(Some(scene)) => scene,
         _ => joined.clone(),
     }
-}
-
-/// The `qr` message for a phone: its signed token, as modules to draw.
-pub fn qr_message(secret: &[u8], scene_id: Uuid, pixel_id: Uuid) -> String {
-    let expires_s = clock::now_us() / 1_000_000 + QR_TOKEN_TTL_S;
-    let token = qr::sign(secret, scene_id, pixel_id, expires_s);
-    let (side, modules) = qr::render(&token);
-    ServerMsg::Qr {
-        side,
-        modules,
-        expires_us: expires_s * 1_000_000,
-    }
-    .to_json()
 }
 
 /// How much a seat number is trusted (people mistype) and a GPS fix within the threshold.
@@ -410,7 +413,12 @@ async fn locate_by_seat(
         method: LocationMethod::Seat,
         confidence: SEAT_CONFIDENCE,
     };
-    placed_or_reason(placements::place(state, scene, pixel_id, obs, None).await)
+    placed_or_reason(
+        state
+            .placements
+            .place(scene.scene_id, pixel_id, obs, None)
+            .await,
+    )
 }
 
 /// Places the phone at its GPS position; the reason when it cannot.
@@ -457,13 +465,19 @@ async fn locate_by_gps(
         method: LocationMethod::Gps,
         confidence: GPS_CONFIDENCE,
     };
-    placed_or_reason(placements::place(state, scene, pixel_id, obs, None).await)
+    placed_or_reason(
+        state
+            .placements
+            .place(scene.scene_id, pixel_id, obs, None)
+            .await,
+    )
 }
 
-fn placed_or_reason(result: Result<placements::Placement, Error>) -> Option<String> {
+fn placed_or_reason(result: Result<Result<Placement, Refused>, PlaceError>) -> Option<String> {
     match result {
-        Ok(p) if p.placed => None,
-        Ok(_) => Some("recorded, but not confident enough to move the phone".into()),
+        Ok(Ok(p)) if p.placed => None,
+        Ok(Ok(_)) => Some("recorded, but not confident enough to move the phone".into()),
+        Ok(Err(refused)) => Some(refused.to_string()),
         Err(e) => Some(e.to_string()),
     }
 }
@@ -471,7 +485,7 @@ fn placed_or_reason(result: Result<placements::Placement, Error>) -> Option<Stri
 /// Removes the connection from the hub however the session ends.
 struct Leave<'a> {
     state: &'a AppState,
-    scene: &'a crate::hub::SceneHub,
+    scene: &'a SceneHub,
     conn_id: u64,
 }
 
@@ -479,17 +493,4 @@ impl Drop for Leave<'_> {
     fn drop(&mut self) {
         self.state.hub.disconnect(self.scene, self.conn_id);
     }
-}
-
-/// A new guest identity with a device token, inside the caller's transaction.
-async fn new_guest(
-    state: &AppState,
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-) -> Result<(Uuid, String), Error> {
-    let user = store::users::insert_user(tx, None, "phone", None).await?;
-    let (token, hash) = auth::new_token();
-    let expires = chrono::Utc::now() + chrono::Duration::days(state.config.device_ttl_days);
-    store::users::insert_session(&mut **tx, user.user_id, &hash, SessionKind::Device, expires)
-        .await?;
-    Ok((user.user_id, token))
 }

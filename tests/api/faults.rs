@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use c3s::chunk::Chunk;
 use c3s::clock;
+use c3s::dataplane::chunk::Chunk;
 use c3s::testkit::PrivatePg;
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
@@ -75,7 +75,7 @@ fn record(mut phone: Phone, past_version: i64) -> JoinHandle<Vec<(Instant, Chunk
                 break;
             };
             if let Message::Binary(bytes) = msg {
-                let chunk = c3s::chunk::decode(&bytes).expect("a well-formed chunk");
+                let chunk = c3s::dataplane::chunk::decode(&bytes).expect("a well-formed chunk");
                 let newer = i64::from(chunk.version) > past_version;
                 got.push((Instant::now(), chunk));
                 if newer {

@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use c3s::chunk::Chunk;
 use c3s::clock;
+use c3s::dataplane::chunk::Chunk;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use uuid::Uuid;

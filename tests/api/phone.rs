@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use c3s::chunk::{self, Chunk};
+use c3s::dataplane::chunk::{self, Chunk};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;

@@ -65,7 +65,7 @@ pub(crate) async fn command(app: &TestApp, op: &str, scene: Uuid, body: Value) -
 }
 
 /// Reads chunks until those of the newest version seen cover up to `until_ms` (server time).
-async fn chunks_until(phone: &mut Phone, until_ms: i64) -> Vec<c3s::chunk::Chunk> {
+async fn chunks_until(phone: &mut Phone, until_ms: i64) -> Vec<c3s::dataplane::chunk::Chunk> {
     chunks_of_version_until(phone, 0, until_ms).await
 }
 
@@ -74,7 +74,7 @@ async fn chunks_of_version_until(
     phone: &mut Phone,
     version: i64,
     until_ms: i64,
-) -> Vec<c3s::chunk::Chunk> {
+) -> Vec<c3s::dataplane::chunk::Chunk> {
     let mut chunks = Vec::new();
     loop {
         let c = phone.next_chunk(Duration::from_secs(10)).await;

@@ -5,8 +5,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use c3s::chunk;
 use c3s::clock::{self, best_estimate, SyncSample};
+use c3s::dataplane::chunk;
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncWrite};

@@ -3,7 +3,9 @@
 //!
 //! Invariants: no lock here is held across an `.await` (they are std locks, and the scheduler
 //! runs on its own thread); every per-connection queue is bounded, and a phone whose queue is
-//! full is told why and dropped, never waited for.
+//! full is told why and dropped, never waited for. Each scene also announces what changed in
+//! it ([`Change`]) to whoever watches it (the operator's and observer's pages), on a bounded
+//! broadcast that never waits for a slow watcher.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
@@ -11,14 +13,14 @@ use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
-use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::framecache::Grid;
+use super::grid::Grid;
+use super::protocol::CloseReason;
 use crate::playback::{Show, Timeline};
+use crate::scene::{LocationMethod, Scene};
 
 /// Messages waiting for one phone's socket. Chunks are a few hundred bytes; eight of them is
 /// two to four seconds of show at the default tick, more than any live phone falls behind.
@@ -31,40 +33,6 @@ pub enum Outgoing {
     Chunk(Bytes),
     /// A JSON text message.
     Text(String),
-}
-
-/// Why the server closes a phone's socket; each has a WebSocket close code and a reason.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum CloseReason {
-    None = 0,
-    Lagging = 1,
-    Kicked = 2,
-    SceneEnded = 3,
-    Replaced = 4,
-}
-
-impl CloseReason {
-    fn from_u8(v: u8) -> CloseReason {
-        match v {
-            1 => CloseReason::Lagging,
-            2 => CloseReason::Kicked,
-            3 => CloseReason::SceneEnded,
-            4 => CloseReason::Replaced,
-            _ => CloseReason::None,
-        }
-    }
-
-    /// (close code, reason) as documented in docs/protocol.md.
-    pub fn close_frame(self) -> (u16, &'static str) {
-        match self {
-            CloseReason::Lagging => (4008, "too slow: the phone fell behind the show"),
-            CloseReason::Kicked => (4003, "removed from the scene"),
-            CloseReason::SceneEnded => (4010, "the scene has ended"),
-            CloseReason::Replaced => (4009, "this phone connected again elsewhere"),
-            CloseReason::None => (1000, "bye"),
-        }
-    }
 }
 
 /// Position packed into one atomic: two f32 bit patterns; NaN means unlocated.
@@ -152,6 +120,35 @@ impl Conn {
     }
 }
 
+/// What changed in a scene, for its watchers. Phones hear of these through their own messages.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// A phone was placed (or moved).
+    Located {
+        pixel_id: Uuid,
+        x: f64,
+        y: f64,
+        method: LocationMethod,
+        confidence: f32,
+    },
+    Kicked {
+        pixel_id: Uuid,
+    },
+    /// A new show version: built, or a playback command.
+    Show {
+        show: Arc<Show>,
+        timeline: Timeline,
+    },
+    /// Its fields or status changed.
+    Scene(Box<Scene>),
+    /// Ended or deleted.
+    Ended,
+}
+
+/// Changes a scene's watchers may fall behind by before they are told to read everything
+/// again: a photo that places a thousand phones at once is a thousand changes.
+pub const CHANGES_CAPACITY: usize = 4096;
+
 /// What a scene's colours are computed from. Replaced whole, never edited in place.
 #[derive(Debug, Clone)]
 pub struct SceneSnapshot {
@@ -163,45 +160,19 @@ pub struct SceneSnapshot {
     pub timeline: Timeline,
 }
 
-/// Counts the operator sees. Error buckets are upper bounds in ms (`inf` last).
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Presence {
-    /// Nodes whose phones are counted (every node with phones of the scene).
-    pub nodes: usize,
-    pub connected: usize,
-    pub located: usize,
-    /// Phones whose last reported sync error is within `SYNCED_ERROR_MS`.
-    pub synced: usize,
-    pub sync_error_histogram: Vec<HistogramBucket>,
-}
-
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct HistogramBucket {
-    /// Upper bound of the bucket in ms; none for the last, unbounded one.
-    pub le_ms: Option<f64>,
-    pub count: usize,
-}
-
-impl Presence {
-    /// Adds another node's counts to these.
-    pub fn add(&mut self, other: &Presence) {
-        self.nodes += other.nodes;
-        self.connected += other.connected;
-        self.located += other.located;
-        self.synced += other.synced;
-        for (mine, theirs) in self
-            .sync_error_histogram
-            .iter_mut()
-            .zip(&other.sync_error_histogram)
-        {
-            mine.count += theirs.count;
+impl SceneSnapshot {
+    /// A scene of `width` × `height` with no show: every phone shows `idle_rgb`.
+    pub fn idle(width: f32, height: f32, idle_rgb: [u8; 3]) -> SceneSnapshot {
+        SceneSnapshot {
+            width,
+            height,
+            idle_rgb,
+            show: None,
+            grid: Grid { w: 1, h: 1 },
+            timeline: Timeline::NEW,
         }
     }
 }
-
-/// A phone counts as synced when its clock is known to within this.
-pub const SYNCED_ERROR_MS: f64 = 10.0;
-const HISTOGRAM_BOUNDS_MS: [f64; 7] = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0];
 
 /// A scene's connections: a dense list (the scheduler walks it every tick, and splits it
 /// across threads) with indexes by connection id and by pixel.
@@ -248,6 +219,8 @@ pub struct SceneHub {
     applied_seq: AtomicI64,
     /// Held while events are applied, so they are applied once each and in order.
     pub applying: tokio::sync::Mutex<()>,
+    /// What changed, for the scene's watchers (see [`Change`]).
+    changes: broadcast::Sender<Change>,
 }
 
 impl SceneHub {
@@ -298,6 +271,16 @@ impl SceneHub {
         f(&self.conns.read().expect("conns lock").list)
     }
 
+    /// Tells the scene's watchers of a change (none watching: nothing to do).
+    pub fn announce(&self, change: Change) {
+        let _ = self.changes.send(change);
+    }
+
+    /// Starts watching the scene's changes from now on.
+    pub fn watch(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+
     pub fn conn_count(&self) -> usize {
         self.conns.read().expect("conns lock").list.len()
     }
@@ -307,44 +290,6 @@ impl SceneHub {
         let conns = self.conns.read().expect("conns lock");
         let id = conns.by_pixel.get(&pixel_id)?;
         conns.get(*id).cloned()
-    }
-
-    pub fn empty_presence() -> Presence {
-        Presence {
-            nodes: 0,
-            connected: 0,
-            located: 0,
-            synced: 0,
-            sync_error_histogram: HISTOGRAM_BOUNDS_MS
-                .iter()
-                .map(|&b| HistogramBucket {
-                    le_ms: Some(b),
-                    count: 0,
-                })
-                .chain([HistogramBucket {
-                    le_ms: None,
-                    count: 0,
-                }])
-                .collect(),
-        }
-    }
-
-    pub fn presence(&self) -> Presence {
-        let mut p = Self::empty_presence();
-        p.nodes = 1;
-        self.for_each_conn(|c| {
-            p.connected += 1;
-            p.located += usize::from(c.position().is_some());
-            if let Some(err) = c.sync_error_ms() {
-                p.synced += usize::from(err <= SYNCED_ERROR_MS);
-                let i = HISTOGRAM_BOUNDS_MS
-                    .iter()
-                    .position(|&b| err <= b)
-                    .unwrap_or(HISTOGRAM_BOUNDS_MS.len());
-                p.sync_error_histogram[i].count += 1;
-            }
-        });
-        p
     }
 }
 
@@ -387,6 +332,7 @@ impl Hub {
                     ended: AtomicBool::new(false),
                     applied_seq: AtomicI64::new(seq),
                     applying: tokio::sync::Mutex::new(()),
+                    changes: broadcast::channel(CHANGES_CAPACITY).0,
                 })
             })
             .value()
@@ -465,15 +411,7 @@ mod tests {
     use super::*;
 
     fn snapshot() -> (SceneSnapshot, i64) {
-        let snapshot = SceneSnapshot {
-            width: 10.0,
-            height: 10.0,
-            idle_rgb: [0, 0, 0],
-            show: None,
-            grid: Grid { w: 1, h: 1 },
-            timeline: Timeline::NEW,
-        };
-        (snapshot, 0)
+        (SceneSnapshot::idle(10.0, 10.0, [0, 0, 0]), 0)
     }
 
     #[test]
@@ -510,19 +448,5 @@ mod tests {
         );
         hub.disconnect(&scene, second.id);
         assert!(hub.conn_of_pixel(scene.scene_id, pixel).is_none());
-    }
-
-    #[test]
-    fn presence_counts_and_histogram() {
-        let hub = Hub::default();
-        let scene = hub.scene_or_insert(Uuid::new_v4(), snapshot);
-        let (a, _ra) = hub.connect(&scene, Uuid::new_v4(), Some((1.0, 1.0)), 4);
-        let (b, _rb) = hub.connect(&scene, Uuid::new_v4(), None, 4);
-        a.report_sync(0.8);
-        b.report_sync(35.0);
-        let p = scene.presence();
-        assert_eq!((p.connected, p.located, p.synced), (2, 1, 1));
-        assert_eq!(p.sync_error_histogram[0].count, 1);
-        assert_eq!(p.sync_error_histogram[5].count, 1);
     }
 }

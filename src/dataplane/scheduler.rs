@@ -20,10 +20,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use uuid::Uuid;
 
-use crate::chunk;
+use super::chunk;
+use super::framecache::FrameCache;
+use super::grid::{Grid, Raster};
+use super::hub::{Conn, Hub, Outgoing, SceneSnapshot};
 use crate::clock;
-use crate::framecache::{FrameCache, Grid, Raster};
-use crate::hub::{Conn, Hub, Outgoing, SceneSnapshot};
 use crate::playback::Segment;
 
 /// From this many phones in a scene, a window is queued by two threads (the machine's cores).
@@ -365,7 +366,7 @@ impl Scheduler {
                         let waker = self.waker.clone();
                         self.runtime.spawn(async move {
                             match cache.load(&frame, grid).await {
-                                Ok(()) => waker.wake(),
+                                Ok(_) => waker.wake(),
                                 Err(e) => tracing::warn!(frame_id = %frame.frame_id, error = ?e, "frame load failed"),
                             }
                         });

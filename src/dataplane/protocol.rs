@@ -1,5 +1,7 @@
-//! The phone ↔ server messages, as typed enums. `docs/protocol.md` describes the same; the
-//! JSON shape is `{"type": "<snake_case name>", ...fields}`.
+//! The phone ↔ server protocol: messages as typed enums, and every close code with its
+//! reason. `docs/protocol.md` describes the same; the JSON shape is
+//! `{"type": "<snake_case name>", ...fields}`. Close reasons are fixed strings, never the
+//! client's own text.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -115,17 +117,57 @@ impl ServerMsg<'_> {
     }
 }
 
-/// Close codes and reasons the server uses besides those of `hub::CloseReason`.
+/// Every close code the server uses (docs/protocol.md, "Close codes").
 pub mod close {
+    pub const BYE: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
+    pub const TOO_BIG: u16 = 1009;
     pub const BAD_MESSAGE: u16 = 4000;
     pub const HELLO_EXPECTED: u16 = 4001;
     pub const UNSUPPORTED_PROTOCOL: u16 = 4002;
+    pub const KICKED: u16 = 4003;
     pub const NOT_JOINABLE: u16 = 4004;
     pub const UNAVAILABLE: u16 = 4005;
+    pub const LAGGING: u16 = 4008;
+    pub const REPLACED: u16 = 4009;
+    pub const SCENE_ENDED: u16 = 4010;
     pub const HEARTBEAT_TIMEOUT: u16 = 4011;
     pub const TOO_MANY_MESSAGES: u16 = 4029;
-    pub const TOO_BIG: u16 = 1009;
-    pub const GOING_AWAY: u16 = 1001;
+}
+
+/// Why the data plane closes a phone's socket (the session itself has a few more reasons:
+/// see [`close`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum CloseReason {
+    None = 0,
+    Lagging = 1,
+    Kicked = 2,
+    SceneEnded = 3,
+    Replaced = 4,
+}
+
+impl CloseReason {
+    pub fn from_u8(v: u8) -> CloseReason {
+        match v {
+            1 => CloseReason::Lagging,
+            2 => CloseReason::Kicked,
+            3 => CloseReason::SceneEnded,
+            4 => CloseReason::Replaced,
+            _ => CloseReason::None,
+        }
+    }
+
+    /// (close code, reason) as documented in docs/protocol.md.
+    pub fn close_frame(self) -> (u16, &'static str) {
+        match self {
+            CloseReason::Lagging => (close::LAGGING, "too slow: the phone fell behind the show"),
+            CloseReason::Kicked => (close::KICKED, "removed from the scene"),
+            CloseReason::SceneEnded => (close::SCENE_ENDED, "the scene has ended"),
+            CloseReason::Replaced => (close::REPLACED, "this phone connected again elsewhere"),
+            CloseReason::None => (close::BYE, "bye"),
+        }
+    }
 }
 
 #[cfg(test)]
