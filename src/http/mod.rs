@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod calendar;
 pub mod extract;
 pub mod frames;
+pub mod live;
 pub mod locate;
 pub mod log;
 pub mod scenes;
@@ -63,6 +64,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(scenes::router())
         .merge(frames::router())
         .merge(shows::router())
+        .merge(live::router())
         .merge(locate::router())
         .merge(log::router())
         .merge(calendar::router())

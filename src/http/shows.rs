@@ -21,6 +21,7 @@ use crate::store;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(get_show, put_show))
+        .routes(routes!(get_frame_raster))
         .routes(routes!(control_playback))
         .routes(routes!(get_presence))
 }
@@ -292,4 +293,60 @@ async fn get_presence(
     scene_with_right(&state, &me, scene_id, Permission::Observer).await?;
     let presence = crate::nodes::presence(&state.db, &state.hub, state.node_id, scene_id).await?;
     Ok(Json(presence))
+}
+
+/// One frame of the scene's show as the phones get it: resampled to the show's grid (from
+/// the frame cache the scheduler reads), three bytes (r, g, b) a cell, row by row; the grid's
+/// size in `X-Grid-Width` and `X-Grid-Height`. A phone at scene point (x, y) shows the cell
+/// `floor(y / height × grid_h) × grid_w + floor(x / width × grid_w)` (clamped to the grid).
+#[utoipa::path(get, path = "/scenes/{scene_id}/show/frames/{frame_id}/raster", tag = "shows",
+    params(("scene_id" = Uuid, Path), ("frame_id" = Uuid, Path)),
+    responses((status = 200, description = "the cells' colours", content_type = "application/octet-stream"),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn get_frame_raster(
+    State(state): State<AppState>,
+    Auth(me): Auth,
+    Path((scene_id, frame_id)): Path<(Uuid, Uuid)>,
+) -> Result<axum::response::Response> {
+    use axum::http::{header, HeaderValue};
+    use axum::response::IntoResponse;
+    use crate::dataplane::framecache::LoadError;
+    scene_with_right(&state, &me, scene_id, Permission::Observer).await?;
+    let stored = store::shows::show_of(&state.db, scene_id)
+        .await?
+        .ok_or(Error::NotFound("show"))?;
+    let frame = stored
+        .show
+        .frames
+        .iter()
+        .find(|f| f.frame_id == frame_id)
+        .ok_or(Error::NotFound("frame of the show"))?;
+    let grid = Grid::for_show(&stored.show);
+    let raster = state
+        .frame_cache
+        .load(frame, grid)
+        .await
+        .map_err(|e| match e {
+            LoadError::Fetch(_) => Error::Unavailable("the frame store"),
+            other => Error::Internal(other.into()),
+        })?;
+    let mut response = raster.to_rgb_bytes().into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert("x-grid-width", HeaderValue::from(grid.w));
+    headers.insert("x-grid-height", HeaderValue::from(grid.h));
+    // the same frame on the same grid is always the same colours
+    if let Ok(tag) = HeaderValue::from_str(&format!("\"{}-{}x{}\"", frame.sha256, grid.w, grid.h))
+    {
+        headers.insert(header::ETAG, tag);
+    }
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=86400"),
+    );
+    Ok(response)
 }
