@@ -113,9 +113,11 @@ async fn watch_scene(
     let changes = hub.watch();
     let (tx, rx) = mpsc::channel(STREAM_QUEUE);
     tokio::spawn(stream_scene(state, hub, changes, tx));
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|e| (Ok(e), rx))
-    });
+    let stream =
+        futures::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
+        );
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
 }
 

@@ -309,9 +309,9 @@ async fn get_frame_raster(
     Auth(me): Auth,
     Path((scene_id, frame_id)): Path<(Uuid, Uuid)>,
 ) -> Result<axum::response::Response> {
+    use crate::dataplane::framecache::LoadError;
     use axum::http::{header, HeaderValue};
     use axum::response::IntoResponse;
-    use crate::dataplane::framecache::LoadError;
     scene_with_right(&state, &me, scene_id, Permission::Observer).await?;
     let stored = store::shows::show_of(&state.db, scene_id)
         .await?
@@ -340,8 +340,7 @@ async fn get_frame_raster(
     headers.insert("x-grid-width", HeaderValue::from(grid.w));
     headers.insert("x-grid-height", HeaderValue::from(grid.h));
     // the same frame on the same grid is always the same colours
-    if let Ok(tag) = HeaderValue::from_str(&format!("\"{}-{}x{}\"", frame.sha256, grid.w, grid.h))
-    {
+    if let Ok(tag) = HeaderValue::from_str(&format!("\"{}-{}x{}\"", frame.sha256, grid.w, grid.h)) {
         headers.insert(header::ETAG, tag);
     }
     headers.insert(

@@ -53,7 +53,10 @@ async fn openapi_lists_every_route() {
         ("/api/scenes/{scene_id}/playback", "post"),
         ("/api/scenes/{scene_id}/presence", "get"),
         ("/api/scenes/{scene_id}/live", "get"),
-        ("/api/scenes/{scene_id}/show/frames/{frame_id}/raster", "get"),
+        (
+            "/api/scenes/{scene_id}/show/frames/{frame_id}/raster",
+            "get",
+        ),
         ("/api/clock", "get"),
         ("/api/scenes/{scene_id}/pixels/{pixel_id}/position", "put"),
         ("/api/scenes/{scene_id}/pixels/positions", "post"),

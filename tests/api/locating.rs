@@ -687,3 +687,84 @@ async fn phones_hear_scene_changes_and_new_locating_methods_apply_at_once() {
     assert_eq!(located["type"], "located", "{located}");
     assert_eq!(located["x"], 10.0);
 }
+
+#[tokio::test]
+async fn bulk_placements_record_every_observation_and_are_all_or_nothing() {
+    let app = spawn_app().await;
+    let (op, scene) = scene(&app).await;
+    let mut a = Phone::join(&app, scene, None).await;
+    let b = Phone::join(&app, scene, None).await;
+    let observations = || async {
+        sqlx::query_as::<_, (Uuid, f64, Option<f64>)>(
+            "select pixel_id, x, contradiction from observation where scene_id = $1 order by observation_id",
+        )
+        .bind(scene)
+        .fetch_all(&app.db)
+        .await
+        .unwrap()
+    };
+    let bulk = format!("/api/scenes/{scene}/pixels/positions");
+    let (status, body) = app
+        .call(
+            Method::POST,
+            &bulk,
+            Some(&op),
+            Some(json!({"positions": [
+                {"pixel_id": a.pixel_id(), "x": 10, "y": 10},
+                {"pixel_id": b.pixel_id(), "x": 20, "y": 10}]})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["placed"].as_u64()),
+        (StatusCode::OK, Some(2)),
+        "{body}"
+    );
+    assert_eq!(next_json(&mut a.socket).await["type"], "located");
+    let seen = observations().await;
+    assert_eq!(seen.len(), 2, "each placement is recorded: {seen:?}");
+    assert!(seen.iter().all(|(_, _, c)| c.is_none()));
+
+    // far from where it was: placed, and the disagreement recorded with it
+    let (status, body) = app
+        .call(
+            Method::POST,
+            &bulk,
+            Some(&op),
+            Some(json!({"positions": [{"pixel_id": a.pixel_id(), "x": 90, "y": 50}]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let seen = observations().await;
+    assert_eq!(seen.len(), 3);
+    assert!(seen[2].2.is_some_and(|d| d > 50.0), "{seen:?}");
+
+    // one unknown phone: nothing placed, nothing recorded
+    let (status, body) = app
+        .call(
+            Method::POST,
+            &bulk,
+            Some(&op),
+            Some(json!({"positions": [
+                {"pixel_id": b.pixel_id(), "x": 30, "y": 30},
+                {"pixel_id": Uuid::new_v4(), "x": 40, "y": 30}]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(observations().await.len(), 3);
+    let (_, pixels) = app
+        .call(
+            Method::GET,
+            &format!("/api/scenes/{scene}/pixels"),
+            Some(&op),
+            None,
+        )
+        .await;
+    let b_now = pixels["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pixel_id"] == b.pixel_id().to_string())
+        .unwrap()
+        .clone();
+    assert_eq!(b_now["x"], 20.0, "{b_now}");
+}

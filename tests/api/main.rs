@@ -12,6 +12,7 @@ mod frames;
 mod health;
 mod helpers;
 mod images;
+mod live;
 mod locating;
 mod metrics;
 mod nodes;

@@ -283,3 +283,80 @@ async fn two_nodes_play_in_step_and_a_killed_node_loses_nobody() {
         Ended::Closed(4010, "the scene has ended".into())
     );
 }
+
+#[tokio::test]
+async fn signals_to_phones_reach_them_on_whichever_node_holds_them() {
+    let config = node_config().await;
+    let a = Node::start(&config).await;
+    let b = Node::start(&config).await;
+    let (op, scene) = looping_scene(&a.app).await;
+    let mut on_a = Phone::join(&a.app, scene, None).await;
+    let mut on_b = Phone::join(&b.app, scene, None).await;
+    a.app.place(&op, scene, on_a.pixel_id(), 0.5, 0.5).await;
+    assert_eq!(next_json(&mut on_a.socket).await["type"], "located");
+    // every node is up and has said so (heartbeats every 2 s)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sqlx::query_scalar::<_, i64>("select count(*) from node")
+        .fetch_one(&a.app.db)
+        .await
+        .unwrap()
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the nodes never said they are up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // identify through A reaches the phone on B
+    let identify = |pixel: Uuid| format!("/api/scenes/{scene}/pixels/{pixel}/identify");
+    let (status, body) = a
+        .app
+        .call(Method::POST, &identify(on_b.pixel_id()), Some(&op), None)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let msg = next_json(&mut on_b.socket).await;
+    assert_eq!(msg["type"], "identify", "{msg}");
+
+    // the unlocated phone is on B: asked through A, it shows its code and is counted
+    let qr = format!("/api/scenes/{scene}/qr-codes");
+    let (status, body) = a
+        .app
+        .call(
+            Method::POST,
+            &qr,
+            Some(&op),
+            Some(json!({"unlocated_only": true})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["asked"].as_u64()),
+        (StatusCode::OK, Some(1)),
+        "{body}"
+    );
+    assert_eq!(next_json(&mut on_b.socket).await["type"], "qr");
+    let (status, body) = b
+        .app
+        .call(Method::POST, &qr, Some(&op), Some(json!({})))
+        .await;
+    assert_eq!(
+        (status, body["asked"].as_u64()),
+        (StatusCode::OK, Some(2)),
+        "{body}"
+    );
+    assert_eq!(next_json(&mut on_a.socket).await["type"], "qr");
+    assert_eq!(next_json(&mut on_b.socket).await["type"], "qr");
+
+    // a phone connected nowhere cannot be identified, whichever node is asked
+    let gone = on_b.pixel_id();
+    drop(on_b);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for node in [&a, &b] {
+        let (status, body) = node
+            .app
+            .call(Method::POST, &identify(gone), Some(&op), None)
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    }
+}
