@@ -32,11 +32,26 @@ async function failure(res) {
   return new ApiError(res.status, body.error ?? 'http_' + res.status, body.message ?? res.statusText, body);
 }
 
+/** The Authorization header of the saved account, merged into `headers`. */
+function withToken(headers = {}) {
+  const token = accountToken();
+  return token ? { ...headers, authorization: 'Bearer ' + token } : headers;
+}
+
+/**
+ * fetch() with the account token, for replies that are not JSON (images, raw bytes, a
+ * stream): resolves to the Response when it is a success, else throws the ApiError.
+ * `init` is fetch's own (its `signal` is the caller's: a stream must not time out).
+ */
+export async function apiFetch(path, init = {}) {
+  const res = await fetch(path, { ...init, headers: withToken(init.headers) });
+  if (!res.ok) throw await failure(res);
+  return res;
+}
+
 /** Calls the API: `api('GET', '/api/scenes')`, `api('POST', '/api/scenes', {...})`. */
 export async function api(method, path, body) {
-  const headers = {};
-  const token = accountToken();
-  if (token) headers.authorization = 'Bearer ' + token;
+  const headers = withToken();
   let payload;
   if (body !== undefined) {
     headers['content-type'] = 'application/json';
