@@ -103,7 +103,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let mut target = config.clone();
-    target.database_url = fresh_database().await?;
+    target.database_url = fresh_database().await?.into();
     target.mongodb_database = format!("c3s_bench_restored_{}", uuid::Uuid::new_v4().simple());
     let restored = backup::restore(&target, &dir, false).await?;
     println!(

@@ -111,6 +111,15 @@ ensure_cargo() {
   command -v cargo >/dev/null || die "cargo (Rust stable) is needed: https://rustup.rs"
 }
 
+# rustfmt and clippy, which the tests run (rustup's default profile has them).
+ensure_lints() {
+  if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    command -v rustup >/dev/null && rustup component add rustfmt clippy
+    cargo fmt --version >/dev/null 2>&1 && cargo clippy --version >/dev/null 2>&1 \
+      || die "rustfmt and clippy are needed: rustup component add rustfmt clippy"
+  fi
+}
+
 # start_throwaway_stores: a private PostgreSQL cluster and a SecantusDB in a temporary
 # directory, exported for tests and benches as C3S_TEST_DATABASE_URL / MONGODB_URL /
 # C3S_SECANTUSD. Both are stopped, and the directory removed, when the calling script exits.

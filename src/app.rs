@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::serve::ListenerExt;
+use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -74,7 +75,7 @@ impl App {
             .await
             .context("configuring the GridFS client")?;
         if let Some(spec) = &config.bootstrap_admin {
-            bootstrap_admin(&db, spec).await?;
+            bootstrap_admin(&db, spec.expose_secret()).await?;
         }
         let listener = TcpListener::bind(config.listen)
             .await

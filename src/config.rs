@@ -7,9 +7,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use secrecy::{ExposeSecret, SecretString};
 
-/// Everything the server needs to start. Secrets are redacted in `Debug` so the start-up log
-/// line that prints the config never leaks them.
+/// Everything the server needs to start. Secrets (the database URLs, which may carry
+/// passwords, and the bootstrap admin's password) are [`SecretString`]s: redacted in `Debug`,
+/// so the start-up log line that prints the config never leaks them, and read only with
+/// `expose_secret()` where they are used.
 #[derive(Clone, Parser)]
 #[command(name = "c3s", version, about = "Cloud Scene Screen Service")]
 pub struct Config {
@@ -21,9 +24,10 @@ pub struct Config {
     #[arg(
         long,
         env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/c3s"
+        default_value = "postgres://postgres@127.0.0.1:5432/c3s",
+        value_parser = secret
     )]
-    pub database_url: String,
+    pub database_url: SecretString,
 
     /// Most PostgreSQL connections this node keeps open.
     #[arg(long, env = "C3S_DB_MAX_CONNECTIONS", default_value_t = 16)]
@@ -31,8 +35,8 @@ pub struct Config {
 
     /// MongoDB connection string for the GridFS frame store. For a replica set include
     /// `replicaSet=...`; C3S writes frames with majority write concern.
-    #[arg(long, env = "MONGODB_URL", default_value = "mongodb://127.0.0.1:27017")]
-    pub mongodb_url: String,
+    #[arg(long, env = "MONGODB_URL", default_value = "mongodb://127.0.0.1:27017", value_parser = secret)]
+    pub mongodb_url: SecretString,
 
     /// MongoDB database holding the GridFS bucket.
     #[arg(long, env = "C3S_MONGODB_DATABASE", default_value = "c3s")]
@@ -99,8 +103,8 @@ pub struct Config {
     pub frame_cache_mb: u64,
 
     /// Create this admin account at start-up when it does not exist (`login:password`).
-    #[arg(long, env = "C3S_BOOTSTRAP_ADMIN")]
-    pub bootstrap_admin: Option<String>,
+    #[arg(long, env = "C3S_BOOTSTRAP_ADMIN", value_parser = secret)]
+    pub bootstrap_admin: Option<SecretString>,
 
     /// The address phones use to reach this server (`http://192.168.1.20:8080`), for the join
     /// QR code; by default it is taken from each request's `Host`.
@@ -131,8 +135,8 @@ impl Config {
     pub fn for_tests(database_url: String, mongodb_url: String, mongodb_database: String) -> Self {
         let mut config = Config::parse_from(["c3s"]);
         config.listen = "127.0.0.1:0".parse().expect("literal address");
-        config.database_url = database_url;
-        config.mongodb_url = mongodb_url;
+        config.database_url = database_url.into();
+        config.mongodb_url = mongodb_url.into();
         config.mongodb_database = mongodb_database;
         config.web_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("web-client");
         config.metrics_listen = MaybeAddr(Some("127.0.0.1:0".parse().expect("literal address")));
@@ -144,9 +148,12 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("listen", &self.listen)
-            .field("database_url", &redact_url(&self.database_url))
+            .field(
+                "database_url",
+                &redact_url(self.database_url.expose_secret()),
+            )
             .field("db_max_connections", &self.db_max_connections)
-            .field("mongodb_url", &redact_url(&self.mongodb_url))
+            .field("mongodb_url", &redact_url(self.mongodb_url.expose_secret()))
             .field("mongodb_database", &self.mongodb_database)
             .field("gridfs_bucket", &self.gridfs_bucket)
             .field("store_timeout_ms", &self.store_timeout_ms)
@@ -172,6 +179,12 @@ impl std::fmt::Debug for Config {
             .field("log_json", &self.log_json)
             .finish()
     }
+}
+
+/// A setting that holds a secret (a password, or a URL that may carry one): kept in a
+/// [`SecretString`], which never prints it and wipes it from memory when dropped.
+fn secret(s: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(s.to_owned()))
 }
 
 /// A listening address that may be turned off (`none`).

@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use anyhow::{bail, ensure, Context};
 use mongodb::bson::{doc, oid::ObjectId};
+use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::{Connection, PgConnection};
@@ -52,6 +53,59 @@ pub struct Report {
     pub frame_bytes: u64,
     pub scenes: i64,
     pub seconds: f64,
+}
+
+/// Points a PostgreSQL client tool at the deployment's database without putting a password
+/// on its command line (where any user of the machine could read it): the URL goes without
+/// its password in `--dbname`, the password in the tool's environment (`PGPASSWORD`).
+fn connect_to(tool: &mut Command, config: &Config) {
+    let (url, password) = split_password(config.database_url.expose_secret());
+    tool.arg("--dbname").arg(url);
+    if let Some(password) = password {
+        tool.env("PGPASSWORD", password);
+    }
+}
+
+/// `scheme://user:password@host/...` as the URL without its password, and the password
+/// (percent-decoded).
+fn split_password(url: &str) -> (String, Option<String>) {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (url.to_owned(), None);
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return (url.to_owned(), None);
+    };
+    let Some((user, password)) = userinfo.split_once(':') else {
+        return (url.to_owned(), None);
+    };
+    (
+        format!("{scheme}://{user}@{host}"),
+        Some(percent_decode(password)),
+    )
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The PostgreSQL client tools: `PG_BIN`, else the newest `/usr/lib/postgresql/*/bin`, else
@@ -99,7 +153,7 @@ pub async fn backup(config: &Config, dir: &Path) -> anyhow::Result<Report> {
         dir.display()
     );
     // one snapshot for the frame list and the dump
-    let mut db = PgConnection::connect(&config.database_url)
+    let mut db = PgConnection::connect(config.database_url.expose_secret())
         .await
         .context("connecting to PostgreSQL")?;
     sqlx::query("begin isolation level repeatable read read only")
@@ -122,8 +176,8 @@ pub async fn backup(config: &Config, dir: &Path) -> anyhow::Result<Report> {
     dump.args(["--format=custom", "--no-owner", "--no-privileges"])
         .arg(format!("--snapshot={snapshot}"))
         .arg("--file")
-        .arg(dir.join("postgres.dump"))
-        .arg(&config.database_url);
+        .arg(dir.join("postgres.dump"));
+    connect_to(&mut dump, config);
     let dumped = tokio::task::spawn_blocking(move || run(dump, "pg_dump"));
     // the frames are read while pg_dump works (the snapshot stays open until both are done)
     let store = FrameStore::connect(config).await?;
@@ -184,7 +238,7 @@ pub async fn restore(config: &Config, dir: &Path, force: bool) -> anyhow::Result
         "backup format {} is not {FORMAT}",
         manifest.format
     );
-    let mut db = PgConnection::connect(&config.database_url)
+    let mut db = PgConnection::connect(config.database_url.expose_secret())
         .await
         .context("connecting to PostgreSQL")?;
     let tables: i64 = sqlx::query_scalar(
@@ -219,14 +273,9 @@ pub async fn restore(config: &Config, dir: &Path, force: bool) -> anyhow::Result
     db.close().await?;
     let mut restore = Command::new(pg_tool("pg_restore"));
     restore
-        .args([
-            "--no-owner",
-            "--no-privileges",
-            "--exit-on-error",
-            "--dbname",
-        ])
-        .arg(&config.database_url)
+        .args(["--no-owner", "--no-privileges", "--exit-on-error"])
         .arg(dir.join("postgres.dump"));
+    connect_to(&mut restore, config);
     tokio::task::spawn_blocking(move || run(restore, "pg_restore")).await??;
     for file in &manifest.frames {
         let bytes = tokio::fs::read(dir.join("frames").join(&file.gridfs_id))
@@ -253,4 +302,24 @@ pub async fn restore(config: &Config, dir: &Path, force: bool) -> anyhow::Result
         scenes: manifest.scenes,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_leave_the_url_for_the_environment() {
+        assert_eq!(
+            split_password("postgres://c3s:p%40ss%3Aw@db:5432/c3s"),
+            (
+                "postgres://c3s@db:5432/c3s".to_owned(),
+                Some("p@ss:w".to_owned())
+            )
+        );
+        assert_eq!(
+            split_password("postgres://postgres@127.0.0.1/c3s"),
+            ("postgres://postgres@127.0.0.1/c3s".to_owned(), None)
+        );
+    }
 }

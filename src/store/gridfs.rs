@@ -13,6 +13,8 @@ use mongodb::gridfs::{GridFsBucket, GridFsDownloadStream};
 use mongodb::options::{ClientOptions, GridFsBucketOptions, ReadConcern, WriteConcern};
 use mongodb::{Client, Database};
 
+use secrecy::ExposeSecret;
+
 use crate::config::Config;
 
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +63,7 @@ impl FrameStore {
     /// Builds the client without waiting for MongoDB: the server starts (and `/readyz` says
     /// why it is not ready) even when the store is down.
     pub async fn connect(config: &Config) -> anyhow::Result<Self> {
-        let mut options = ClientOptions::parse(&config.mongodb_url).await?;
+        let mut options = ClientOptions::parse(config.mongodb_url.expose_secret()).await?;
         options.app_name = Some("c3s".into());
         let timeout = config.store_timeout();
         options.server_selection_timeout = Some(timeout);

@@ -29,6 +29,7 @@ pub type Tx = sqlx::Transaction<'static, sqlx::Postgres>;
 
 use std::time::Duration;
 
+use secrecy::ExposeSecret;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
@@ -40,7 +41,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 /// Opens the pool lazily: a node starts even while PostgreSQL is down and `/readyz` reports it;
 /// connections are made (and re-made after a restart of PostgreSQL) on demand.
 pub fn connect_pg(config: &Config) -> anyhow::Result<PgPool> {
-    let options: PgConnectOptions = config.database_url.parse()?;
+    let options: PgConnectOptions = config.database_url.expose_secret().parse()?;
     let options = options.application_name("c3s");
     Ok(PgPoolOptions::new()
         .max_connections(config.db_max_connections)

@@ -1,6 +1,7 @@
 //! Backup and restore of a whole deployment through the real `c3s` binary: the restored
 //! deployment serves the same scenes, pixels, shows, log and byte-identical frames.
 
+use secrecy::ExposeSecret;
 use std::process::Command;
 
 use reqwest::{Method, StatusCode};
@@ -21,7 +22,7 @@ fn c3s(
     let out = Command::new(env!("CARGO_BIN_EXE_c3s"))
         .args(args)
         .env("DATABASE_URL", database_url)
-        .env("MONGODB_URL", &app.config.mongodb_url)
+        .env("MONGODB_URL", app.config.mongodb_url.expose_secret())
         .env("C3S_MONGODB_DATABASE", mongodb_database)
         .env("C3S_METRICS_LISTEN", "none")
         .env("RUST_LOG", "warn")
@@ -97,7 +98,7 @@ async fn a_backup_restored_into_empty_stores_serves_the_same_deployment() {
     let dir_arg = dir.to_str().unwrap();
     let (ok, out, err) = c3s(
         &app,
-        &app.config.database_url,
+        app.config.database_url.expose_secret(),
         &app.config.mongodb_database,
         &["backup", dir_arg],
     );
@@ -106,7 +107,7 @@ async fn a_backup_restored_into_empty_stores_serves_the_same_deployment() {
     assert_eq!(report["frames"], 3, "{out}");
     let (ok, _, err) = c3s(
         &app,
-        &app.config.database_url,
+        app.config.database_url.expose_secret(),
         &app.config.mongodb_database,
         &["backup", dir_arg],
     );
@@ -130,8 +131,8 @@ async fn a_backup_restored_into_empty_stores_serves_the_same_deployment() {
     );
     assert!(ok, "forced restore failed: {err}");
 
-    let restored = spawn_app_with(app.config.mongodb_url.clone(), |c| {
-        c.database_url = target_db.clone();
+    let restored = spawn_app_with(app.config.mongodb_url.expose_secret().to_owned(), |c| {
+        c.database_url = target_db.clone().into();
         c.mongodb_database = target_mongo.clone();
     })
     .await;

@@ -21,7 +21,7 @@ async fn a_promoted_replica_takes_over_without_losing_a_committed_write() {
     let at = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let address = Switch::start(at(primary.port())).await.unwrap();
     let app = spawn_app_with(shared_mongodb_url(), |c| {
-        c.database_url = format!("postgres://postgres@127.0.0.1:{}/postgres", address.port);
+        c.database_url = format!("postgres://postgres@127.0.0.1:{}/postgres", address.port).into();
     })
     .await;
 

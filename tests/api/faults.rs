@@ -124,7 +124,7 @@ async fn playing(app: &crate::helpers::TestApp) -> (String, Uuid, Phone, Value, 
 #[tokio::test]
 async fn postgres_restarted_mid_show_phones_keep_playing_and_the_node_recovers() {
     let pg = PrivatePg::start().expect("a private PostgreSQL");
-    let app = spawn_app_with(shared_mongodb_url(), |c| c.database_url = pg.url()).await;
+    let app = spawn_app_with(shared_mongodb_url(), |c| c.database_url = pg.url().into()).await;
     let (op, scene, phone, play, mut chunks) = playing(&app).await;
     let version = play["timeline"]["version"].as_i64().unwrap();
     let recorder = record(phone, version);

@@ -1,5 +1,6 @@
 use image::ImageFormat;
 use reqwest::{Method, StatusCode};
+use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -356,10 +357,11 @@ async fn refused_uploads_leave_storage_unchanged() {
         assert_eq!(app.storage_counts().await, before, "{what} changed storage");
     }
     // too many pixels by the server's own limit, in a real (not crafted) image
-    let app2 = crate::helpers::spawn_app_with(app.config.mongodb_url.clone(), |c| {
-        c.max_frame_pixels = 100
-    })
-    .await;
+    let app2 =
+        crate::helpers::spawn_app_with(app.config.mongodb_url.expose_secret().to_owned(), |c| {
+            c.max_frame_pixels = 100
+        })
+        .await;
     let (op2, _) = app2.register("oper").await;
     let scene2 = app2.create_scene(&op2, "Tiny").await;
     let (status, body) = app2

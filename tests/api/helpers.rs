@@ -1,6 +1,7 @@
 //! The test harness: a real server on a free port, its own PostgreSQL database and its own
 //! GridFS database (see `c3s::testkit`), and a real HTTP client.
 
+use secrecy::ExposeSecret;
 use std::time::Duration;
 
 use c3s::app::App;
@@ -51,7 +52,7 @@ pub async fn spawn_app_with(mongodb_url: String, tweak: impl FnOnce(&mut Config)
         mongodb_url,
         format!("c3s_test_{}", Uuid::new_v4().simple()),
     );
-    config.bootstrap_admin = Some(format!("{ADMIN_LOGIN}:{ADMIN_PASSWORD}"));
+    config.bootstrap_admin = Some(format!("{ADMIN_LOGIN}:{ADMIN_PASSWORD}").into());
     config.store_timeout_ms = 2000;
     tweak(&mut config);
     let app = App::build(config.clone()).await.expect("build app");
@@ -266,8 +267,8 @@ impl Node {
             .arg(env!("CARGO_BIN_EXE_c3s"))
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .env("C3S_LISTEN", format!("127.0.0.1:{port}"))
-            .env("DATABASE_URL", &config.database_url)
-            .env("MONGODB_URL", &config.mongodb_url)
+            .env("DATABASE_URL", config.database_url.expose_secret())
+            .env("MONGODB_URL", config.mongodb_url.expose_secret())
             .env("C3S_MONGODB_DATABASE", &config.mongodb_database)
             .env("C3S_STORE_TIMEOUT_MS", config.store_timeout_ms.to_string())
             .env("C3S_TICK_MS", config.tick_ms.to_string())
@@ -298,7 +299,7 @@ impl Node {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let db = sqlx::PgPool::connect(&config.database_url)
+        let db = sqlx::PgPool::connect(config.database_url.expose_secret())
             .await
             .expect("connect to the node's database");
         let frames = FrameStore::connect(config).await.expect("gridfs client");

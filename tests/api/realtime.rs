@@ -1,5 +1,6 @@
 //! Phones over real WebSockets: join, resume, kick, bad messages, and shows played to them.
 
+use secrecy::ExposeSecret;
 use std::time::Duration;
 
 use c3s::clock;
@@ -447,7 +448,7 @@ async fn a_restarted_server_resumes_the_show() {
     // a second server on the same databases, the first one stopped
     let config = app.config.clone();
     drop(app);
-    let restarted = spawn_app_with(config.mongodb_url.clone(), |c| {
+    let restarted = spawn_app_with(config.mongodb_url.expose_secret().to_owned(), |c| {
         c.database_url = config.database_url.clone();
         c.mongodb_database = config.mongodb_database.clone();
     })
