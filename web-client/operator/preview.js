@@ -59,7 +59,7 @@ async function fetchRaster(sceneId, frameId, grid) {
   return { rgb, faint };
 }
 
-const rasters = new Map(); // `${sha}|${w}x${h}` → {value, failedAt, job}
+const rasters = new Map(); // `${sha}|${w}x${h}` → {value, failedAt, job (while queued), fetching}
 /** Rasters waiting to be fetched: one at a time, the page breathing in between. */
 const queue = [];
 let fetching = false;
@@ -69,15 +69,19 @@ async function pump() {
   fetching = true;
   while (queue.length) {
     const job = queue.shift();
+    const entry = job.entry;
+    // out of the queue: a frame being fetched is not queued (or moved in the queue) again
+    entry.job = null;
+    entry.fetching = true;
     try {
-      job.entry.value = await fetchRaster(...job.args);
-      job.entry.failedAt = null;
+      entry.value = await fetchRaster(...job.args);
+      entry.failedAt = null;
     } catch (e) {
       // a show replaced meanwhile answers 404 for its old frames: nothing to report
-      if (job.entry.failedAt == null && e?.status !== 404) messages.error(e, 'Preview');
-      job.entry.failedAt = performance.now();
+      if (entry.failedAt == null && e?.status !== 404) messages.error(e, 'Preview');
+      entry.failedAt = performance.now();
     }
-    job.entry.job = null;
+    entry.fetching = false;
     await new Promise((r) => setTimeout(r, 0));
   }
   fetching = false;
@@ -95,14 +99,14 @@ function raster(sceneId, frame, grid, now = false) {
       queue.splice(queue.indexOf(entry.job), 1);
       queue.unshift(entry.job);
     }
-    if (!entry.value && !entry.job && entry.failedAt != null && performance.now() - entry.failedAt > RETRY_RASTER_MS) {
+    if (!entry.value && !entry.job && !entry.fetching && entry.failedAt != null && performance.now() - entry.failedAt > RETRY_RASTER_MS) {
       entry.job = { entry, args: [sceneId, frame.frame_id, grid] };
       queue.push(entry.job);
       pump();
     }
     return entry.value;
   }
-  entry = { value: null, failedAt: null, job: null };
+  entry = { value: null, failedAt: null, job: null, fetching: false };
   entry.job = { entry, args: [sceneId, frame.frame_id, grid] };
   rasters.set(key, entry);
   if (now) queue.unshift(entry.job);
