@@ -116,7 +116,12 @@ export async function launchBrowser() {
 }
 
 /** A solid-colour PNG, `w` × `h`. */
-export function png(w, h, [r, g, b]) {
+export function png(w, h, rgb) {
+  return pngOf(w, h, () => rgb);
+}
+
+/** A PNG, `w` × `h`, pixel (x, y) of colour `colourAt(x, y)` ([r, g, b]). */
+export function pngOf(w, h, colourAt) {
   const crcTable = Array.from({ length: 256 }, (_, n) => {
     let c = n;
     for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
@@ -139,9 +144,11 @@ export function png(w, h, [r, g, b]) {
   ihdr.writeUInt32BE(w, 0);
   ihdr.writeUInt32BE(h, 4);
   ihdr.set([8, 2, 0, 0, 0], 8);
-  const row = Buffer.alloc(1 + 3 * w);
-  for (let x = 0; x < w; x++) row.set([r, g, b], 1 + 3 * x);
-  const raw = Buffer.concat(Array.from({ length: h }, () => row));
+  const raw = Buffer.concat(Array.from({ length: h }, (_, y) => {
+    const row = Buffer.alloc(1 + 3 * w); // filter byte 0: none
+    for (let x = 0; x < w; x++) row.set(colourAt(x, y), 1 + 3 * x);
+    return row;
+  }));
   return Buffer.concat([Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]), chunk('IHDR', ihdr), chunk('IDAT', deflateSync(raw)), chunk('IEND', Buffer.alloc(0))]);
 }
 
