@@ -32,6 +32,19 @@ async function failure(res) {
   return new ApiError(res.status, body.error ?? 'http_' + res.status, body.message ?? res.statusText, body);
 }
 
+/** fetch(), its failures to reach the server said as an ApiError (status 0) in words: a
+ * browser's own ("Failed to fetch", "Load failed", "NetworkError when...") differ and say
+ * little. An abort the caller asked for stays what it is. */
+async function send(path, init) {
+  try {
+    return await fetch(path, init);
+  } catch (err) {
+    if (err?.name === 'TimeoutError') throw new ApiError(0, 'timeout', 'the server did not answer in time');
+    if (err?.name === 'AbortError') throw err;
+    throw new ApiError(0, 'network', 'the server could not be reached');
+  }
+}
+
 /** The Authorization header of the saved account, merged into `headers`. */
 function withToken(headers = {}) {
   const token = accountToken();
@@ -44,7 +57,7 @@ function withToken(headers = {}) {
  * `init` is fetch's own (its `signal` is the caller's: a stream must not time out).
  */
 export async function apiFetch(path, init = {}) {
-  const res = await fetch(path, { ...init, headers: withToken(init.headers) });
+  const res = await send(path, { ...init, headers: withToken(init.headers) });
   if (!res.ok) throw await failure(res);
   return res;
 }
@@ -58,7 +71,7 @@ export async function api(method, path, body) {
     payload = JSON.stringify(body);
   }
   // a request that hangs (a dead access point) fails after 15 s instead of never
-  const res = await fetch(path, { method, headers, body: payload, signal: AbortSignal.timeout(15000) });
+  const res = await send(path, { method, headers, body: payload, signal: AbortSignal.timeout(15000) });
   if (!res.ok) throw await failure(res);
   if (res.status === 204 || res.status === 202) return null;
   const type = res.headers.get('content-type') ?? '';

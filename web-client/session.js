@@ -12,6 +12,8 @@
 import { api, accountToken, setAccountToken, ApiError } from './api.js';
 
 const RESUME_RETRY_MS = 5000;
+/** The key of the resume's own error (cleared when it succeeds; see Messages.clear). */
+const RESUME_ERROR = 'session';
 
 export class Session {
   /**
@@ -79,11 +81,12 @@ export class Session {
   async resume() {
     try {
       await this.enter();
+      this.messages.clear(RESUME_ERROR);
     } catch (err) {
       if (err instanceof ApiError && err.status === 401) {
         this.out(`Your session has ended; please ${this.words.logIn} again.`);
       } else {
-        this.messages.error(err, `Checking the session (retrying in ${RESUME_RETRY_MS / 1000} s)`);
+        this.messages.error(err, `Checking the session (retrying in ${RESUME_RETRY_MS / 1000} s)`, RESUME_ERROR);
         this.resumeTimer = setTimeout(() => this.resume(), RESUME_RETRY_MS);
       }
     }
