@@ -240,3 +240,40 @@ export class LiveStream {
     }
   }
 }
+
+/** How long a page's first read waits for its stream to open. */
+const FIRST_OPEN_WAIT_MS = 3000;
+/** The key of the stream's own error in the page's messages (cleared when it is back). */
+const LIVE_ERROR = 'live';
+
+/**
+ * A page's stream of a scene, started: its drops and failures said in the page's messages
+ * (errors.js), the drop's error cleared when it is back, `reread()` after every reconnect.
+ * Returns {live, opened}: `opened` resolves once the stream is open (so that what the page
+ * reads next cannot miss a change: the server watches the scene before it answers), or
+ * failed its first try, or after FIRST_OPEN_WAIT_MS (a stream that does not answer must not
+ * keep the page empty).
+ */
+export function watchScene(sceneId, { messages, onEvent, reread }) {
+  let first;
+  const opened = new Promise((resolve) => (first = resolve));
+  setTimeout(first, FIRST_OPEN_WAIT_MS);
+  const live = new LiveStream(sceneId, {
+    onEvent,
+    onOpen: ({ reconnected }) => {
+      first();
+      messages.clear(LIVE_ERROR);
+      if (reconnected) reread();
+    },
+    onDown: (err, wait) => {
+      first();
+      messages.error(err, `Live updates (trying again in ${Math.ceil(wait / 1000)} s)`, LIVE_ERROR);
+    },
+    onFatal: (err) => {
+      first();
+      messages.error(err, 'Live updates');
+    },
+  });
+  live.start();
+  return { live, opened };
+}

@@ -12,7 +12,7 @@
 
 import { api, sceneIdFromKey } from '../api.js';
 import { Session } from '../session.js';
-import { LiveStream } from '../live.js';
+import { watchScene } from '../live.js';
 import { SceneMap } from '../scenemap.js';
 import { $, state, messages, selected, fmt } from './state.js';
 import { startCamera, stopCamera, capture, setPhoto, drawPhoto, onPhotoClick } from './photo.js';
@@ -23,7 +23,6 @@ import {
   placePixel, identify, askForQrCodes, drawMap, onMapClick,
 } from './phones.js';
 
-const LIVE_ERROR = 'live';
 
 const session = new Session({
   messages,
@@ -137,25 +136,12 @@ async function openScene(sceneId) {
   await reloadPixels();
 }
 
-/** Opens the scene's live stream; resolves when it is open, or failed its first try. */
+/** Opens the scene's live stream; resolves when the phones can be read without missing one. */
 function watch(id) {
-  let first;
-  const firstTry = new Promise((resolve) => (first = resolve));
   let connected = null; // phones connected at the last presence
-  const live = new LiveStream(id, {
-    onOpen: ({ reconnected }) => {
-      first();
-      messages.clear(LIVE_ERROR);
-      if (reconnected) messages.run(reloadPixels, undefined, 'Phones');
-    },
-    onDown: (err, wait) => {
-      first();
-      messages.error(err, `Live updates (trying again in ${Math.ceil(wait / 1000)} s)`, LIVE_ERROR);
-    },
-    onFatal: (err) => {
-      first();
-      messages.error(err, 'Live updates');
-    },
+  const { live, opened } = watchScene(id, {
+    messages,
+    reread: () => messages.run(reloadPixels, undefined, 'Phones'),
     onEvent: (name, data) => {
       if (!selected(id)) return;
       if (name === 'pixel') pixelChanged(data);
@@ -168,8 +154,7 @@ function watch(id) {
     },
   });
   state.live = live;
-  live.start();
-  return firstTry;
+  return opened;
 }
 
 // ---------- wiring ----------

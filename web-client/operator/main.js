@@ -12,7 +12,7 @@
 
 import { api, ApiError } from '../api.js';
 import { Session } from '../session.js';
-import { LiveStream } from '../live.js';
+import { watchScene } from '../live.js';
 import { PixelStore } from '../pixels.js';
 import { $, state, messages, selected, clock } from './state.js';
 import { isAdmin, loadScenes, renderScenes, fillSceneForms, sceneChanged, loadJoinCode, wireScenes } from './scenes.js';
@@ -21,8 +21,6 @@ import { loadShow, applyShow, renderShowInfo, wireShow } from './show.js';
 import { makeMap, previewNow, showPrepared, wirePreview } from './preview.js';
 import { renderPresence } from './presence.js';
 
-/** The key of the live stream's own error (cleared when it is back). */
-const LIVE_ERROR = 'live';
 
 const session = new Session({
   messages,
@@ -96,29 +94,15 @@ async function selectScene(id) {
   if (state.show && selected(id)) $('show-loop').checked = state.show.show.loop;
 }
 
-/** Opens the scene's live stream; resolves when it is open, or failed its first try. */
+/** Opens the scene's live stream; resolves when the phones can be read without missing one. */
 function watch(id) {
-  let first;
-  const firstTry = new Promise((resolve) => (first = resolve));
-  const live = new LiveStream(id, {
-    onOpen: ({ reconnected }) => {
-      first();
-      messages.clear(LIVE_ERROR);
-      if (reconnected) reread(id);
-    },
-    onDown: (err, wait) => {
-      first();
-      messages.error(err, `Live updates (trying again in ${Math.ceil(wait / 1000)} s)`, LIVE_ERROR);
-    },
-    onFatal: (err) => {
-      first();
-      messages.error(err, 'Live updates');
-    },
+  const { live, opened } = watchScene(id, {
+    messages,
     onEvent: (name, data) => selected(id) && onLive(id, name, data),
+    reread: () => reread(id),
   });
   state.live = live;
-  live.start();
-  return firstTry;
+  return opened;
 }
 
 /** What may have changed while the page was not told: the show and the phones. */
