@@ -8,10 +8,11 @@
 // every time it opens, `onOpen` is called so that the page reads again what it may have
 // missed meanwhile (the server only pushes changes).
 //
-// A hidden page holds what it is told and applies it when it is shown again: a background
-// tab does no drawing work, and, as with the polling before, a page nobody sees does not
-// change under a command its user decided on what it showed. Held changes are merged (the
-// latest presence, show and scene; the latest of each phone), so holding costs little.
+// A hidden page (document.hidden) holds what it is told and applies it the moment it is
+// shown again: a background tab does no work for what nobody sees (the polling before
+// skipped hidden tabs the same way), and what a page shows changes only while it is seen.
+// Held changes are merged (the latest presence, show and scene; the latest of each phone),
+// so holding costs little; too many phones' changes become one `resync`.
 
 import { apiFetch, ApiError } from './api.js';
 
@@ -193,7 +194,9 @@ export class LiveStream {
       clearTimeout(this.silenceTimer);
       this.connected = false;
       if (!mine()) return;
-      if (err instanceof ApiError && [401, 403, 404].includes(err.status)) {
+      // not allowed, no such scene, or a browser that cannot read a stream: trying again
+      // would not change that
+      if (err instanceof ApiError && ([401, 403, 404].includes(err.status) || err.code === 'unsupported')) {
         this.halt();
         this.onFatal(err);
         return;
