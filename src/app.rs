@@ -50,6 +50,8 @@ pub struct AppState {
     /// This process among the nodes (random at each start).
     pub node_id: uuid::Uuid,
     pub search_cache: Arc<crate::search::SearchCache>,
+    /// Each scene's presence, counted once a second for all the pages watching it.
+    pub presence_cache: Arc<crate::nodes::PresenceCache>,
 }
 
 pub struct App {
@@ -119,6 +121,7 @@ impl App {
             secret,
             node_id,
             search_cache: Arc::default(),
+            presence_cache: Arc::default(),
         };
         tokio::spawn(sweep_orphans(state.clone()));
         let (heard_tx, heard) = tokio::sync::mpsc::channel(crate::nodes::HEARD_CAPACITY);

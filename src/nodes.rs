@@ -260,3 +260,39 @@ pub async fn presence(
     }
     Ok(total)
 }
+
+/// How long a scene's presence is reused by the pages watching it: one count of the scene per
+/// second, however many pages watch it.
+const PRESENCE_REUSE: Duration = Duration::from_secs(1);
+
+/// The last presence counted per scene, shared by the streams watching it.
+#[derive(Default)]
+pub struct PresenceCache {
+    counted: DashMap<Uuid, (std::time::Instant, Presence)>,
+}
+
+impl PresenceCache {
+    /// The scene's presence, counted at most once per `PRESENCE_REUSE`.
+    pub async fn get(
+        &self,
+        db: &PgPool,
+        hub: &Hub,
+        node_id: Uuid,
+        scene_id: Uuid,
+    ) -> Result<Presence, sqlx::Error> {
+        if let Some(entry) = self.counted.get(&scene_id) {
+            if entry.0.elapsed() < PRESENCE_REUSE {
+                return Ok(entry.1.clone());
+            }
+        }
+        let p = presence(db, hub, node_id, scene_id).await?;
+        self.counted
+            .insert(scene_id, (std::time::Instant::now(), p.clone()));
+        // scenes nobody watched for a while are forgotten
+        if self.counted.len() > 1024 {
+            self.counted
+                .retain(|_, (at, _)| at.elapsed() < PRESENCE_REUSE * 60);
+        }
+        Ok(p)
+    }
+}

@@ -78,10 +78,13 @@ pub enum LocationMethod {
     Gps,
     Observer,
     Seat,
+    /// Codes every phone flashes in lock-step, read from an observer's clip.
+    Flash,
 }
 
 impl LocationMethod {
-    pub const ALL: [LocationMethod; 4] = [Self::Qr, Self::Gps, Self::Observer, Self::Seat];
+    pub const ALL: [LocationMethod; 5] =
+        [Self::Qr, Self::Gps, Self::Observer, Self::Seat, Self::Flash];
 
     /// The `location_method.location_method_id` seeded by the first migration.
     pub fn id(self) -> i16 {
@@ -90,6 +93,7 @@ impl LocationMethod {
             Self::Gps => 2,
             Self::Observer => 3,
             Self::Seat => 4,
+            Self::Flash => 5,
         }
     }
 

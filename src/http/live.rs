@@ -29,7 +29,7 @@ use crate::dataplane::follower::FollowError;
 use crate::dataplane::hub::{Change, SceneHub};
 use crate::dataplane::presence::Presence;
 use crate::error::{Error, ErrorBody, Result};
-use crate::scene::{LocationMethod, PixelStatus};
+use crate::scene::{LocationMethod, PixelStatus, SceneStatus};
 use crate::store;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -56,10 +56,12 @@ pub struct ServerClock {
 /// The server's clock: a page measures its offset from the round trip of this call.
 #[utoipa::path(get, path = "/clock", tag = "realtime",
     responses((status = 200, body = ServerClock)))]
-async fn get_clock() -> Json<ServerClock> {
-    Json(ServerClock {
+async fn get_clock() -> impl axum::response::IntoResponse {
+    let now = Json(ServerClock {
         server_time_us: clock::now_us(),
-    })
+    });
+    // every answer is a new measurement: never from a cache
+    ([(axum::http::header::CACHE_CONTROL, "no-store")], now)
 }
 
 /// A phone placed, moved or removed (the `pixel` event).
@@ -100,7 +102,19 @@ async fn watch_scene(
     Auth(me): Auth,
     Path(scene_id): Path<Uuid>,
 ) -> Result<Sse<impl Stream<Item = std::result::Result<Event, Infallible>>>> {
-    scene_with_right(&state, &me, scene_id, Permission::Observer).await?;
+    let scene = scene_with_right(&state, &me, scene_id, Permission::Observer).await?;
+    let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+    let stream =
+        futures::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
+        );
+    let stream = Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE));
+    if scene.status == SceneStatus::Ended {
+        // said at once, and the stream ends: nothing more will happen to it
+        let _ = tx.try_send(event("ended", &serde_json::json!({})));
+        return Ok(stream);
+    }
     let hub = state
         .follower
         .scene_hub(scene_id)
@@ -111,14 +125,8 @@ async fn watch_scene(
         })?;
     // watching before the first answers are read: nothing that happens between is missed
     let changes = hub.watch();
-    let (tx, rx) = mpsc::channel(STREAM_QUEUE);
     tokio::spawn(stream_scene(state, hub, changes, tx));
-    let stream =
-        futures::stream::unfold(
-            rx,
-            |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
-        );
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
+    Ok(stream)
 }
 
 /// Feeds one page's stream until the page goes away, the scene ends or the server stops.
@@ -129,7 +137,11 @@ async fn stream_scene(
     out: mpsc::Sender<Event>,
 ) {
     let scene_id = hub.scene_id;
-    let presence = || crate::nodes::presence(&state.db, &state.hub, state.node_id, scene_id);
+    let presence = || {
+        state
+            .presence_cache
+            .get(&state.db, &state.hub, state.node_id, scene_id)
+    };
     let mut last: Option<Presence> = None;
     if let Ok(Some(s)) = store::shows::show_of(&state.db, scene_id).await {
         let now = show_state(scene_id, s.show, s.timeline);

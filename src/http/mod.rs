@@ -157,7 +157,11 @@ fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
             Method::DELETE,
         ])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
-        .expose_headers([header::HeaderName::from_static("x-cache")])
+        .expose_headers([
+            header::HeaderName::from_static("x-cache"),
+            header::HeaderName::from_static("x-grid-width"),
+            header::HeaderName::from_static("x-grid-height"),
+        ])
         .max_age(std::time::Duration::from_secs(3600))
 }
 

@@ -302,12 +302,13 @@ async fn get_presence(
 #[utoipa::path(get, path = "/scenes/{scene_id}/show/frames/{frame_id}/raster", tag = "shows",
     params(("scene_id" = Uuid, Path), ("frame_id" = Uuid, Path)),
     responses((status = 200, description = "the cells' colours", content_type = "application/octet-stream"),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)),
+        (status = 304, description = "unchanged since the `If-None-Match` ETag"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
 async fn get_frame_raster(
     State(state): State<AppState>,
     Auth(me): Auth,
     Path((scene_id, frame_id)): Path<(Uuid, Uuid)>,
+    request_headers: axum::http::HeaderMap,
 ) -> Result<axum::response::Response> {
     use crate::dataplane::framecache::LoadError;
     use axum::http::{header, HeaderValue};
@@ -323,6 +324,15 @@ async fn get_frame_raster(
         .find(|f| f.frame_id == frame_id)
         .ok_or(Error::NotFound("frame of the show"))?;
     let grid = Grid::for_show(&stored.show);
+    // the same frame on the same grid is always the same colours
+    let etag = format!("\"{}-{}x{}\"", frame.sha256, grid.w, grid.h);
+    let seen = request_headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    if seen {
+        return Ok(axum::http::StatusCode::NOT_MODIFIED.into_response());
+    }
     let raster = state
         .frame_cache
         .load(frame, grid)

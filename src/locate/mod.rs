@@ -2,6 +2,7 @@
 //! observation (pixel, position, method, confidence, observer, time), and a pixel's location is
 //! resolved from them. One file per method.
 
+pub mod flash;
 pub mod gps;
 pub mod homography;
 pub mod qr;
