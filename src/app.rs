@@ -30,6 +30,9 @@ pub struct AppState {
     pub frame_store: FrameStore,
     /// Bounds uploads decoded at once (each may hold `max_upload_bytes` in memory).
     pub upload_slots: Arc<Semaphore>,
+    /// Bounds observers' clips read at once (each uses every core and up to
+    /// `video_decoded_mb`).
+    pub video_slots: Arc<Semaphore>,
     /// Cancelled when the server shuts down; long-lived tasks watch it.
     pub shutdown: CancellationToken,
     /// This node's phones and the snapshots their colours come from.
@@ -107,6 +110,7 @@ impl App {
         let node_id = uuid::Uuid::new_v4();
         let state = AppState {
             upload_slots: Arc::new(Semaphore::new(config.upload_concurrency.max(1))),
+            video_slots: Arc::new(Semaphore::new(config.video_concurrency.max(1))),
             config: Arc::new(config),
             placements: Placements::new(commands.clone()),
             signals: Signals::new(db.clone(), hub.clone(), node_id, secret.clone()),

@@ -72,6 +72,42 @@ pub struct Config {
     #[arg(long, env = "C3S_UPLOAD_CONCURRENCY", default_value_t = 4)]
     pub upload_concurrency: usize,
 
+    /// Largest observer's clip (flash locating), in bytes; streamed to a temporary file.
+    #[arg(long, env = "C3S_MAX_VIDEO_BYTES", default_value_t = 512 * 1024 * 1024)]
+    pub max_video_bytes: u64,
+
+    /// Longest observer's clip, in seconds (a flash session lasts about 4 s).
+    #[arg(long, env = "C3S_MAX_VIDEO_SECONDS", default_value_t = 20.0)]
+    pub max_video_seconds: f64,
+
+    /// Largest observer's clip frame, in pixels (4096 × 2304: 4K with room).
+    #[arg(long, env = "C3S_MAX_VIDEO_PIXELS", default_value_t = 4096 * 2304)]
+    pub max_video_pixels: u64,
+
+    /// Frames above this rate are dropped evenly when a clip is read (slow motion).
+    #[arg(long, env = "C3S_MAX_VIDEO_FPS", default_value_t = 60.0)]
+    pub max_video_fps: f64,
+
+    /// Memory the decoded frames of one clip may take, in MiB (a 5 s 4K clip takes ~330).
+    #[arg(long, env = "C3S_VIDEO_DECODED_MB", default_value_t = 1200)]
+    pub video_decoded_mb: u64,
+
+    /// Address space the FFmpeg decoder process may use, in MiB.
+    #[arg(long, env = "C3S_VIDEO_DECODER_MB", default_value_t = 1536)]
+    pub video_decoder_mb: u64,
+
+    /// How long reading one clip may take (probe, decode, analysis), in seconds.
+    #[arg(long, env = "C3S_VIDEO_TIMEOUT_S", default_value_t = 120)]
+    pub video_timeout_s: u64,
+
+    /// Clips read at once (each uses every core and up to the decoded-memory limit).
+    #[arg(long, env = "C3S_VIDEO_CONCURRENCY", default_value_t = 1)]
+    pub video_concurrency: usize,
+
+    /// How long after a flash session ends its clip may still be sent, in minutes.
+    #[arg(long, env = "C3S_FLASH_SESSION_TTL_MINUTES", default_value_t = 30)]
+    pub flash_session_ttl_minutes: i64,
+
     /// Lifetime of a login session token, in hours.
     #[arg(long, env = "C3S_SESSION_TTL_HOURS", default_value_t = 24)]
     pub session_ttl_hours: i64,
@@ -131,6 +167,19 @@ impl Config {
         Duration::from_millis(self.store_timeout_ms)
     }
 
+    /// What one observer's clip may be and cost to read.
+    pub fn video_limits(&self) -> crate::locate::flash::video::VideoLimits {
+        crate::locate::flash::video::VideoLimits {
+            max_seconds: self.max_video_seconds,
+            max_pixels: self.max_video_pixels,
+            max_fps: self.max_video_fps,
+            max_decoded_bytes: self.video_decoded_mb << 20,
+            timeout: Duration::from_secs(self.video_timeout_s.max(1)),
+            decoder_memory_bytes: self.video_decoder_mb << 20,
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+
     /// Settings for a test or tool that builds a server in process.
     pub fn for_tests(database_url: String, mongodb_url: String, mongodb_database: String) -> Self {
         let mut config = Config::parse_from(["c3s"]);
@@ -162,6 +211,15 @@ impl std::fmt::Debug for Config {
             .field("max_frame_pixels", &self.max_frame_pixels)
             .field("max_animation_frames", &self.max_animation_frames)
             .field("upload_concurrency", &self.upload_concurrency)
+            .field("max_video_bytes", &self.max_video_bytes)
+            .field("max_video_seconds", &self.max_video_seconds)
+            .field("max_video_pixels", &self.max_video_pixels)
+            .field("max_video_fps", &self.max_video_fps)
+            .field("video_decoded_mb", &self.video_decoded_mb)
+            .field("video_decoder_mb", &self.video_decoder_mb)
+            .field("video_timeout_s", &self.video_timeout_s)
+            .field("video_concurrency", &self.video_concurrency)
+            .field("flash_session_ttl_minutes", &self.flash_session_ttl_minutes)
             .field("session_ttl_hours", &self.session_ttl_hours)
             .field("device_ttl_days", &self.device_ttl_days)
             .field("tick_ms", &self.tick_ms)

@@ -37,6 +37,9 @@ pub enum Error {
         message: String,
         current: serde_json::Value,
     },
+    /// The thing asked for existed, but is over for good (an expired session).
+    #[error("{0}")]
+    Gone(String),
     /// Malformed request: bad JSON, bad path or query.
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
@@ -93,6 +96,7 @@ impl Error {
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Conflict(_) | Error::Stale { .. } => StatusCode::CONFLICT,
+            Error::Gone(_) => StatusCode::GONE,
             Error::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Error::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -108,6 +112,7 @@ impl Error {
             Error::Forbidden(_) => "forbidden",
             Error::NotFound(_) => "not_found",
             Error::Conflict(_) | Error::Stale { .. } => "conflict",
+            Error::Gone(_) => "gone",
             Error::BadRequest { code, .. } | Error::Invalid { code, .. } => code,
             Error::PayloadTooLarge { .. } => "payload_too_large",
             Error::UnsupportedMediaType(_) => "unsupported_media_type",

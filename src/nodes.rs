@@ -119,6 +119,23 @@ impl Signals {
     /// Delivers a signal to the scene's phones on this node (off the async threads: QR codes
     /// are rendered per phone); returns how many it reached.
     async fn deliver_here(&self, scene_id: Uuid, signal: Signal) -> usize {
+        if let Signal::Flash {
+            session_id,
+            starts_at_us,
+            symbol_us,
+            unlocated_only,
+        } = signal
+        {
+            return self
+                .issue_flash(
+                    scene_id,
+                    session_id,
+                    starts_at_us,
+                    symbol_us,
+                    unlocated_only,
+                )
+                .await;
+        }
         let (hub, secret) = (self.hub.clone(), self.secret.clone());
         tokio::task::spawn_blocking(move || signals::deliver(&hub, scene_id, &signal, &secret))
             .await
@@ -160,6 +177,44 @@ impl Signals {
             }
         }
         Ok(reached)
+    }
+
+    /// Issues a code word of a flash session to each of this node's phones of the scene
+    /// (stored first: the clip is read against them), then tells each phone its own.
+    async fn issue_flash(
+        &self,
+        scene_id: Uuid,
+        session_id: Uuid,
+        starts_at_us: i64,
+        symbol_us: i64,
+        unlocated_only: bool,
+    ) -> usize {
+        let conns = signals::phones(&self.hub, scene_id, unlocated_only);
+        if conns.is_empty() {
+            return 0;
+        }
+        let pixels: Vec<Uuid> = conns.iter().map(|c| c.pixel_id).collect();
+        let codes: std::collections::HashMap<Uuid, u64> =
+            match store::flash::issue_codes(&self.db, session_id, &pixels).await {
+                Ok(codes) => codes.into_iter().collect(),
+                Err(e) => {
+                    tracing::warn!(%session_id, error = ?e, "flash codes not issued");
+                    return 0;
+                }
+            };
+        let reached = conns
+            .iter()
+            .filter(|conn| {
+                codes.get(&conn.pixel_id).is_some_and(|&code| {
+                    let msg = signals::flash_message(session_id, starts_at_us, symbol_us, code);
+                    conn.offer(crate::dataplane::hub::Outgoing::Text(msg))
+                })
+            })
+            .count();
+        if let Err(e) = store::flash::add_phones(&self.db, session_id, reached).await {
+            tracing::warn!(%session_id, error = ?e, "flash phones not counted");
+        }
+        reached
     }
 
     /// Another node's signal: delivered to this node's phones, and answered.

@@ -102,6 +102,15 @@ pub enum ServerMsg<'a> {
     },
     /// Flash until this server instant (µs), so an observer can find the phone.
     Identify { until_us: i64 },
+    /// Flash this phone's code for an observer's camera: from `starts_at_us` (server time),
+    /// slot i for `symbol_us` each, '1' full white, '0' black, on the refresh nearest each
+    /// slot's instant and nothing else on screen; then back to what it showed.
+    Flash {
+        session_id: Uuid,
+        starts_at_us: i64,
+        symbol_us: i64,
+        slots: &'a str,
+    },
     /// The phone's QR code: `side` × `side` modules, row by row, '1' dark; draw it with a
     /// quiet zone of 4 modules. Valid until `expires_us`.
     Qr {

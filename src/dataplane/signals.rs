@@ -6,7 +6,9 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::hub::{Hub, Outgoing};
+use std::sync::Arc;
+
+use super::hub::{Conn, Hub, Outgoing};
 use super::protocol::ServerMsg;
 use crate::clock;
 use crate::locate::qr;
@@ -19,6 +21,15 @@ pub enum Signal {
     Identify { pixel_id: Uuid, until_us: i64 },
     /// Show your QR code (every phone, or the unlocated ones only).
     ShowQr { unlocated_only: bool },
+    /// Flash your code of this flash session (every phone, or the unlocated ones only). The
+    /// codes are issued by each node for its own phones (`nodes`), so this is not for
+    /// [`deliver`].
+    Flash {
+        session_id: Uuid,
+        starts_at_us: i64,
+        symbol_us: i64,
+        unlocated_only: bool,
+    },
 }
 
 /// How long a phone's QR token stays valid: long enough for an observer's photo session.
@@ -37,6 +48,31 @@ pub fn qr_message(secret: &[u8], scene_id: Uuid, pixel_id: Uuid) -> String {
     .to_json()
 }
 
+/// This node's phones of a scene (or its unlocated ones), cloned out of the hub's lock.
+pub fn phones(hub: &Hub, scene_id: Uuid, unlocated_only: bool) -> Vec<Arc<Conn>> {
+    let mut conns = Vec::new();
+    if let Some(scene) = hub.scene(scene_id) {
+        scene.for_each_conn(|conn| {
+            if !(unlocated_only && conn.position().is_some()) {
+                conns.push(conn.clone());
+            }
+        });
+    }
+    conns
+}
+
+/// The `flash` message for a phone with code word `code` of a session.
+pub fn flash_message(session_id: Uuid, starts_at_us: i64, symbol_us: i64, code: u64) -> String {
+    let slots = crate::locate::flash::code::slots_text(code);
+    ServerMsg::Flash {
+        session_id,
+        starts_at_us,
+        symbol_us,
+        slots: &slots,
+    }
+    .to_json()
+}
+
 /// Delivers a signal to this node's phones of the scene; returns how many it reached. QR
 /// codes are signed and rendered per phone: call this off the async threads.
 pub fn deliver(hub: &Hub, scene_id: Uuid, signal: &Signal, secret: &[u8]) -> usize {
@@ -50,21 +86,17 @@ pub fn deliver(hub: &Hub, scene_id: Uuid, signal: &Signal, secret: &[u8]) -> usi
             };
             usize::from(c.offer(Outgoing::Text(msg.to_json())))
         }),
-        Signal::ShowQr { unlocated_only } => {
-            // the phones are listed under the hub's lock; their codes are rendered outside it
-            let mut conns = Vec::new();
-            scene.for_each_conn(|conn| {
-                if !(*unlocated_only && conn.position().is_some()) {
-                    conns.push(conn.clone());
-                }
-            });
-            conns
-                .iter()
-                .filter(|conn| {
-                    let msg = qr_message(secret, scene_id, conn.pixel_id);
-                    conn.offer(Outgoing::Text(msg))
-                })
-                .count()
+        // the phones are listed under the hub's lock; their codes are rendered outside it
+        Signal::ShowQr { unlocated_only } => phones(hub, scene_id, *unlocated_only)
+            .iter()
+            .filter(|conn| {
+                let msg = qr_message(secret, scene_id, conn.pixel_id);
+                conn.offer(Outgoing::Text(msg))
+            })
+            .count(),
+        Signal::Flash { .. } => {
+            let _ = scene;
+            0
         }
     }
 }

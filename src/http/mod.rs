@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod calendar;
 pub mod extract;
+pub mod flash;
 pub mod frames;
 pub mod live;
 pub mod locate;
@@ -66,6 +67,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(shows::router())
         .merge(live::router())
         .merge(locate::router())
+        .merge(flash::router())
         .merge(log::router())
         .merge(calendar::router())
         .merge(search::router());

@@ -12,6 +12,7 @@
 pub mod backup;
 pub mod calendar;
 pub mod events;
+pub mod flash;
 pub mod frames;
 pub mod gridfs;
 pub mod listen;

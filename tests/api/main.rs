@@ -8,6 +8,7 @@ mod cli;
 mod drill;
 mod events;
 mod faults;
+mod flash;
 mod frames;
 mod health;
 mod helpers;

@@ -145,7 +145,7 @@ fn parallel<T: Send>(
 
 /// Reads every phone of a flash session (slots of `symbol_s` seconds) in `clip`. Centres are
 /// given in the frame shown at `still_s` (the still the observer marked the reference
-/// points on: the camera may have moved since).
+/// points on: the camera may have moved since); NaN: the session's middle.
 pub fn analyze(
     clip: &Clip,
     symbol_s: f64,
@@ -180,7 +180,17 @@ pub fn analyze(
     let reads: Vec<Result<Read, Unread>> = parallel(series.len(), threads, |range| {
         range.map(|i| offsets.read(&series[i])).collect()
     });
+    // a clip of something else can fit the clock by chance; it has no blob with the preamble
+    if reads.iter().all(|r| matches!(r, Err(Unread::NoPreamble))) {
+        return Err(AnalysisError::NoSession { fit });
+    }
     let scale = clip.scale;
+    // no still said: the session's middle (every frame there has phones lit to align on)
+    let still_s = if still_s.is_finite() {
+        still_s
+    } else {
+        start + session_s / 2.0
+    };
     let still = clip
         .times
         .iter()
@@ -188,16 +198,19 @@ pub fn analyze(
         .min_by(|a, b| (a.1 - still_s).abs().total_cmp(&(b.1 - still_s).abs()))
         .map_or(0, |(i, _)| i);
     let (sx, sy) = shifts[still];
-    let blobs = regions
-        .iter()
-        .zip(reads)
-        .map(|(r, read)| Blob {
-            x: (r.cx + sx + 0.5) * scale,
-            y: (r.cy + sy + 0.5) * scale,
-            area: r.pixels.len(),
-            read,
-        })
-        .collect();
+    let blobs = merge_split_reads(
+        regions
+            .iter()
+            .zip(reads)
+            .map(|(r, read)| Blob {
+                x: (r.cx + sx + 0.5) * scale,
+                y: (r.cy + sy + 0.5) * scale,
+                area: r.pixels.len(),
+                read,
+            })
+            .collect(),
+        scale,
+    );
     let max_shake_px = shifts
         .iter()
         .map(|&(x, y)| x.hypot(y) * scale)
@@ -209,6 +222,38 @@ pub fn analyze(
         clock_fit: fit,
         max_shake_px,
     })
+}
+
+/// One phone's screen can grow into two regions (a bright centre, a dimmer rim): two reads of
+/// the same code within a few pixels of each other are one phone, kept once (its larger
+/// region's). Reads of one code far apart stay: the caller refuses them as duplicates.
+fn merge_split_reads(mut blobs: Vec<Blob>, scale: f64) -> Vec<Blob> {
+    let mut by_code: std::collections::HashMap<u64, Vec<usize>> = Default::default();
+    for (i, b) in blobs.iter().enumerate() {
+        if let Ok(r) = &b.read {
+            by_code.entry(r.code).or_default().push(i);
+        }
+    }
+    let mut dropped = vec![false; blobs.len()];
+    for found in by_code.values().filter(|v| v.len() > 1) {
+        let keep = *found
+            .iter()
+            .max_by_key(|&&i| blobs[i].area)
+            .expect("two or more");
+        let reach = |i: usize| (blobs[i].area as f64).sqrt() * scale + 2.0 * scale;
+        for &i in found {
+            let d = (blobs[i].x - blobs[keep].x).hypot(blobs[i].y - blobs[keep].y);
+            if i != keep && d <= reach(keep).max(reach(i)) {
+                dropped[i] = true;
+            }
+        }
+    }
+    let mut i = 0;
+    blobs.retain(|_| {
+        i += 1;
+        !dropped[i - 1]
+    });
+    blobs
 }
 
 // ------------------------------------------------------------------ 1. camera shake
@@ -498,9 +543,16 @@ fn select(v: &mut [f32], q: f64) -> f32 {
 
 // ------------------------------------------------------------------ 3. brightness over time
 
-/// A region's weighted brightness in every frame, following the camera's shake.
+/// A region's brightness (its pixels' mean, weighted by their deviation) in every frame,
+/// following the camera's shake.
 fn brightness(clip: &Clip, shifts: &[(f64, f64)], region: &Region) -> Vec<f32> {
     let (w, h) = (clip.width as f64, clip.height as f64);
+    let total: f32 = region
+        .pixels
+        .iter()
+        .map(|&(_, wt)| wt)
+        .sum::<f32>()
+        .max(1e-6);
     (0..clip.frames())
         .map(|f| {
             let frame = clip.frame(f);
@@ -522,7 +574,7 @@ fn brightness(clip: &Clip, shifts: &[(f64, f64)], region: &Region) -> Vec<f32> {
                         * fy;
                 s += wt * v;
             }
-            s
+            s / total
         })
         .collect()
 }
@@ -561,16 +613,15 @@ fn exposure_in_slots(t: f64, e: f64, start: f64, symbol_s: f64) -> Option<[(usiz
 /// between the sum of all blobs and the model of what every phone shows).
 fn session_clock(clip: &Clip, series: &[Vec<f32>], symbol_s: f64) -> (f64, f64, f64) {
     let frames = clip.frames();
-    // every blob normalised (its median at 0, its 10 %..90 % spread 1), then added up
+    // every blob's brightness (grey levels) about its median, added up: a phone swings by
+    // a hundred levels or more, a flicker of the codec or the stands by a few, so the phones
+    // lead however many of those there are
     let mut sum = vec![0f64; frames];
     for s in series {
         let mut sorted = s.clone();
-        let lo = select(&mut sorted, 0.1);
         let mid = select(&mut sorted, 0.5);
-        let hi = select(&mut sorted, 0.9);
-        let spread = (hi - lo).max(1e-3);
         for (acc, v) in sum.iter_mut().zip(s) {
-            *acc += f64::from((v - mid) / spread);
+            *acc += f64::from(v - mid);
         }
     }
     let interval = clip.frame_interval();

@@ -381,3 +381,4 @@ impl Drop for Switch {
         self.target.lock().expect("switch lock").1.cancel();
     }
 }
+pub mod flashclip;
