@@ -3,7 +3,8 @@
 // What the user sees is one of: the join button; a plain sentence about what is happening
 // (joining, waiting to be located, waiting for the show, connection lost); the show itself, as
 // full-screen colour; the phone's QR code when an observer asks for it; a flash when an observer
-// identifies it. Colours change on the screen refresh nearest their scheduled instant, by the
+// identifies it; its flash code, slot by slot in lock-step with the crowd, while an observer
+// films (docs/flash.md). Colours change on the screen refresh nearest their scheduled instant, by the
 // clock synced with the server (clock.js).
 
 import { ClockSync } from '/clock.js';
@@ -56,6 +57,10 @@ const state = {
   retryTimer: null,
   identifyUntil: 0,
   qrUntil: 0,
+  flash: null, // {session, startMs, symbolMs, slots} while a flash session is on or ahead
+  flashLog: [], // [{session, slot, lit, at: server ms at the refresh that showed it, wall}]
+  flashSkipped: new Set(), // sessions the user chose not to flash
+  
   shown: null, // the colour on screen, 'r,g,b'
   changes: [], // [{at: server ms at the refresh that showed it, color}]
   frameMs: 1000 / 60,
@@ -173,6 +178,9 @@ function onMessage(msg) {
     case 'identify':
       state.identifyUntil = msg.until_us / 1000;
       break;
+    case 'flash':
+      startFlash(msg);
+      break;
     default:
       break; // a newer server's message: ignore
   }
@@ -274,6 +282,56 @@ $('qr-hide').addEventListener('click', () => {
   state.qrUntil = 0;
 });
 
+// ---- flashing a code for the observer's camera ------------------------------------------------
+
+const flashNotice = $('flash-notice');
+
+function startFlash(msg) {
+  if (state.flashSkipped.has(msg.session_id) || !/^[01]+$/.test(msg.slots)) return;
+  state.flash = {
+    session: msg.session_id,
+    startMs: msg.starts_at_us / 1000,
+    symbolMs: msg.symbol_us / 1000,
+    slots: msg.slots,
+  };
+  state.qrUntil = 0;
+  flashNotice.hidden = false;
+}
+
+$('flash-skip').addEventListener('click', () => {
+  if (state.flash) state.flashSkipped.add(state.flash.session);
+  state.flash = null;
+  flashNotice.hidden = true;
+});
+
+/** The flash code's colour for the refresh at server time `at`, or null when no slot shows
+ * then. Logs each slot as it first appears. */
+function flashColour(now, at) {
+  const f = state.flash;
+  if (!f) return null;
+  const end = f.startMs + f.slots.length * f.symbolMs;
+  if (at >= end) {
+    state.flash = null;
+    flashNotice.hidden = true;
+    return null;
+  }
+  if (at < f.startMs) {
+    // until it starts: a notice, so the user holds the screen up (and may opt out)
+    const s = Math.ceil((f.startMs - now) / 1000);
+    $('flash-countdown').textContent = s > 0 ? `in ${s} s` : 'now';
+    return null;
+  }
+  flashNotice.hidden = true;
+  const slot = Math.floor((at - f.startMs) / f.symbolMs);
+  const lit = f.slots[slot] === '1';
+  const last = state.flashLog[state.flashLog.length - 1];
+  if (!last || last.session !== f.session || last.slot !== slot) {
+    state.flashLog.push({ session: f.session, slot, lit, at: now, wall: Date.now() });
+    if (state.flashLog.length > 1000) state.flashLog.splice(0, 500);
+  }
+  return lit ? [255, 255, 255] : [0, 0, 0];
+}
+
 // ---- showing colours ---------------------------------------------------------------------------
 
 function css(rgb) {
@@ -298,6 +356,9 @@ function frame(ts) {
   const playing = rgb !== null;
   // two flashes a second at most (WCAG 2.3.1 allows three)
   if (now < state.identifyUntil) rgb = Math.floor(now / 250) % 2 ? [255, 255, 255] : [0, 0, 0];
+  // a flash session's code comes before anything else, alone on the screen
+  const code = flashColour(now, at);
+  if (code) rgb = code;
   if (!rgb) rgb = idleRgb();
   const key = rgb.join(',');
   if (key !== state.shown) {
@@ -307,9 +368,10 @@ function frame(ts) {
     state.changes.push({ at: now, wall: Date.now(), color: key });
     if (state.changes.length > 500) state.changes.splice(0, 250);
   }
-  if (qrLayer.hidden === false && now > state.qrUntil) qrLayer.hidden = true;
-  // the words step aside while the show plays (also through a short drop)
-  if (showing) panel.hidden = playing;
+  if (qrLayer.hidden === false && (now > state.qrUntil || code)) qrLayer.hidden = true;
+  // the words step aside while the show plays (also through a short drop) and while the
+  // code flashes
+  if (showing) panel.hidden = playing || code !== null;
   if (timeline.chunks.length > 64) timeline.prune(now - 2000);
   requestAnimationFrame(frame);
 }
