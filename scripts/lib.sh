@@ -111,6 +111,11 @@ ensure_cargo() {
   command -v cargo >/dev/null || die "cargo (Rust stable) is needed: https://rustup.rs"
 }
 
+# FFmpeg (ffmpeg and ffprobe): the server reads observers' clips with it.
+ensure_ffmpeg() {
+  command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || apt_install ffmpeg
+}
+
 # rustfmt and clippy, which the tests run (rustup's default profile has them).
 ensure_lints() {
   if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then

@@ -33,6 +33,8 @@ pub struct Clip {
     pub pixels: Vec<u8>,
     /// Each frame's presentation time, in seconds from the first.
     pub times: Vec<f64>,
+    /// The decoder's largest resident memory while it ran, in bytes (0: not known).
+    pub decoder_peak_bytes: u64,
 }
 
 impl Clip {
@@ -108,6 +110,9 @@ const MAX_SHIFT: usize = 6;
 const MAX_REGION: usize = 256;
 /// Region pixels keep at least this share of their peak's deviation.
 const REGION_SHARE: f32 = 0.5;
+/// Two neighbouring pixels are of one screen when their brightness over time correlates at
+/// least this much (two phones' codes share only the preamble: ~0.15).
+const MIN_LINK: f32 = 0.75;
 /// The noise floor: median deviation plus this many median absolute deviations.
 const FLOOR_MADS: f32 = 8.0;
 /// Each blob's own timing offset is searched this far around the session clock, in seconds:
@@ -162,8 +167,8 @@ pub fn analyze(
     let unaligned = vec![(0.0, 0.0); clip.frames()];
     let mut shifts = shake(clip, &deviation(clip, &unaligned, threads), threads);
     shifts = shake(clip, &deviation(clip, &shifts, threads), threads);
-    let deviation = deviation(clip, &shifts, threads);
-    let regions = regions(&deviation, clip.width, clip.height);
+    let stats = statistics(clip, &shifts, threads, true);
+    let regions = regions(&stats.deviation, Some((&stats.right, &stats.down)), clip.width, clip.height);
     if regions.is_empty() {
         return Err(AnalysisError::NoBlobs);
     }
@@ -276,7 +281,7 @@ const SHAKE_MIN_EXCESS: f64 = 8.0;
 fn shake(clip: &Clip, deviation: &[f32], threads: usize) -> Vec<(f64, f64)> {
     let (w, h) = (clip.width, clip.height);
     // one point a blob, at its centre (a smeared blob has several peaks along its path)
-    let mut points: Vec<u32> = regions(deviation, w, h)
+    let mut points: Vec<u32> = regions(deviation, None, w, h)
         .iter()
         .map(|r| (r.cy.round() as usize * w + r.cx.round() as usize) as u32)
         .collect();
@@ -379,51 +384,110 @@ fn noise_floor(deviation: &[f32]) -> (f32, f32) {
 
 /// Every stored pixel's standard deviation over the clip, frames aligned (integer shifts).
 fn deviation(clip: &Clip, shifts: &[(f64, f64)], threads: usize) -> Vec<f32> {
+    statistics(clip, shifts, threads, false).deviation
+}
+
+/// Per-pixel temporal statistics of the aligned clip.
+struct Statistics {
+    deviation: Vec<f32>,
+    /// How alike each pixel's brightness over time is to its right and lower neighbours'
+    /// (a correlation): high within one phone's screen, low between two phones.
+    right: Vec<f32>,
+    down: Vec<f32>,
+}
+
+/// The deviation map, and with `links` the neighbour correlations too (one pass over the
+/// frames either way).
+fn statistics(clip: &Clip, shifts: &[(f64, f64)], threads: usize, links: bool) -> Statistics {
     let (w, h) = (clip.width, clip.height);
-    let n = clip.frames();
     let rounded: Vec<(isize, isize)> = shifts
         .iter()
         .map(|&(x, y)| (x.round() as isize, y.round() as isize))
         .collect();
-    let rows: Vec<Vec<f32>> = parallel(h, threads, |range| {
+    // per row: the frames counted, and each pixel's sums of v, v², v·right, v·below
+    type Sums = (u32, Vec<u32>, Vec<u32>, Vec<u32>, Vec<u32>);
+    let rows: Vec<Sums> = parallel(h, threads, |range| {
         let mut out = Vec::with_capacity(range.len());
-        let mut sum = vec![0u32; w];
-        let mut squares = vec![0u32; w];
         for y in range {
-            sum.fill(0);
-            squares.fill(0);
+            let (mut sum, mut squares) = (vec![0u32; w], vec![0u32; w]);
+            let (mut right, mut down) = if links {
+                (vec![0u32; w], vec![0u32; w])
+            } else {
+                (Vec::new(), Vec::new())
+            };
             let mut counted = 0u32;
             for (f, &(dx, dy)) in rounded.iter().enumerate() {
                 let sy = y as isize + dy;
-                if sy < 0 || sy >= h as isize {
+                if sy < 0 || sy >= h as isize || (links && sy + 1 >= h as isize) {
                     continue;
                 }
                 counted += 1;
-                let row = &clip.frame(f)[sy as usize * w..(sy as usize + 1) * w];
+                let frame = clip.frame(f);
+                let row = &frame[sy as usize * w..(sy as usize + 1) * w];
                 let (from, to) = (dx.max(0) as usize, (w as isize + dx.min(0)) as usize);
                 let at = (from as isize - dx) as usize;
-                let (sum, squares) = (&mut sum[at..], &mut squares[at..]);
-                for ((s, q), &v) in sum.iter_mut().zip(squares.iter_mut()).zip(&row[from..to]) {
+                for (i, &v) in row[from..to].iter().enumerate() {
                     let v = u32::from(v);
-                    *s += v;
-                    *q += v * v;
+                    sum[at + i] += v;
+                    squares[at + i] += v * v;
+                }
+                if links {
+                    let below = &frame[(sy as usize + 1) * w..(sy as usize + 2) * w];
+                    for i in 0..to - from {
+                        let x = from + i;
+                        let v = u32::from(row[x]);
+                        if x + 1 < w {
+                            right[at + i] += v * u32::from(row[x + 1]);
+                        }
+                        down[at + i] += v * u32::from(below[x]);
+                    }
                 }
             }
-            let k = counted.max(1) as f32;
-            out.push(
-                sum.iter()
-                    .zip(&squares)
-                    .map(|(&s, &q)| {
-                        let mean = s as f32 / k;
-                        (q as f32 / k - mean * mean).max(0.0).sqrt()
-                    })
-                    .collect(),
-            );
+            out.push((counted, sum, squares, right, down));
         }
         out
     });
-    let _ = n;
-    rows.concat()
+    let mut mean = vec![0f32; w * h];
+    let mut deviation = vec![0f32; w * h];
+    for (y, (n, sum, squares, _, _)) in rows.iter().enumerate() {
+        let k = (*n).max(1) as f32;
+        for x in 0..w {
+            let m = sum[x] as f32 / k;
+            mean[y * w + x] = m;
+            deviation[y * w + x] = (squares[x] as f32 / k - m * m).max(0.0).sqrt();
+        }
+    }
+    let (mut right, mut down) = (Vec::new(), Vec::new());
+    if links {
+        right = vec![0f32; w * h];
+        down = vec![0f32; w * h];
+        let corr = |xy: u32, k: f32, a: usize, b: usize| {
+            let cov = xy as f32 / k - mean[a] * mean[b];
+            let sd = deviation[a] * deviation[b];
+            if sd > 1e-3 {
+                cov / sd
+            } else {
+                0.0
+            }
+        };
+        for (y, (n, _, _, r, d)) in rows.iter().enumerate() {
+            let k = (*n).max(1) as f32;
+            for x in 0..w {
+                let i = y * w + x;
+                if x + 1 < w {
+                    right[i] = corr(r[x], k, i, i + 1);
+                }
+                if y + 1 < h {
+                    down[i] = corr(d[x], k, i, i + w);
+                }
+            }
+        }
+    }
+    Statistics {
+        deviation,
+        right,
+        down,
+    }
 }
 
 /// A blob's region: its pixels with their weights, and its weighted centre (stored pixels).
@@ -435,8 +499,10 @@ struct Region {
 }
 
 /// Regions of high deviation: peaks of the smoothed map above the noise floor, each grown
-/// over its neighbours that keep half its deviation, brightest peak first.
-fn regions(deviation: &[f32], w: usize, h: usize) -> Vec<Region> {
+/// over its neighbours that keep half its deviation, brightest peak first; with `links`
+/// (the neighbour correlations) only between pixels that flash alike, so two phones whose
+/// blurred screens touch stay two regions.
+fn regions(deviation: &[f32], links: Option<(&[f32], &[f32])>, w: usize, h: usize) -> Vec<Region> {
     if w < 3 || h < 3 {
         return Vec::new();
     }
@@ -490,22 +556,27 @@ fn regions(deviation: &[f32], w: usize, h: usize) -> Vec<Region> {
                 break;
             }
             let (x, y) = ((p as usize) % w, (p as usize) / w);
-            for (dx, dy) in [
-                (-1isize, 0isize),
-                (1, 0),
-                (0, -1),
-                (0, 1),
-                (-1, -1),
-                (1, -1),
-                (-1, 1),
-                (1, 1),
-            ] {
+            let steps: &[(isize, isize)] = if links.is_some() {
+                &[(-1, 0), (1, 0), (0, -1), (0, 1)]
+            } else {
+                &[(-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (1, -1), (-1, 1), (1, 1)]
+            };
+            for &(dx, dy) in steps {
                 let (nx, ny) = (x as isize + dx, y as isize + dy);
                 if nx < 1 || ny < 1 || nx >= w as isize - 1 || ny >= h as isize - 1 {
                     continue;
                 }
                 let q = ny as usize * w + nx as usize;
-                if owner[q] == u32::MAX && smooth[q] >= keep {
+                let alike = links.is_none_or(|(right, down)| {
+                    let link = match (dx, dy) {
+                        (1, 0) => right[p as usize],
+                        (-1, 0) => right[q],
+                        (0, 1) => down[p as usize],
+                        _ => down[q],
+                    };
+                    link >= MIN_LINK
+                });
+                if owner[q] == u32::MAX && smooth[q] >= keep && alike {
                     owner[q] = id;
                     queue.push(q as u32);
                 }
@@ -933,6 +1004,7 @@ mod tests {
                 scale: 1.0,
                 pixels,
                 times,
+                decoder_peak_bytes: 0,
             },
             truth,
         )
@@ -993,6 +1065,7 @@ mod tests {
             scale: 1.0,
             pixels: vec![90; 64 * 48 * 200],
             times: (0..200).map(|f| f as f64 / 30.0).collect(),
+            decoder_peak_bytes: 0,
         };
         assert_eq!(
             analyze(&still, symbol_s, 0.0, 2).unwrap_err(),

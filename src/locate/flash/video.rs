@@ -237,6 +237,7 @@ pub fn decode(path: &Path, probe: &Probe, limits: &VideoLimits) -> Result<Clip, 
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|_| VideoError::NoDecoder)?;
+    let pid = child.id();
     let mut stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
     let child = Arc::new(Mutex::new(child));
@@ -264,12 +265,19 @@ pub fn decode(path: &Path, probe: &Probe, limits: &VideoLimits) -> Result<Clip, 
         }
     });
     let frame_bytes = w * h;
+    // room for the frames the file says it has (growing by doubling would briefly need
+    // twice the memory)
+    let expected = match (probe.duration_s, probe.fps) {
+        (Some(d), Some(fps)) => ((d * fps.min(limits.max_fps) * 1.05) as usize + 2) * frame_bytes,
+        _ => 0,
+    };
     let mut clip = Clip {
         width: w,
         height: h,
         scale: f64::from(scale),
-        pixels: Vec::new(),
+        pixels: Vec::with_capacity(expected.min(limits.max_decoded_bytes as usize)),
         times: Vec::new(),
+        decoder_peak_bytes: 0,
     };
     let mut failure = None;
     let mut first_time = None;
@@ -308,6 +316,9 @@ pub fn decode(path: &Path, probe: &Probe, limits: &VideoLimits) -> Result<Clip, 
             break;
         }
         clip.times.push(t - t0);
+        if clip.times.len() % 16 == 1 {
+            clip.decoder_peak_bytes = clip.decoder_peak_bytes.max(peak_rss(pid));
+        }
     }
     let timed_out = Instant::now() >= deadline;
     let _ = child.lock().expect("child lock").kill();
@@ -334,4 +345,16 @@ pub fn decode(path: &Path, probe: &Probe, limits: &VideoLimits) -> Result<Clip, 
         clip.pixels = pixels;
     }
     Ok(clip)
+}
+
+/// A process's largest resident memory so far, in bytes (0 when it cannot be read).
+pub fn peak_rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+            let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kb * 1024)
+        })
+        .unwrap_or(0)
 }
