@@ -1,9 +1,11 @@
-// The server's clock as the operator page sees it, for the preview (which frame shows now)
-// and the Play button (is the show playing now). Measured against `GET /api/clock`: a few
-// round trips at the start and a couple every minute; of the samples of the last five
-// minutes the one with the shortest round trip wins, its offset being the least blurred
-// by the network. (The phones sync far more finely over their socket, clock.js; a preview
-// within a few milliseconds is plenty.)
+// The server's clock as the operator's and observer's pages see it: for the operator's
+// preview (which frame shows now) and Play button (is the show playing now), and for the
+// observer's flash sessions (the countdown, and recording the camera from the instant the
+// session says to film). Measured against `GET /api/clock`: a few round trips at the start
+// and a couple every minute; of the samples of the last five minutes the one with the
+// shortest round trip wins, its offset being the least blurred by the network. (The phones
+// sync far more finely over their socket, clock.js; a few milliseconds are plenty here: a
+// session is filmed with half a second to spare on each side.)
 
 const BURST_AT_START = 4;
 const BURST_EVERY_MINUTE = 2;

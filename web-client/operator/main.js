@@ -8,7 +8,7 @@
 //
 // The page's modules: state.js (what they share), scenes.js, frames.js, show.js (building
 // and playback), timeline.js (which frame shows when), preview.js, presence.js,
-// serverclock.js.
+// and ../serverclock.js (the server's clock, shared with the observer page).
 
 import { api, ApiError } from '../api.js';
 import { Session } from '../session.js';

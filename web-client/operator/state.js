@@ -3,7 +3,7 @@
 // Every module reads and writes this one object, so the selected scene is never two things.
 
 import { Messages } from '../errors.js';
-import { ServerClock } from './serverclock.js';
+import { ServerClock } from '../serverclock.js';
 
 export const $ = (id) => document.getElementById(id);
 
