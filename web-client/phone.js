@@ -233,7 +233,7 @@ function describe() {
   gpsButton.hidden = state.position !== null || !methods.includes('gps') || !navigator.geolocation;
   if (!state.position) {
     const ways = state.scene.location_methods
-      .map((m) => ({ qr: 'an observer photographs the crowd', observer: 'an observer places you on the map', seat: 'you enter your seat below', gps: 'you share your location' })[m])
+      .map((m) => ({ qr: 'an observer photographs the crowd', flash: 'an observer films the crowd while your screen flashes', observer: 'an observer places you on the map', seat: 'you enter your seat below', gps: 'you share your location' })[m])
       .filter(Boolean);
     say('Waiting to be located.', ways.length ? `You will be placed when ${ways.join(', or ')}.` : '');
   } else {
