@@ -6,9 +6,9 @@
 // the server says the page fell behind (`resync`), and when the count of connected phones
 // grows (a join is counted, not pushed). Everything else about them is pushed.
 //
-// The page's modules: state.js (what they share), photo.js (camera and photo), points.js
-// (reference points), detections.js (upload and its results), phones.js (the phones and
-// the scene map).
+// The page's modules: state.js (what they share), flash.js (flash sessions, filming them),
+// clip.js (the clip and its still), photo.js (camera and photo), points.js (reference
+// points), detections.js (upload and its results), phones.js (the phones and the scene map).
 
 import { api, sceneIdFromKey } from '../api.js';
 import { Session } from '../session.js';
@@ -17,7 +17,12 @@ import { SceneMap } from '../scenemap.js';
 import { $, state, messages, selected, fmt } from './state.js';
 import { startCamera, stopCamera, capture, setPhoto, drawPhoto, onPhotoClick } from './photo.js';
 import { addPoint, renderPoints, updateUploadState, onPointInput, onPointsClick } from './points.js';
-import { renderDetections, uploadPhoto } from './detections.js';
+import { renderDetections, uploadPicture } from './detections.js';
+import {
+  startSession, flashSceneOpened, flashSceneClosed, flashAvailability, startFlashCamera, stopFlashCamera, onFpsInput,
+  chooseClip, recordingState,
+} from './flash.js';
+import { onStillInput } from './clip.js';
 import {
   newPixels, reloadPixels, reloadSoon, pixelChanged, renderPixels, selectPixel, renderSelection, renderMapMode,
   placePixel, identify, askForQrCodes, drawMap, onMapClick,
@@ -83,6 +88,7 @@ async function loadScenes() {
 }
 
 function closeScene() {
+  flashSceneClosed();
   state.live?.stop();
   state.live = null;
   state.scene = null;
@@ -97,6 +103,7 @@ function showScene(scene) {
   $('scene-info').textContent =
     `${scene.name}: ${fmt(scene.width)} × ${fmt(scene.height)} scene units, ${scene.status}` +
     (scene.venue ? `, ${scene.venue}` : '') + '.';
+  flashAvailability(scene);
   const canvas = $('scene-map');
   if (!state.map) {
     state.map = new SceneMap(canvas, { width: scene.width, height: scene.height, background: '#1d2630' });
@@ -128,6 +135,7 @@ async function openScene(sceneId) {
     renderDetections();
     drawPhoto();
     newPixels(scene.scene_id);
+    messages.run(() => flashSceneOpened(scene), undefined, 'Flash session');
     // the stream watches the scene before the phones are read: none placed between is missed
     await watch(scene.scene_id);
     if (!selected(scene.scene_id)) return;
@@ -163,7 +171,22 @@ function bind() {
   $('scene-select').addEventListener('change', messages.handler('Scene', (e) => openScene(e.target.value)));
   $('scene-reload').addEventListener('click', messages.handler('Scenes', loadScenes));
   $('ask-qr').addEventListener('click', messages.handler('Asking for QR codes', askForQrCodes));
-  $('camera-start').addEventListener('click', messages.handler('Camera', startCamera));
+  $('flash-fps').addEventListener('input', onFpsInput);
+  $('flash-start').addEventListener('click', messages.handler('Starting the flash session', startSession));
+  $('flash-record').addEventListener('click', messages.handler('Camera', startFlashCamera));
+  $('flash-camera-stop').addEventListener('click', () => {
+    stopFlashCamera();
+    messages.say('Camera off.');
+  });
+  $('flash-file').addEventListener('change', messages.handler('Clip', async (e) => {
+    const file = e.target.files?.[0];
+    if (file) await chooseClip(file);
+  }));
+  $('still-at').addEventListener('input', onStillInput);
+  $('camera-start').addEventListener('click', messages.handler('Camera', () => {
+    stopFlashCamera(); // one camera at a time
+    return startCamera();
+  }));
   $('camera-capture').addEventListener('click', messages.handler('Capture', capture));
   $('camera-stop').addEventListener('click', () => {
     stopCamera();
@@ -191,7 +214,7 @@ function bind() {
   });
   $('points').addEventListener('input', onPointInput);
   $('points').addEventListener('click', onPointsClick);
-  $('upload').addEventListener('click', messages.handler('Upload', uploadPhoto));
+  $('upload').addEventListener('click', messages.handler('Upload', uploadPicture));
   $('scene-map').addEventListener('click', onMapClick);
   $('pixel-filter').addEventListener('change', renderPixels);
   $('pixel-refresh').addEventListener('click', messages.handler('Phones', reloadPixels, 'Phone list refreshed.'));
@@ -232,7 +255,10 @@ function bind() {
       drawPhoto();
     });
   });
-  window.addEventListener('pagehide', stopCamera);
+  window.addEventListener('pagehide', () => {
+    stopCamera();
+    stopFlashCamera();
+  });
 }
 
 bind();
@@ -244,6 +270,9 @@ window.c3s = {
   state,
   get live() {
     return state.live ? { connected: state.live.connected } : null;
+  },
+  get camera() {
+    return recordingState();
   },
 };
 

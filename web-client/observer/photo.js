@@ -1,11 +1,15 @@
 // The observer's photo: the camera (start, capture, stop) or a chosen file, made upright
 // when its EXIF says it is rotated, and drawn with the detections' outlines and the
-// reference points over it; a click on it adds a reference point (points.js).
+// reference points over it; a click on it adds a reference point (points.js). A clip's still
+// (clip.js) is drawn here the same way, with the clip's phones as rings over it.
 
-import { $, state, messages, COLOR_LOCATED, COLOR_OTHER, COLOR_REF } from './state.js';
+import {
+  $, state, messages, COLOR_LOCATED, COLOR_OTHER, COLOR_REF, COLOR_RECORDED, COLOR_REJECTED, COLOR_UNREADABLE,
+} from './state.js';
 import { renderDetections } from './detections.js';
 import { addPoint, renderPoints } from './points.js';
 import { drawMap } from './phones.js';
+import { releaseClip } from './clip.js';
 
 /** Largest side of the on-screen copy of the photo (the photo itself is sent as it is). */
 const MAX_DISPLAY_SIDE = 2048;
@@ -104,9 +108,18 @@ function loadImage(blob) {
   });
 }
 
+/** Lets go of the picture shown (its object URL, or its clip), before another replaces it. */
+export function releasePhoto() {
+  const p = state.photo;
+  if (!p) return;
+  if (p.clip) releaseClip(p.clip);
+  else URL.revokeObjectURL(p.image.src);
+  state.photo = null;
+}
+
 export async function setPhoto(blob, name) {
   const image = await loadImage(blob);
-  if (state.photo) URL.revokeObjectURL(state.photo.image.src);
+  releasePhoto();
   let reencode = !['image/jpeg', 'image/png'].includes(blob.type);
   if (blob.type === 'image/jpeg' && (await jpegOrientation(blob)) !== 1) reencode = true;
   state.photo = { blob, name, image, width: image.naturalWidth, height: image.naturalHeight, reencode };
@@ -152,8 +165,11 @@ export function drawPhoto() {
   const box = canvas.getBoundingClientRect();
   const k = box.width ? w / box.width : 1;
 
+  $('photo-legend').hidden = Boolean(p.clip);
+  $('blob-legend').hidden = !p.clip;
   const r = state.result;
-  if (r) {
+  if (r?.kind === 'clip') drawBlobs(ctx, r, p, ds, k);
+  else if (r) {
     // outlines are in the pixels the server decoded; scale in case they differ from ours
     const sx = (p.width / (r.width || p.width)) * ds;
     const sy = (p.height / (r.height || p.height)) * ds;
@@ -193,6 +209,32 @@ export function drawPhoto() {
     ctx.stroke();
     label(ctx, `P${i + 1}`, x + rad + 3 * k, y - rad, k, COLOR_REF);
   });
+}
+
+/** The colour a clip's phone is drawn in, by its status. */
+export function blobColour(status) {
+  if (status === 'located') return COLOR_LOCATED;
+  if (status === 'recorded') return COLOR_RECORDED;
+  if (status === 'no_preamble' || status === 'unclear') return COLOR_UNREADABLE;
+  return COLOR_REJECTED; // read, but placed nobody
+}
+
+/** A ring round each phone found in the clip, in its status's colour; the unreadable ones
+ * (lights, other screens) first, so a located phone is never hidden under one. */
+function drawBlobs(ctx, r, p, ds, k) {
+  // centres are in the video's pixels the server decoded; scale in case they differ from ours
+  const sx = (p.width / (r.width || p.width)) * ds;
+  const sy = (p.height / (r.height || p.height)) * ds;
+  const rank = (d) => ({ no_preamble: 0, unclear: 0, recorded: 2, located: 3 })[d.status] ?? 1;
+  const order = [...r.detections].sort((a, b) => rank(a) - rank(b));
+  const rad = 6 * k;
+  ctx.lineWidth = 2.5 * k;
+  for (const d of order) {
+    ctx.beginPath();
+    ctx.arc(d.x * sx, d.y * sy, rad, 0, 2 * Math.PI);
+    ctx.strokeStyle = blobColour(d.status);
+    ctx.stroke();
+  }
 }
 
 function label(ctx, text, x, y, k, color) {

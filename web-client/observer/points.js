@@ -1,6 +1,6 @@
 // The observer's reference points: photo pixel ↔ scene position pairs, added by a click on
-// the photo (or "Add a point"), edited in their fields or picked on the scene map; at least
-// four complete ones are needed before the photo can be uploaded.
+// the photo or the clip's still (or "Add a point"), edited in their fields or picked on the
+// scene map; at least four complete ones are needed before the picture can be uploaded.
 
 import { $, state, messages } from './state.js';
 import { drawPhoto } from './photo.js';
@@ -81,15 +81,19 @@ export function pointComplete(pt) {
 export function updateUploadState() {
   const complete = state.points.filter(pointComplete).length;
   const incomplete = state.points.length - complete;
+  const clip = Boolean(state.photo?.clip);
+  const noSession = clip && state.flash?.scene_id !== state.scene?.scene_id;
   let hint;
-  if (!state.photo) hint = 'Take or choose a photo first.';
+  if (!state.photo) hint = 'Take or choose a photo, or record or choose a clip, first.';
+  else if (noSession) hint = 'Start a flash session and film it: a clip is read against the codes of its session.';
   else if (complete < 4) hint = `At least 4 reference points are needed; ${complete} complete so far.`;
   else if (incomplete) hint = `${incomplete} point(s) still need a scene x and y (or remove them).`;
   else hint = `${complete} reference points: ready to upload.`;
   $('points-hint').textContent = hint;
   $('add-point').disabled = !state.photo;
   $('clear-points').disabled = state.points.length === 0;
-  $('upload').disabled = !state.photo || complete < 4 || incomplete > 0 || state.uploading;
+  $('upload').disabled = !state.photo || noSession || complete < 4 || incomplete > 0 || state.uploading;
+  $('upload').textContent = clip ? 'Upload clip and locate phones' : 'Upload photo and locate phones';
 }
 
 export function onPointInput(event) {
