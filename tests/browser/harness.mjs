@@ -106,12 +106,13 @@ export class Server {
   }
 }
 
-export async function launchBrowser() {
+/** Chromium; `args` are added to its command line (a fake camera, say). */
+export async function launchBrowser({ args = [] } = {}) {
   return chromium.launch({
     executablePath: '/usr/bin/chromium',
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync',
       // every phone page keeps its refresh rate even when it is not the focused one
-      '--disable-background-timer-throttling', '--disable-renderer-backgrounding', '--disable-backgrounding-occluded-windows'],
+      '--disable-background-timer-throttling', '--disable-renderer-backgrounding', '--disable-backgrounding-occluded-windows', ...args],
   });
 }
 
