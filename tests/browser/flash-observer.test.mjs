@@ -105,7 +105,9 @@ test('the observer page starts a flash session, reads a clip of it and locates e
   for (let i = 0; i < PLACES.length; i++) phones.push(await openPhone(browser, joinPath));
   const pixelIds = await Promise.all(phones.map((p) => p.evaluate(() => window.c3s.pixelId)));
 
-  const observer = await openObserver(browser, id);
+  // a narrower window than the clip: the still is shown smaller than the video's own pixels,
+  // which are what the reference points must be in
+  const observer = await openObserver(browser, id, { viewport: { width: 1000, height: 900 } });
   assert.equal(await observer.inputValue('#flash-fps'), '30', 'no camera: 30 fps assumed');
   await observer.selectOption('#flash-start-in', '3000');
   await observer.click('#flash-start');
@@ -159,6 +161,8 @@ test('the observer page starts a flash session, reads a clip of it and locates e
 
   // the four scene corners, clicked on the still where the clip shows them
   const corners = [[0, 0], [SCENE_W, 0], [SCENE_W, SCENE_H], [0, SCENE_H]];
+  const shown = await observer.locator('#photo-canvas').boundingBox();
+  assert.ok(shown.width < VIDEO_W * 0.95, `the still is shown ${shown.width} px wide, smaller than the video`);
   for (const [i, [x, y]] of corners.entries()) {
     const [px, py] = toVideo(x, y);
     // the messages above it change the layout: where the still is now
