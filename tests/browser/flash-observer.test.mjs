@@ -279,7 +279,7 @@ test('the observer page says in words why a clip cannot be read', { timeout: 600
   await observer.context().close();
 });
 
-test('the Record button films a session with the camera, by itself, from the instant it says', { timeout: 90000 }, async () => {
+test('the Record button films a session with the camera, by itself, from the instant it says', { timeout: 90000 }, async (t) => {
   const y4m = path.join(tmp, 'camera.y4m');
   await testPatternY4m(y4m, { width: 640, height: 360, fps: 25, seconds: 2 });
   const camBrowser = await launchBrowser({
@@ -331,6 +331,24 @@ test('the Record button films a session with the camera, by itself, from the ins
     assert.ok(rec.colours > 8, `the still shows the camera's picture (${rec.colours} colours)`);
     assert.equal(await observer.isVisible('#photo-canvas'), true, 'the still is on the page');
     assert.equal(await observer.evaluate(() => window.c3s.camera.cameraOn), false, 'the camera is let go');
+
+    // the recording is a video the server reads: it answers with what it found in it (the test
+    // pattern has no phone in it, so nobody is located), not that it is no video
+    for (const [i, [px, py, x, y]] of [[20, 20, 0, 0], [620, 20, 40, 0], [620, 340, 40, 20], [20, 340, 0, 20]].entries()) {
+      await observer.click('#add-point');
+      await observer.fill(`#point-${i}-px`, String(px));
+      await observer.fill(`#point-${i}-py`, String(py));
+      await observer.fill(`#point-${i}-x`, String(x));
+      await observer.fill(`#point-${i}-y`, String(y));
+    }
+    await observer.click('#upload');
+    const answer = await until(() => observer.evaluate(() => {
+      const r = window.c3s.state.result;
+      if (r?.kind === 'clip') return `read: ${r.frames} frames, ${r.located} located`;
+      return document.getElementById('error').textContent.trim();
+    }), 'the server\'s answer to the recording', 60000);
+    assert.match(answer, /^read: \d+ frames, 0 located$|no flashing phones were found|the session's start was not found/, answer);
+    t.diagnostic(`recorded ${rec.type}, ${rec.size} bytes, ${rec.duration.toFixed(2)} s, still at ${rec.stillAt.toFixed(2)} s; the server: ${answer}`);
   } finally {
     await camBrowser.close();
   }
