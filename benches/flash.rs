@@ -57,7 +57,11 @@ fn main() -> anyhow::Result<()> {
     for phones in [1_000usize, 10_000, 50_000] {
         for height in [1080usize, 2160] {
             for fps in [30.0, 60.0] {
-                cases.push(Case { phones, height, fps });
+                cases.push(Case {
+                    phones,
+                    height,
+                    fps,
+                });
             }
         }
     }
@@ -70,7 +74,9 @@ fn main() -> anyhow::Result<()> {
         let width = case.height * 16 / 9;
         let symbol_s = 2.0 / case.fps;
         let mut rng = rand::rngs::StdRng::seed_from_u64(case.phones as u64 + case.height as u64);
-        let codes: Vec<u64> = (0..case.phones).map(|_| code::random_code(&mut rng)).collect();
+        let codes: Vec<u64> = (0..case.phones)
+            .map(|_| code::random_code(&mut rng))
+            .collect();
         let (places, spacing) = flashclip::layout(case.phones, SCENE_W, SCENE_H, 3);
         // screens about a third of the spacing across, 2 × 3 to 8 × 12 px, smaller far away
         let near_px = spacing * (width as f64 * 0.94 / SCENE_W);
@@ -99,12 +105,17 @@ fn main() -> anyhow::Result<()> {
             led_wall: true,
             seed: 77,
         };
-        let slots: Vec<Option<Vec<bool>>> =
-            codes.iter().map(|&c| Some(code::slots(c).to_vec())).collect();
+        let slots: Vec<Option<Vec<bool>>> = codes
+            .iter()
+            .map(|&c| Some(code::slots(c).to_vec()))
+            .collect();
         let shot = flashclip::crowd(&f, &places, &slots);
         let path = dir.join(format!("{name}.mp4"));
         let started = Instant::now();
-        shot.encode(&path, &["-c:v", "libx264", "-crf", "23", "-preset", "veryfast"])?;
+        shot.encode(
+            &path,
+            &["-c:v", "libx264", "-crf", "23", "-preset", "veryfast"],
+        )?;
         let render_s = started.elapsed().as_secs_f64();
         let clip_mb = std::fs::metadata(&path)?.len() as f64 / 1e6;
 
@@ -131,7 +142,11 @@ fn main() -> anyhow::Result<()> {
         let server_peak = peak_rss().saturating_sub(base_rss) + base_rss;
         let decoder_peak = clip.decoder_peak_bytes;
         drop(clip);
-        let _ = std::fs::remove_file(&path);
+        if std::env::var("C3S_FLASH_BENCH_KEEP").is_err() {
+            let _ = std::fs::remove_file(&path);
+        } else {
+            eprintln!("kept {}", path.display());
+        }
 
         // scored as the server places: a code read once, of an issued phone, inside the scene
         let t = (still_s * f.fps).round() / f.fps;
@@ -149,7 +164,8 @@ fn main() -> anyhow::Result<()> {
                 *times_read.entry(r.code).or_default() += 1;
             }
         }
-        let (mut placed, mut false_placements, mut unknown, mut duplicates) = (0usize, 0usize, 0usize, 0usize);
+        let (mut placed, mut false_placements, mut unknown, mut duplicates) =
+            (0usize, 0usize, 0usize, 0usize);
         let mut errors = Vec::new();
         let mut placed_phones = vec![false; case.phones];
         for b in &analysis.blobs {
@@ -162,7 +178,9 @@ fn main() -> anyhow::Result<()> {
                 duplicates += 1;
                 continue;
             }
-            let Some((x, y)) = to_scene.map(b.x, b.y) else { continue };
+            let Some((x, y)) = to_scene.map(b.x, b.y) else {
+                continue;
+            };
             let (tx, ty) = places[i];
             let e = ((x - tx).powi(2) + (y - ty).powi(2)).sqrt();
             if e > spacing / 2.0 {
@@ -199,7 +217,10 @@ fn main() -> anyhow::Result<()> {
                     Some(b) if (b.x - vx).hypot(b.y - vy) < 3.0 => match &b.read {
                         Ok(r) if r.code == codes[i] => "read, but duplicate or far".to_owned(),
                         Ok(_) => "read another code".to_owned(),
-                        Err(e) => format!("{e:?} (area {})", if b.area > 8 { "large" } else { "small" }),
+                        Err(e) => format!(
+                            "{e:?} (area {})",
+                            if b.area > 8 { "large" } else { "small" }
+                        ),
                     },
                     _ => "no blob".to_owned(),
                 };
@@ -209,15 +230,25 @@ fn main() -> anyhow::Result<()> {
             let mut worst: Vec<(f64, usize)> = Vec::new();
             for b in &analysis.blobs {
                 if let Ok(r) = &b.read {
-                    if let (Some(&i), Some((x, y))) = (by_code.get(&r.code), to_scene.map(b.x, b.y)) {
+                    if let (Some(&i), Some((x, y))) = (by_code.get(&r.code), to_scene.map(b.x, b.y))
+                    {
                         let e = ((x - places[i].0).powi(2) + (y - places[i].1).powi(2)).sqrt();
                         if e > spacing / 4.0 {
                             worst.push((e / spacing, b.area));
+                            if e > spacing / 2.0 {
+                                let (tx, ty) = to_video.map(places[i].0, places[i].1).unwrap();
+                                let p = &shot.phones[i];
+                                eprintln!("far: blob ({:.1}, {:.1}) area {} margin {:.2}; phone at ({tx:.1}, {ty:.1}) {:.1}x{:.1} brightness {:.2} error {:.1} ms", b.x, b.y, b.area, r.margin, p.w, p.h, p.brightness, p.clock_error_s * 1000.0);
+                            }
                         }
                     }
                 }
             }
-            eprintln!("placed beyond a quarter spacing: {} {:?}", worst.len(), &worst[..worst.len().min(20)]);
+            eprintln!(
+                "placed beyond a quarter spacing: {} {:?}",
+                worst.len(),
+                &worst[..worst.len().min(20)]
+            );
         }
         let qr = qr_capacity
             .entry(case.height)
@@ -249,7 +280,9 @@ fn main() -> anyhow::Result<()> {
             })
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var("C3S_FLASH_BENCH_KEEP").is_err() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     Ok(())
 }
 

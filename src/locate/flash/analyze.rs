@@ -100,7 +100,7 @@ pub enum AnalysisError {
     TooShort { clip_s: f64, session_s: f64 },
     #[error("no flashing phones were found in the clip")]
     NoBlobs,
-    #[error("the session's start was not found in the clip (fit {fit:.2}): film the whole session, from before the phones start flashing")]
+    #[error("no phone of this session was seen flashing in the clip (fit {fit:.2}): film the crowd during the whole session, from before the phones start flashing until after they stop")]
     NoSession { fit: f64 },
 }
 
@@ -113,8 +113,9 @@ const REGION_SHARE: f32 = 0.5;
 /// Two neighbouring pixels are of one screen when their brightness over time correlates at
 /// least this much (two phones' codes share only the preamble: ~0.15).
 const MIN_LINK: f32 = 0.75;
-/// The noise floor: median deviation plus this many median absolute deviations.
-const FLOOR_MADS: f32 = 8.0;
+/// The noise floor: the background's deviation plus this many of its spreads (its 10 % to
+/// 25 % quantiles apart).
+const FLOOR_SPREADS: f32 = 6.0;
 /// Each blob's own timing offset is searched this far around the session clock, in seconds:
 /// the phone's clock error (a few ms, rarely 20) plus the camera's rolling shutter (the last
 /// row is exposed up to ~30 ms after the first).
@@ -168,7 +169,12 @@ pub fn analyze(
     let mut shifts = shake(clip, &deviation(clip, &unaligned, threads), threads);
     shifts = shake(clip, &deviation(clip, &shifts, threads), threads);
     let stats = statistics(clip, &shifts, threads, true);
-    let regions = regions(&stats.deviation, Some((&stats.right, &stats.down)), clip.width, clip.height);
+    let regions = regions(
+        &stats.deviation,
+        Some((&stats.right, &stats.down)),
+        clip.width,
+        clip.height,
+    );
     if regions.is_empty() {
         return Err(AnalysisError::NoBlobs);
     }
@@ -230,7 +236,7 @@ pub fn analyze(
 }
 
 /// One phone's screen can grow into two regions (a bright centre, a dimmer rim): two reads of
-/// the same code within a few pixels of each other are one phone, kept once (its larger
+/// the same code within a few pixels of each other are one phone, kept once (its stronger
 /// region's). Reads of one code far apart stay: the caller refuses them as duplicates.
 fn merge_split_reads(mut blobs: Vec<Blob>, scale: f64) -> Vec<Blob> {
     let mut by_code: std::collections::HashMap<u64, Vec<usize>> = Default::default();
@@ -241,10 +247,8 @@ fn merge_split_reads(mut blobs: Vec<Blob>, scale: f64) -> Vec<Blob> {
     }
     let mut dropped = vec![false; blobs.len()];
     for found in by_code.values().filter(|v| v.len() > 1) {
-        let keep = *found
-            .iter()
-            .max_by_key(|&&i| blobs[i].area)
-            .expect("two or more");
+        // the first is the strongest (regions come brightest first)
+        let keep = found[0];
         let reach = |i: usize| (blobs[i].area as f64).sqrt() * scale + 2.0 * scale;
         for &i in found {
             let d = (blobs[i].x - blobs[keep].x).hypot(blobs[i].y - blobs[keep].y);
@@ -371,13 +375,15 @@ fn shake(clip: &Clip, deviation: &[f32], threads: usize) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// The deviation map's median and its noise floor (median + `FLOOR_MADS` MADs).
+/// The deviation map's background level and its noise floor. The background is taken from
+/// the lower quarter of the map: in a dense crowd a third of the pixels or more belong to
+/// phones, which would lift a median-based floor above the dimmest of them.
 fn noise_floor(deviation: &[f32]) -> (f32, f32) {
     let mut sample: Vec<f32> = deviation.iter().step_by(7).copied().collect();
-    let median = select(&mut sample, 0.5);
-    let mut spread: Vec<f32> = sample.iter().map(|v| (v - median).abs()).collect();
-    let mad = select(&mut spread, 0.5).max(0.25);
-    (median, median + FLOOR_MADS * mad)
+    let low = select(&mut sample, 0.1);
+    let quarter = select(&mut sample, 0.25);
+    let spread = (quarter - low).max(0.25);
+    (quarter, quarter + FLOOR_SPREADS * spread)
 }
 
 // ------------------------------------------------------------------ 2. blobs
@@ -507,16 +513,14 @@ fn regions(deviation: &[f32], links: Option<(&[f32], &[f32])>, w: usize, h: usiz
         return Vec::new();
     }
     let (median, floor) = noise_floor(deviation);
-    // 3 × 3 smoothing
+    // a light smoothing (the pixel, half its four neighbours): noise is tamed, and two
+    // phones a few pixels apart keep a valley between them
     let mut smooth = vec![0f32; w * h];
     for y in 1..h - 1 {
         for x in 1..w - 1 {
-            let mut s = 0.0;
-            for dy in 0..3 {
-                let row = (y + dy - 1) * w;
-                s += deviation[row + x - 1] + deviation[row + x] + deviation[row + x + 1];
-            }
-            smooth[y * w + x] = s / 9.0;
+            let i = y * w + x;
+            let cross = deviation[i - 1] + deviation[i + 1] + deviation[i - w] + deviation[i + w];
+            smooth[i] = (deviation[i] * 4.0 + cross) / 8.0;
         }
     }
     let mut peaks: Vec<u32> = Vec::new();
@@ -538,13 +542,13 @@ fn regions(deviation: &[f32], links: Option<(&[f32], &[f32])>, w: usize, h: usiz
     }
     peaks.sort_by(|&a, &b| smooth[b as usize].total_cmp(&smooth[a as usize]));
     let mut owner = vec![u32::MAX; w * h];
-    let mut out = Vec::new();
+    let mut grown: Vec<Vec<u32>> = Vec::new();
     let mut queue = Vec::new();
     for &peak in &peaks {
         if owner[peak as usize] != u32::MAX {
             continue;
         }
-        let id = out.len() as u32;
+        let id = grown.len() as u32;
         let keep = (smooth[peak as usize] * REGION_SHARE).max(floor);
         queue.clear();
         queue.push(peak);
@@ -559,7 +563,16 @@ fn regions(deviation: &[f32], links: Option<(&[f32], &[f32])>, w: usize, h: usiz
             let steps: &[(isize, isize)] = if links.is_some() {
                 &[(-1, 0), (1, 0), (0, -1), (0, 1)]
             } else {
-                &[(-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (1, -1), (-1, 1), (1, 1)]
+                &[
+                    (-1, 0),
+                    (1, 0),
+                    (0, -1),
+                    (0, 1),
+                    (-1, -1),
+                    (1, -1),
+                    (-1, 1),
+                    (1, 1),
+                ]
             };
             for &(dx, dy) in steps {
                 let (nx, ny) = (x as isize + dx, y as isize + dy);
@@ -582,25 +595,69 @@ fn regions(deviation: &[f32], links: Option<(&[f32], &[f32])>, w: usize, h: usiz
                 }
             }
         }
-        let weighted: Vec<(u32, f32)> = pixels
-            .iter()
-            .map(|&p| (p, (deviation[p as usize] - median).max(0.0) + 1e-3))
-            .collect();
-        let total: f64 = weighted.iter().map(|&(_, wt)| f64::from(wt)).sum();
-        let (sx, sy) = weighted.iter().fold((0.0, 0.0), |(a, b), &(p, wt)| {
-            let wt = f64::from(wt);
-            (
-                a + wt * (p as usize % w) as f64,
-                b + wt * (p as usize / w) as f64,
-            )
-        });
-        out.push(Region {
-            pixels: weighted,
-            cx: sx / total,
-            cy: sy / total,
-        });
+        grown.push(pixels);
     }
-    out
+    // fragments of one screen (a big phone's centre and rim grew apart) flash alike across
+    // their border: joined again; two phones do not
+    if let Some((right, down)) = links {
+        let mut parent: Vec<u32> = (0..grown.len() as u32).collect();
+        fn root(parent: &mut [u32], mut i: u32) -> u32 {
+            while parent[i as usize] != i {
+                parent[i as usize] = parent[parent[i as usize] as usize];
+                i = parent[i as usize];
+            }
+            i
+        }
+        for (a, pixels) in grown.iter().enumerate() {
+            for &p in pixels {
+                let p = p as usize;
+                for (q, link) in [(p + 1, right[p]), (p + w, down[p])] {
+                    let b = owner.get(q).copied().unwrap_or(u32::MAX);
+                    if b == u32::MAX || b == a as u32 || link < MIN_LINK {
+                        continue;
+                    }
+                    let (ra, rb) = (root(&mut parent, a as u32), root(&mut parent, b));
+                    // the stronger (earlier) fragment names the joined region
+                    if ra != rb {
+                        parent[ra.max(rb) as usize] = ra.min(rb);
+                    }
+                }
+            }
+        }
+        let mut joined: Vec<Vec<u32>> = vec![Vec::new(); grown.len()];
+        for i in 0..grown.len() {
+            let r = root(&mut parent, i as u32) as usize;
+            let pixels = std::mem::take(&mut grown[i]);
+            joined[r].extend(pixels);
+        }
+        grown = joined.into_iter().filter(|p| !p.is_empty()).collect();
+    }
+    grown
+        .into_iter()
+        .map(|pixels| {
+            let weighted: Vec<(u32, f32)> = pixels
+                .iter()
+                .map(|&p| (p, (deviation[p as usize] - median).max(0.0) + 1e-3))
+                .collect();
+            // the centre from the region's core only (its pixels above half its brightest):
+            // a halo that grew further on one side does not pull it
+            let top = weighted.iter().map(|&(_, wt)| wt).fold(0.0f32, f32::max);
+            let core = |wt: f32| f64::from((wt - 0.5 * top).max(0.0)) + 1e-9;
+            let total: f64 = weighted.iter().map(|&(_, wt)| core(wt)).sum();
+            let (sx, sy) = weighted.iter().fold((0.0, 0.0), |(a, b), &(p, wt)| {
+                let wt = core(wt);
+                (
+                    a + wt * (p as usize % w) as f64,
+                    b + wt * (p as usize / w) as f64,
+                )
+            });
+            Region {
+                pixels: weighted,
+                cx: sx / total,
+                cy: sy / total,
+            }
+        })
+        .collect()
 }
 
 /// The `q` quantile of `v` (reorders it).
