@@ -58,7 +58,8 @@ def main():
         return
     status, scene = call("POST", f"{base}/api/scenes", token, {
         "name": DEMO_NAME, "description": "A rainbow wave rolling round the stands, then a flash.",
-        "venue": "Anywhere", "width": 96, "height": 48, "idle_color": "#202020"})
+        "venue": "Anywhere", "width": 96, "height": 48, "idle_color": "#202020",
+        "location_methods": ["qr", "gps", "observer", "seat", "flash"]})
     if status != 201:
         sys.exit(f"creating the demo scene failed ({status}): {scene}")
     scene_id = scene["scene_id"]

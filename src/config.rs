@@ -260,22 +260,39 @@ fn parse_optional_addr(s: &str) -> Result<MaybeAddr, String> {
     }
 }
 
-/// Hides the password part of `scheme://user:password@host/...`.
+/// Hides the password of `scheme://user:password@host/...?password=...` (the userinfo ends at
+/// the last `@` before the path, so an `@` in the password is hidden too).
 fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    match rest.split_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:<redacted>@{host}")
-            } else {
-                url.to_owned()
-            }
+    let (authority, tail) = match rest.find(['/', '?']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:<redacted>@{host}"),
+            None => authority.to_owned(),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if k.to_ascii_lowercase().contains("password") => {
+                        format!("{k}=<redacted>")
+                    }
+                    _ => kv.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
         }
-        None => url.to_owned(),
-    }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
 }
 
 #[cfg(test)]
@@ -295,6 +312,14 @@ mod tests {
         assert_eq!(
             redact_url("mongodb://h1,h2/?replicaSet=rs"),
             "mongodb://h1,h2/?replicaSet=rs"
+        );
+        assert_eq!(
+            redact_url("postgres://c3s:p@ss@db/c3s"),
+            "postgres://c3s:<redacted>@db/c3s"
+        );
+        assert_eq!(
+            redact_url("postgres:///c3s?host=/run/pg&password=x"),
+            "postgres:///c3s?host=/run/pg&password=<redacted>"
         );
     }
 }

@@ -35,6 +35,9 @@ pub const PRESENCE_FRESH: Duration = Duration::from_secs(10);
 /// How long a signal's sender waits for the other nodes' answers. A node that does not
 /// answer in time (it died since its last heartbeat) is not counted.
 const SIGNAL_ANSWER_WAIT: Duration = Duration::from_secs(1);
+/// ... and for a flash session, whose codes each node first stores for its phones (tens of
+/// thousands of rows on a busy node).
+const FLASH_ANSWER_WAIT: Duration = Duration::from_secs(5);
 /// What a node may hear before the listener waits for it to catch up: bursts are small,
 /// since appends to one scene are announced deduplicated.
 pub const HEARD_CAPACITY: usize = 1024;
@@ -146,11 +149,24 @@ impl Signals {
     /// (this node's, and those of every other node that answered within
     /// `SIGNAL_ANSWER_WAIT`).
     pub async fn send(&self, scene_id: Uuid, signal: Signal) -> Result<usize, sqlx::Error> {
-        let others = store::nodes::other_nodes(&self.db, self.node_id, PRESENCE_FRESH).await?;
-        let here = self.deliver_here(scene_id, signal.clone()).await;
+        let others = match store::nodes::other_nodes(&self.db, self.node_id, PRESENCE_FRESH).await {
+            Ok(others) => others,
+            // no database: this node's phones still get it (an identify, a QR code); a
+            // flash session, which needs the database, reaches nobody and says so
+            Err(e) => {
+                tracing::warn!(error = ?e, "signal to this node's phones only");
+                return Ok(self.deliver_here(scene_id, signal).await);
+            }
+        };
         if others.is_empty() {
-            return Ok(here);
+            return Ok(self.deliver_here(scene_id, signal).await);
         }
+        let wait = match signal {
+            Signal::Flash { .. } => FLASH_ANSWER_WAIT,
+            _ => SIGNAL_ANSWER_WAIT,
+        };
+        // the others first, so every node works on it at once (a flash session's codes are
+        // issued by each node for its own phones, before the session starts)
         let request_id = Uuid::new_v4();
         let (answers, mut answered) = mpsc::channel(others.len());
         self.waiting.insert(request_id, answers);
@@ -159,13 +175,14 @@ impl Signals {
             request_id,
             from: self.node_id,
             scene_id,
-            signal,
+            signal: signal.clone(),
         };
         let payload = serde_json::to_string(&sent).expect("signals serialise");
-        store::nodes::notify(&self.db, SIGNAL_CHANNEL, &payload).await?;
+        let notified = store::nodes::notify(&self.db, SIGNAL_CHANNEL, &payload).await;
+        let mut reached = self.deliver_here(scene_id, signal).await;
+        notified?;
         let mut pending: HashSet<Uuid> = others.into_iter().collect();
-        let mut reached = here;
-        let deadline = tokio::time::Instant::now() + SIGNAL_ANSWER_WAIT;
+        let deadline = tokio::time::Instant::now() + wait;
         while !pending.is_empty() {
             match tokio::time::timeout_at(deadline, answered.recv()).await {
                 Ok(Some(answer)) => {

@@ -83,6 +83,10 @@ pub enum LocationMethod {
 }
 
 impl LocationMethod {
+    /// A new scene's methods unless it names its own. Flash locating is chosen per scene:
+    /// it makes every phone flicker (docs/flash.md, photosensitivity).
+    pub const DEFAULT: [LocationMethod; 4] = [Self::Qr, Self::Gps, Self::Observer, Self::Seat];
+
     pub const ALL: [LocationMethod; 5] =
         [Self::Qr, Self::Gps, Self::Observer, Self::Seat, Self::Flash];
 
@@ -188,7 +192,7 @@ impl NewScene {
             },
             location_methods: self
                 .location_methods
-                .unwrap_or_else(|| LocationMethod::ALL.to_vec()),
+                .unwrap_or_else(|| LocationMethod::DEFAULT.to_vec()),
         };
         fields.check()
     }

@@ -78,8 +78,8 @@ impl PlaceError {
 /// Each phone's answer, in the order the group listed them.
 pub type Answers = Vec<Result<Placement, Refused>>;
 
-/// Placements written in one batch at most (a group is never split, so one larger group
-/// makes a larger batch).
+/// Placements written in one batch at most (a group placed whole is never split, so one
+/// larger group makes a larger batch; others are split into parts of this size).
 const MAX_BATCH: usize = 1024;
 /// Groups waiting per scene before callers wait to queue theirs.
 const QUEUE: usize = 4096;
@@ -133,6 +133,16 @@ impl Placements {
     ) -> Result<Answers, PlaceError> {
         if items.is_empty() {
             return Ok(Vec::new());
+        }
+        // a big group that need not be placed whole (a clip of 50 000 phones) goes in parts,
+        // so a phone typing its seat meanwhile waits for one part, not for all of it
+        if !whole && items.len() > MAX_BATCH {
+            let mut answers = Vec::with_capacity(items.len());
+            for part in items.chunks(MAX_BATCH) {
+                let part = Box::pin(self.place_group(scene_id, part.to_vec(), observer, false));
+                answers.extend(part.await?);
+            }
+            return Ok(answers);
         }
         let (reply, answer) = oneshot::channel();
         let mut group = Group {

@@ -70,3 +70,26 @@ impl FromRequestParts<AppState> for Auth {
         }
     }
 }
+
+/// Largest text field of a multipart form (reference points, ids): a few kilobytes say it.
+pub const MAX_FORM_TEXT_BYTES: usize = 64 * 1024;
+
+/// A multipart form's text field, refused (413) past `MAX_FORM_TEXT_BYTES` instead of read
+/// whole into memory.
+pub async fn form_text(mut field: axum::extract::multipart::Field<'_>) -> Result<String, Error> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field
+        .chunk()
+        .await
+        .map_err(|e| Error::bad_request("bad_form", e.body_text()))?
+    {
+        if bytes.len() + chunk.len() > MAX_FORM_TEXT_BYTES {
+            return Err(Error::PayloadTooLarge {
+                limit: MAX_FORM_TEXT_BYTES as u64,
+            });
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| Error::bad_request("bad_form", "a form field is not UTF-8 text"))
+}

@@ -306,7 +306,12 @@ async fn read_video_form(
             Some("video") => {
                 let path = std::env::temp_dir().join(format!("c3s-clip-{}", Uuid::new_v4()));
                 let guard = TempFile(path.clone());
-                let mut out = tokio::fs::File::create(&path)
+                // readable by this server only
+                let mut out = tokio::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
                     .await
                     .map_err(|e| Error::Internal(e.into()))?;
                 let mut written = 0u64;
@@ -323,7 +328,7 @@ async fn read_video_form(
                 file = Some((guard, written));
             }
             Some("points") => {
-                let text = field.text().await.map_err(|e| bad(e.body_text()))?;
+                let text = super::extract::form_text(field).await?;
                 points = Some(serde_json::from_str::<Vec<RefPoint>>(&text).map_err(|_| {
                     Error::invalid(
                         "invalid_reference_points",
@@ -332,7 +337,7 @@ async fn read_video_form(
                 })?);
             }
             Some("session_id") => {
-                let text = field.text().await.map_err(|e| bad(e.body_text()))?;
+                let text = super::extract::form_text(field).await?;
                 let id = text.trim().parse::<Uuid>().map_err(|_| {
                     Error::invalid("invalid_session", "session_id is not a flash session's id")
                 })?;
@@ -341,7 +346,7 @@ async fn read_video_form(
                 session_id = Some(id);
             }
             Some("still_at_s") => {
-                let text = field.text().await.map_err(|e| bad(e.body_text()))?;
+                let text = super::extract::form_text(field).await?;
                 still_at_s = Some(
                     text.trim()
                         .parse::<f64>()
@@ -423,13 +428,16 @@ async fn upload_video(
     let form = form.map_err(|e| Error::bad_request("bad_form", e.body_text()))?;
     let scene = scene_with_right(&state, &me, scene_id, Permission::Observer).await?;
     needs_flash(&scene)?;
-    let _upload = state
+    // an upload slot while the clip arrives (it goes to disk, not memory); then the clip
+    // waits for a video slot without holding it
+    let upload = state
         .upload_slots
         .clone()
         .acquire_owned()
         .await
         .map_err(|e| Error::Internal(e.into()))?;
     let form = read_video_form(&state, scene_id, form).await?;
+    drop(upload);
     let session = usable_session(&state, scene_id, form.session_id).await?;
     let homography = Homography::fit(&form.points)
         .map_err(|e| Error::invalid("invalid_reference_points", e.to_string()))?;

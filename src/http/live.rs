@@ -143,9 +143,18 @@ async fn stream_scene(
             .get(&state.db, &state.hub, state.node_id, scene_id)
     };
     let mut last: Option<Presence> = None;
+    // a page that stops reading without closing must not hold this task (or the node's
+    // shutdown): every send also ends on the page closing and on shutdown
+    let deliver = async |e: Event| -> bool {
+        tokio::select! {
+            sent = out.send(e) => sent.is_ok(),
+            _ = out.closed() => false,
+            _ = state.shutdown.cancelled() => false,
+        }
+    };
     if let Ok(Some(s)) = store::shows::show_of(&state.db, scene_id).await {
         let now = show_state(scene_id, s.show, s.timeline);
-        if out.send(event("show", &now)).await.is_err() {
+        if !deliver(event("show", &now)).await {
             return;
         }
     }
@@ -178,7 +187,7 @@ async fn stream_scene(
                     }
                     Change::Scene(scene) => Some(event("scene", &scene)),
                     Change::Ended => {
-                        let _ = out.send(event("ended", &serde_json::json!({}))).await;
+                        deliver(event("ended", &serde_json::json!({}))).await;
                         return;
                     }
                 },
@@ -198,7 +207,7 @@ async fn stream_scene(
             _ = state.shutdown.cancelled() => return,
         };
         if let Some(e) = next {
-            if out.send(e).await.is_err() {
+            if !deliver(e).await {
                 return;
             }
         }

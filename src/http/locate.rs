@@ -378,6 +378,9 @@ pub enum DetectionStatus {
     UnknownPixel,
     /// The code maps outside the scene rectangle (check the reference points).
     OutsideScene,
+    /// The same phone's code seen twice in the photo (a reflection, a code shown on another
+    /// screen): neither is placed.
+    Duplicate,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -397,7 +400,7 @@ pub struct PhotoResult {
     pub height: u32,
     pub detections: Vec<Detection>,
     pub located: usize,
-    /// Forged, expired and other-scene codes.
+    /// Forged, expired, other-scene and twice-seen codes.
     pub rejected: usize,
 }
 
@@ -420,7 +423,7 @@ async fn read_photo_form(
                 photo = Some(bytes);
             }
             Some("points") => {
-                let text = field.text().await.map_err(|e| bad(e.body_text()))?;
+                let text = super::extract::form_text(field).await?;
                 points = Some(serde_json::from_str(&text).map_err(|e| {
                     Error::invalid(
                         "invalid_reference_points",
@@ -557,6 +560,19 @@ async fn upload_photo(
         }
         result.detections.push(d);
     }
+    // a phone seen twice places neither (one of the two is not where it stands)
+    let mut seen: std::collections::HashMap<Uuid, usize> = std::collections::HashMap::new();
+    for (_, pixel, _) in &to_place {
+        *seen.entry(*pixel).or_default() += 1;
+    }
+    to_place.retain(|&(i, pixel, _)| {
+        let once = seen[&pixel] == 1;
+        if !once {
+            result.detections[i].status = DetectionStatus::Duplicate;
+            result.rejected += 1;
+        }
+        once
+    });
     let items = to_place.iter().map(|&(_, p, obs)| (p, obs)).collect();
     let answers = state
         .placements

@@ -53,10 +53,11 @@ pub fn parse(csv_bytes: &[u8], width: f64, height: f64) -> Result<Vec<Seat>, Vec
         }]);
     };
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let delimiter = separator(text);
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
-        .delimiter(separator(text))
+        .delimiter(delimiter)
         .from_reader(text.as_bytes());
     let mut seats = Vec::new();
     let mut errors = Vec::new();
@@ -103,7 +104,16 @@ pub fn parse(csv_bytes: &[u8], width: f64, height: f64) -> Result<Vec<Seat>, Vec
             err("section, row and seat must not be empty".into());
             continue;
         }
-        let number = |v: &str| v.trim().replace(',', ".").parse::<f64>();
+        // a decimal comma only where fields are separated by semicolons (in a comma-separated
+        // file "1,234" is a thousands separator, not 1.234)
+        let number = |v: &str| {
+            let v = v.trim();
+            if delimiter == b';' {
+                v.replace(',', ".").parse::<f64>()
+            } else {
+                v.parse::<f64>()
+            }
+        };
         let (x, y) = match (number(f[3]), number(f[4])) {
             (Ok(x), Ok(y)) if x.is_finite() && y.is_finite() => (x, y),
             _ => {

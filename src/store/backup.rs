@@ -72,9 +72,12 @@ fn split_password(url: &str) -> (String, Option<String>) {
     let Some((scheme, rest)) = url.split_once("://") else {
         return (url.to_owned(), None);
     };
-    let Some((userinfo, host)) = rest.split_once('@') else {
+    // the userinfo ends at the last '@' before the path (an '@' in the password is its own)
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let Some((userinfo, host)) = rest[..authority_end].rsplit_once('@') else {
         return (url.to_owned(), None);
     };
+    let host = format!("{host}{}", &rest[authority_end..]);
     let Some((user, password)) = userinfo.split_once(':') else {
         return (url.to_owned(), None);
     };

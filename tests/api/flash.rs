@@ -18,10 +18,20 @@ use crate::phone::{next_json, Phone};
 const SCENE_W: f64 = 100.0;
 const SCENE_H: f64 = 60.0;
 
-/// An open 100 × 60 scene (every locating method); (operator token, scene).
+/// An open 100 × 60 scene that locates by flashing (and QR photos); (operator token, scene).
 async fn flash_scene(app: &TestApp) -> (String, Uuid) {
     let (op, _) = app.register("observer").await;
-    let scene = app.create_scene_sized(&op, "Flash", SCENE_W, SCENE_H).await;
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/api/scenes",
+            Some(&op),
+            Some(json!({"name": "Flash", "width": SCENE_W, "height": SCENE_H,
+                "location_methods": ["flash", "qr"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let scene: Uuid = body["scene_id"].as_str().unwrap().parse().unwrap();
     app.open_scene(&op, scene).await;
     (op, scene)
 }
@@ -230,6 +240,29 @@ async fn a_crowd_flashing_its_codes_is_placed_from_one_clip() {
         assert_eq!(m["starts_at_us"], session["starts_at_us"]);
     }
 
+    // the phones stay connected while the clip is drawn and read (answering pings), and
+    // each waits to be told where it is
+    let pixel_ids: Vec<Uuid> = phones.iter().map(Phone::pixel_id).collect();
+    let told: Vec<_> = phones
+        .into_iter()
+        .map(|mut phone| {
+            tokio::spawn(async move {
+                use futures::StreamExt;
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+                while let Ok(Some(Ok(msg))) =
+                    tokio::time::timeout_at(deadline, phone.socket.next()).await
+                {
+                    if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
+                        let msg: Value = serde_json::from_str(t.as_str()).unwrap();
+                        if msg["type"] == "located" {
+                            return true;
+                        }
+                    }
+                }
+                false
+            })
+        })
+        .collect();
     let symbol_s = session["symbol_us"].as_f64().unwrap() / 1e6;
     let f = filming(symbol_s, 11);
     let (places, spacing) = flashclip::layout(N, SCENE_W, SCENE_H, 5);
@@ -272,19 +305,18 @@ async fn a_crowd_flashing_its_codes_is_placed_from_one_clip() {
     // each where it stands, within a quarter of the spacing; nobody else placed
     let now = located(&app, &op, scene).await;
     assert_eq!(now.len(), N);
-    for ((phone, &(x, y)), msg) in phones.iter().zip(&places).zip(&codes) {
-        let _ = msg;
-        let (px, py) = now[&phone.pixel_id().to_string()];
+    for (pixel, &(x, y)) in pixel_ids.iter().zip(&places) {
+        let (px, py) = now[&pixel.to_string()];
         let error = ((px - x).powi(2) + (py - y).powi(2)).sqrt();
         assert!(
             error < spacing / 4.0,
-            "{}: at ({px:.2}, {py:.2}), stands at ({x:.2}, {y:.2})",
-            phone.pixel_id()
+            "{pixel}: at ({px:.2}, {py:.2}), stands at ({x:.2}, {y:.2})"
         );
     }
     // and each phone is told where it is
-    let told = next_json(&mut phones[0].socket).await;
-    assert_eq!(told["type"], "located", "{told}");
+    for t in told {
+        assert!(t.await.unwrap(), "a phone was told where it is");
+    }
 }
 
 #[tokio::test]
@@ -320,8 +352,19 @@ async fn bad_clips_and_sessions_get_their_error_and_place_nobody() {
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (op2, other) = {
-        let other = app.create_scene_sized(&op, "Other", 10.0, 10.0).await;
-        (op.clone(), other)
+        let (status, body) = app
+            .call(
+                Method::POST,
+                "/api/scenes",
+                Some(&op),
+                Some(json!({"name": "Other", "width": 10, "height": 10, "location_methods": ["flash"]})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        (
+            op.clone(),
+            body["scene_id"].as_str().unwrap().parse::<Uuid>().unwrap(),
+        )
     };
     let (status, body) = send_clip(&app, &op2, other, &id, good_points, None, tiny.clone()).await;
     assert_eq!(

@@ -768,3 +768,38 @@ async fn bulk_placements_record_every_observation_and_are_all_or_nothing() {
         .clone();
     assert_eq!(b_now["x"], 20.0, "{b_now}");
 }
+
+#[tokio::test]
+async fn a_code_seen_twice_in_a_photo_places_nobody() {
+    let app = spawn_app().await;
+    let (op, scene) = scene(&app).await;
+    let mut twice = Phone::join(&app, scene, None).await;
+    let mut once = Phone::join(&app, scene, None).await;
+    let (w, h) = (1600u32, 960u32);
+    let mut photo = image::GrayImage::from_pixel(w, h, image::Luma([128]));
+    let (side, modules) = qr_of(&mut twice).await;
+    // the phone's code, and its reflection in a window across the stand
+    draw_code(&mut photo, side, &modules, 150, 150, 4);
+    draw_code(&mut photo, side, &modules, 1100, 600, 4);
+    let (side, modules) = qr_of(&mut once).await;
+    draw_code(&mut photo, side, &modules, 700, 300, 4);
+    let mut png = Vec::new();
+    photo
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let points = json!([
+        {"px": 0, "py": 0, "x": 0, "y": 0}, {"px": 1600, "py": 0, "x": 100, "y": 0},
+        {"px": 1600, "py": 960, "x": 100, "y": 60}, {"px": 0, "py": 960, "x": 0, "y": 60}
+    ]);
+    let (status, result) = post_photo(&app, &op, scene, png, points).await;
+    assert_eq!(status, StatusCode::OK, "{result}");
+    assert_eq!(result["located"], 1, "{result}");
+    let statuses: Vec<&str> = result["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["pixel_id"] == twice.pixel_id().to_string())
+        .map(|d| d["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["duplicate", "duplicate"], "{result}");
+}

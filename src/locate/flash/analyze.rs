@@ -116,6 +116,9 @@ const MIN_LINK: f32 = 0.75;
 /// The noise floor: the background's deviation plus this many of its spreads (its 10 % to
 /// 25 % quantiles apart).
 const FLOOR_SPREADS: f32 = 6.0;
+/// Blobs read from one clip at most, and the memory their brightness series may take.
+const MAX_BLOBS: usize = 200_000;
+const SERIES_BUDGET_BYTES: usize = 512 << 20;
 /// Each blob's own timing offset is searched this far around the session clock, in seconds:
 /// the phone's clock error (a few ms, rarely 20) plus the camera's rolling shutter (the last
 /// row is exposed up to ~30 ms after the first).
@@ -169,12 +172,16 @@ pub fn analyze(
     let mut shifts = shake(clip, &deviation(clip, &unaligned, threads), threads);
     shifts = shake(clip, &deviation(clip, &shifts, threads), threads);
     let stats = statistics(clip, &shifts, threads, true);
-    let regions = regions(
+    let mut regions = regions(
         &stats.deviation,
         Some((&stats.right, &stats.down)),
         clip.width,
         clip.height,
     );
+    // the brightest regions only, as many as the series of their brightness fit in
+    // `SERIES_BUDGET_BYTES` (a clip of a million flashing dots is not a crowd to read whole)
+    let most = (SERIES_BUDGET_BYTES / (clip.frames() * 4).max(1)).min(MAX_BLOBS);
+    regions.truncate(most);
     if regions.is_empty() {
         return Err(AnalysisError::NoBlobs);
     }
@@ -411,13 +418,14 @@ fn statistics(clip: &Clip, shifts: &[(f64, f64)], threads: usize, links: bool) -
         .map(|&(x, y)| (x.round() as isize, y.round() as isize))
         .collect();
     // per row: the frames counted, and each pixel's sums of v, v², v·right, v·below
-    type Sums = (u32, Vec<u32>, Vec<u32>, Vec<u32>, Vec<u32>);
+    // (u64: a long clip's sums of squares pass what 32 bits hold)
+    type Sums = (u32, Vec<u64>, Vec<u64>, Vec<u64>, Vec<u64>);
     let rows: Vec<Sums> = parallel(h, threads, |range| {
         let mut out = Vec::with_capacity(range.len());
         for y in range {
-            let (mut sum, mut squares) = (vec![0u32; w], vec![0u32; w]);
+            let (mut sum, mut squares) = (vec![0u64; w], vec![0u64; w]);
             let (mut right, mut down) = if links {
-                (vec![0u32; w], vec![0u32; w])
+                (vec![0u64; w], vec![0u64; w])
             } else {
                 (Vec::new(), Vec::new())
             };
@@ -433,7 +441,7 @@ fn statistics(clip: &Clip, shifts: &[(f64, f64)], threads: usize, links: bool) -
                 let (from, to) = (dx.max(0) as usize, (w as isize + dx.min(0)) as usize);
                 let at = (from as isize - dx) as usize;
                 for (i, &v) in row[from..to].iter().enumerate() {
-                    let v = u32::from(v);
+                    let v = u64::from(v);
                     sum[at + i] += v;
                     squares[at + i] += v * v;
                 }
@@ -441,11 +449,11 @@ fn statistics(clip: &Clip, shifts: &[(f64, f64)], threads: usize, links: bool) -
                     let below = &frame[(sy as usize + 1) * w..(sy as usize + 2) * w];
                     for i in 0..to - from {
                         let x = from + i;
-                        let v = u32::from(row[x]);
+                        let v = u64::from(row[x]);
                         if x + 1 < w {
-                            right[at + i] += v * u32::from(row[x + 1]);
+                            right[at + i] += v * u64::from(row[x + 1]);
                         }
-                        down[at + i] += v * u32::from(below[x]);
+                        down[at + i] += v * u64::from(below[x]);
                     }
                 }
             }
@@ -467,7 +475,7 @@ fn statistics(clip: &Clip, shifts: &[(f64, f64)], threads: usize, links: bool) -
     if links {
         right = vec![0f32; w * h];
         down = vec![0f32; w * h];
-        let corr = |xy: u32, k: f32, a: usize, b: usize| {
+        let corr = |xy: u64, k: f32, a: usize, b: usize| {
             let cov = xy as f32 / k - mean[a] * mean[b];
             let sd = deviation[a] * deviation[b];
             if sd > 1e-3 {
@@ -625,10 +633,9 @@ fn regions(deviation: &[f32], links: Option<(&[f32], &[f32])>, w: usize, h: usiz
             }
         }
         let mut joined: Vec<Vec<u32>> = vec![Vec::new(); grown.len()];
-        for i in 0..grown.len() {
+        for (i, pixels) in grown.iter_mut().enumerate() {
             let r = root(&mut parent, i as u32) as usize;
-            let pixels = std::mem::take(&mut grown[i]);
-            joined[r].extend(pixels);
+            joined[r].extend(std::mem::take(pixels));
         }
         grown = joined.into_iter().filter(|p| !p.is_empty()).collect();
     }
@@ -819,8 +826,10 @@ type FrameSlots = Vec<[(u16, f32); 2]>;
 /// For each timing offset tried, which frames see which slot and how purely: shared by every
 /// blob.
 struct Offsets {
-    tried: Vec<(f64, FrameSlots)>,
-    /// Index of the first fine offset (after the coarse ones), and the fine offsets' spacing.
+    /// (offset, which frames see which slot, how many frames from the first see only the
+    /// guard and the preamble)
+    tried: Vec<(f64, FrameSlots, usize)>,
+    /// Index of the first fine offset (after the coarse ones).
     coarse: usize,
 }
 
@@ -843,37 +852,46 @@ impl Offsets {
                 )
                 .collect()
         };
+        let with_head = |offset: f64| {
+            let w = weights(offset);
+            let head = w
+                .iter()
+                .position(|parts| {
+                    parts
+                        .iter()
+                        .any(|&(slot, wt)| wt > 0.0 && slot as usize >= DATA_AT)
+                })
+                .unwrap_or(w.len());
+            (offset, w, head)
+        };
         let steps = (MAX_OFFSET_S / COARSE_STEP_S).round() as i64;
-        let tried: Vec<(f64, FrameSlots)> = (-steps..=steps)
-            .map(|k| {
-                let offset = k as f64 * COARSE_STEP_S;
-                (offset, weights(offset))
-            })
+        let mut tried: Vec<(f64, FrameSlots, usize)> = (-steps..=steps)
+            .map(|k| with_head(k as f64 * COARSE_STEP_S))
             .collect();
         let coarse = tried.len();
-        let mut all = tried;
-        // the fine offsets around each coarse one are made on demand in `read`
-        let fine: Vec<(f64, FrameSlots)> = (-steps * 4..=steps * 4)
-            .map(|k| {
-                let offset = k as f64 * FINE_STEP_S;
-                (offset, weights(offset))
-            })
-            .collect();
-        all.extend(fine);
-        Offsets { tried: all, coarse }
+        tried.extend((-steps * 4..=steps * 4).map(|k| with_head(k as f64 * FINE_STEP_S)));
+        Offsets { tried, coarse }
     }
 
-    /// The blob's code word: the best coarse offset, refined, then read.
+    /// The blob's code word: the coarse offset whose preamble shows best (the frames of the
+    /// guard and the preamble only: a blob with no preamble at any offset, most of them in a
+    /// busy shot, is done with at a seventh of the cost), refined on the whole code, then
+    /// read.
     fn read(&self, series: &[f32]) -> Result<Read, Unread> {
         let evaluate = |i: usize| slot_values(series, &self.tried[i].1);
         let mut best: Option<(f32, usize)> = None;
         for i in 0..self.coarse {
-            let score = score(&evaluate(i));
-            if best.is_none_or(|(s, _)| score > s) {
-                best = Some((score, i));
+            let head = self.tried[i].2;
+            let values = slot_values(&series[..head], &self.tried[i].1[..head]);
+            let separation = head_separation(&values).unwrap_or(-10.0);
+            if best.is_none_or(|(s, _)| separation > s) {
+                best = Some((separation, i));
             }
         }
-        let (_, coarse) = best.expect("offsets to try");
+        let (separation, coarse) = best.expect("offsets to try");
+        if separation < MIN_PREAMBLE_SEPARATION * 0.5 {
+            return Err(Unread::NoPreamble);
+        }
         let centre = self.tried[coarse].0;
         let mut best: Option<(f32, usize)> = None;
         for i in self.coarse..self.tried.len() {
@@ -934,6 +952,31 @@ fn preamble(values: &[f32; SLOTS]) -> Option<(f32, f32, f32)> {
     let dimmest = lit.iter().copied().fold(f32::INFINITY, f32::min);
     let brightest = dark.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     Some((l, d, (dimmest - brightest) / contrast))
+}
+
+/// How far apart the dimmest lit and the brightest dark of the first guard and the preamble
+/// are, as a share of lit − dark (the other slots need not be known).
+fn head_separation(values: &[f32; SLOTS]) -> Option<f32> {
+    let (mut lit, mut dark) = (Vec::new(), vec![values[0]]);
+    for (i, &on) in PREAMBLE.iter().enumerate() {
+        let v = values[PREAMBLE_AT + i];
+        if on {
+            lit.push(v);
+        } else {
+            dark.push(v);
+        }
+    }
+    if lit.iter().chain(&dark).any(|v| v.is_nan()) {
+        return None;
+    }
+    let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
+    let contrast = mean(&lit) - mean(&dark);
+    if contrast <= 0.0 {
+        return None;
+    }
+    let dimmest = lit.iter().copied().fold(f32::INFINITY, f32::min);
+    let brightest = dark.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    Some((dimmest - brightest) / contrast)
 }
 
 /// How good a timing offset makes the blob look: its preamble's separation plus its groups'

@@ -73,7 +73,8 @@ pub enum VideoError {
     NoDecoder,
 }
 
-/// Runs `cmd` with the limits (address space, CPU time) when `prlimit` is there.
+/// Runs `program` with the limits (address space, CPU time) when `prlimit` is there, at a
+/// lower priority than the server's own threads (the scheduler must not miss a tick).
 fn bounded(program: &str, limits: &VideoLimits) -> Command {
     static PRLIMIT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let have = *PRLIMIT.get_or_init(|| {
@@ -85,7 +86,8 @@ fn bounded(program: &str, limits: &VideoLimits) -> Command {
             .is_ok_and(|s| s.success())
     });
     if have {
-        let mut cmd = Command::new("prlimit");
+        let mut cmd = Command::new("nice");
+        cmd.args(["-n", "10", "prlimit"]);
         cmd.arg(format!("--as={}", limits.decoder_memory_bytes))
             .arg(format!(
                 "--cpu={}",
@@ -99,7 +101,24 @@ fn bounded(program: &str, limits: &VideoLimits) -> Command {
     }
 }
 
-/// Kills a child once `deadline` passes unless told it is done; true when it killed.
+/// Waits for a child to end, never holding its lock while it waits (the watchdog needs it
+/// to kill a child that hangs); kills it at `deadline`. True when it ended by itself in time.
+fn reap(child: &Mutex<std::process::Child>, deadline: Instant) -> Option<std::process::ExitStatus> {
+    loop {
+        if let Ok(Some(status)) = child.lock().expect("child lock").try_wait() {
+            return (Instant::now() < deadline).then_some(status);
+        }
+        if Instant::now() >= deadline {
+            let mut c = child.lock().expect("child lock");
+            let _ = c.kill();
+            let _ = c.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Kills a child once `deadline` passes unless told it is done.
 fn watchdog(child: Arc<Mutex<std::process::Child>>, deadline: Instant) -> mpsc::Sender<()> {
     let (done, wait) = mpsc::channel::<()>();
     std::thread::spawn(move || {
@@ -129,16 +148,19 @@ pub fn probe(path: &Path, limits: &VideoLimits) -> Result<Probe, VideoError> {
     let mut child = cmd.spawn().map_err(|_| VideoError::NoDecoder)?;
     let mut stdout = child.stdout.take().expect("piped");
     let child = Arc::new(Mutex::new(child));
-    let done = watchdog(
-        child.clone(),
-        Instant::now() + limits.timeout.min(Duration::from_secs(20)),
-    );
+    let deadline = Instant::now() + limits.timeout.min(Duration::from_secs(20));
+    let done = watchdog(child.clone(), deadline);
     let mut out = Vec::new();
     // a probe's answer is small: a file that makes it say megabytes is not one we take
     let read = (&mut stdout).take(4 << 20).read_to_end(&mut out);
-    let status = child.lock().expect("child lock").wait();
+    // (closed first: a probe still writing gets a broken pipe instead of blocking)
+    drop(stdout);
+    let status = reap(&child, deadline);
     let _ = done.send(());
-    if read.is_err() || !status.is_ok_and(|s| s.success()) {
+    let Some(status) = status else {
+        return Err(VideoError::TimedOut(limits.timeout.as_secs()));
+    };
+    if read.is_err() || out.len() >= 4 << 20 || !status.success() {
         return Err(VideoError::NotAVideo);
     }
     let info: serde_json::Value =
@@ -282,7 +304,17 @@ pub fn decode(path: &Path, probe: &Probe, limits: &VideoLimits) -> Result<Clip, 
     };
     let mut failure = None;
     let mut first_time = None;
+    // frames at most: the longest clip at the highest rate (timestamps a microsecond apart
+    // must not make millions of them)
+    let max_frames = (limits.max_seconds * limits.max_fps * 1.1).ceil() as usize + 2;
     loop {
+        if clip.times.len() >= max_frames {
+            failure = Some(VideoError::TooLong {
+                seconds: clip.times.len() as f64 / limits.max_fps,
+                max: limits.max_seconds,
+            });
+            break;
+        }
         if (clip.pixels.len() + frame_bytes) as u64 > limits.max_decoded_bytes {
             failure = Some(VideoError::TooMuchData {
                 max_mb: limits.max_decoded_bytes >> 20,
@@ -322,8 +354,9 @@ pub fn decode(path: &Path, probe: &Probe, limits: &VideoLimits) -> Result<Clip, 
         }
     }
     let timed_out = Instant::now() >= deadline;
+    drop(stdout);
     let _ = child.lock().expect("child lock").kill();
-    let _ = child.lock().expect("child lock").wait();
+    let _ = reap(&child, Instant::now() + Duration::from_secs(5));
     let _ = done.send(());
     if let Some(e) = failure {
         return Err(e);

@@ -632,8 +632,6 @@ pub fn detect(photo: &GrayImage, threads: usize) -> Vec<Found> {
         return Vec::new();
     }
     let mut found = scan_scale(photo, threads, 0.0);
-    let mut seen: std::collections::HashSet<Vec<u8>> =
-        found.iter().map(|f| f.payload.clone()).collect();
     let mut scale = 1.0;
     let mut smaller = halve(photo);
     while smaller.width().min(smaller.height()) >= 64 {
@@ -641,14 +639,13 @@ pub fn detect(photo: &GrayImage, threads: usize) -> Vec<Found> {
         // codes whose modules are under 2.5 px here were 5 px and under one scale up, and read
         // there: only bigger finder patterns are worth looking at
         for mut f in scan_scale(&smaller, threads, 2.5) {
-            if seen.insert(f.payload.clone()) {
-                f.outline = f.outline.map(|(x, y)| (x * scale, y * scale));
-                found.push(f);
-            }
+            f.outline = f.outline.map(|(x, y)| (x * scale, y * scale));
+            found.push(f);
         }
         smaller = halve(&smaller);
     }
-    found
+    // (the finest scale's first: kept over the same code read coarser)
+    distinct(found)
 }
 
 /// The photo at half the size, each pixel the mean of four.
@@ -727,9 +724,31 @@ fn scan_scale(photo: &GrayImage, threads: usize, min_module: f64) -> Vec<Found> 
         total_ms = started.elapsed().as_millis() as u64,
         "QR scan"
     );
-    let mut seen = std::collections::HashSet::new();
-    found
-        .into_iter()
-        .filter(|f| seen.insert(f.payload.clone()))
-        .collect()
+    distinct(found)
+}
+
+/// Every code once: a code read twice (two candidates of one code, or two scales) is kept
+/// once; the same payload at two places a code's size apart or more is two codes (a
+/// reflection, a code shown on another screen), both kept for the caller to refuse.
+pub fn distinct(found: Vec<Found>) -> Vec<Found> {
+    let size = |f: &Found| {
+        let [a, b, _, d] = f.outline;
+        ((b.0 - a.0).hypot(b.1 - a.1)).max((d.0 - a.0).hypot(d.1 - a.1))
+    };
+    let mut kept: Vec<Found> = Vec::with_capacity(found.len());
+    let mut by_payload: std::collections::HashMap<Vec<u8>, Vec<usize>> =
+        std::collections::HashMap::new();
+    for f in found {
+        let (cx, cy) = f.centre();
+        let same = by_payload.entry(f.payload.clone()).or_default();
+        let near = same.iter().any(|&i| {
+            let (kx, ky) = kept[i].centre();
+            (kx - cx).hypot(ky - cy) < size(&kept[i]).max(size(&f))
+        });
+        if !near {
+            same.push(kept.len());
+            kept.push(f);
+        }
+    }
+    kept
 }
