@@ -49,6 +49,12 @@ struct Case {
 }
 
 fn main() -> anyhow::Result<()> {
+    if std::env::var("RUST_LOG").is_ok() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let only = std::env::var("C3S_FLASH_BENCH_ONLY").ok();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let dir = std::env::temp_dir().join(format!("c3s-flash-bench-{}", std::process::id()));

@@ -264,7 +264,7 @@ test('the observer page says in words why a clip cannot be read', { timeout: 600
   // after it: the server finds no flashing phone, and the page says so, with what to do
   await observer.click('#upload');
   // (noise alone may make a few spots flicker: then it is the session that is not there)
-  await until(async () => /no flashing phones were found in the clip|the session's start was not found in the clip/i.test(await observer.textContent('#error')),
+  await until(async () => /no flashing phones were found in the clip|no phone of this session was seen flashing in the clip/i.test(await observer.textContent('#error')),
     'the server\'s sentence')
     .catch(async (e) => assert.fail(`${e.message}: ${JSON.stringify(await pageTexts(observer))}`));
   assert.match(await observer.textContent('#error'), /(Film the crowd while the phones flash|Start filming before the phones start flashing)[^.]*\./,
@@ -347,7 +347,7 @@ test('the Record button films a session with the camera, by itself, from the ins
       if (r?.kind === 'clip') return `read: ${r.frames} frames, ${r.located} located`;
       return document.getElementById('error').textContent.trim();
     }), 'the server\'s answer to the recording', 60000);
-    assert.match(answer, /^read: \d+ frames, 0 located$|no flashing phones were found|the session's start was not found/, answer);
+    assert.match(answer, /^read: \d+ frames, 0 located$|no flashing phones were found|no phone of this session was seen flashing/, answer);
     t.diagnostic(`recorded ${rec.type}, ${rec.size} bytes, ${rec.duration.toFixed(2)} s, still at ${rec.stillAt.toFixed(2)} s; the server: ${answer}`);
   } finally {
     await camBrowser.close();

@@ -116,6 +116,11 @@ const MIN_LINK: f32 = 0.75;
 /// The noise floor: the background's deviation plus this many of its spreads (its 10 % to
 /// 25 % quantiles apart).
 const FLOOR_SPREADS: f32 = 6.0;
+/// A region's pixel matches the code read from it when their brightness over time correlates
+/// this much with what the code shows; a region whose matching pixels carry less than
+/// `MIN_PURITY` of its weight is two phones or more, and unclear.
+const PIXEL_MATCH: f64 = 0.5;
+const MIN_PURITY: f64 = 0.75;
 /// Blobs read from one clip at most, and the memory their brightness series may take.
 const MAX_BLOBS: usize = 200_000;
 const SERIES_BUDGET_BYTES: usize = 512 << 20;
@@ -129,6 +134,20 @@ const MIN_PREAMBLE_SEPARATION: f32 = 0.25;
 /// A group is clear when its 3rd and 4th brightest slots differ by this share of the
 /// blob's contrast.
 const MIN_GAP: f32 = 0.2;
+
+/// How long each stage took (for the log), in seconds.
+struct Stages(Vec<(&'static str, f64)>, std::time::Instant);
+
+impl Stages {
+    fn start() -> Stages {
+        Stages(Vec::new(), std::time::Instant::now())
+    }
+
+    fn lap(&mut self, stage: &'static str) {
+        self.0.push((stage, self.1.elapsed().as_secs_f64()));
+        self.1 = std::time::Instant::now();
+    }
+}
 
 /// Runs `work` over `0..n` split into one range per thread; the results in order.
 fn parallel<T: Send>(
@@ -168,10 +187,13 @@ pub fn analyze(
     }
     // the shake: where the flashing points are in each frame; found from the unaligned clip
     // (each phone smeared along its shake), then once more from the clip so aligned
+    let mut timer = Stages::start();
     let unaligned = vec![(0.0, 0.0); clip.frames()];
     let mut shifts = shake(clip, &deviation(clip, &unaligned, threads), threads);
     shifts = shake(clip, &deviation(clip, &shifts, threads), threads);
+    timer.lap("shake");
     let stats = statistics(clip, &shifts, threads, true);
+    timer.lap("statistics");
     let mut regions = regions(
         &stats.deviation,
         Some((&stats.right, &stats.down)),
@@ -194,10 +216,23 @@ pub fn analyze(
     if fit < 0.3 {
         return Err(AnalysisError::NoSession { fit });
     }
+    timer.lap("clock");
     let offsets = Offsets::new(clip, start, exposure, symbol_s);
-    let reads: Vec<Result<Read, Unread>> = parallel(series.len(), threads, |range| {
-        range.map(|i| offsets.read(&series[i])).collect()
-    });
+    let (mut reads, tried): (Vec<Result<Read, Unread>>, Vec<usize>) =
+        parallel(series.len(), threads, |range| {
+            range.map(|i| offsets.read(&series[i])).collect()
+        })
+        .into_iter()
+        .unzip();
+    let models: Vec<Option<Vec<f32>>> = reads
+        .iter()
+        .zip(&tried)
+        .map(|(r, &t)| r.as_ref().ok().map(|r| offsets.model(r, t)))
+        .collect();
+    timer.lap("read");
+    let centres = verify(clip, &shifts, &regions, &mut reads, &models, threads);
+    timer.lap("verify");
+    tracing::debug!(blobs = regions.len(), stages = ?timer.0, "clip analysed");
     // a clip of something else can fit the clock by chance; it has no blob with the preamble
     if reads.iter().all(|r| matches!(r, Err(Unread::NoPreamble))) {
         return Err(AnalysisError::NoSession { fit });
@@ -220,11 +255,16 @@ pub fn analyze(
         regions
             .iter()
             .zip(reads)
-            .map(|(r, read)| Blob {
-                x: (r.cx + sx + 0.5) * scale,
-                y: (r.cy + sy + 0.5) * scale,
-                area: r.pixels.len(),
-                read,
+            .zip(centres)
+            .map(|((r, read), centre)| {
+                // a read blob's centre from its pixels that match its code
+                let (cx, cy) = centre.unwrap_or((r.cx, r.cy));
+                Blob {
+                    x: (cx + sx + 0.5) * scale,
+                    y: (cy + sy + 0.5) * scale,
+                    area: r.pixels.len(),
+                    read,
+                }
             })
             .collect(),
         scale,
@@ -877,7 +917,7 @@ impl Offsets {
     /// guard and the preamble only: a blob with no preamble at any offset, most of them in a
     /// busy shot, is done with at a seventh of the cost), refined on the whole code, then
     /// read.
-    fn read(&self, series: &[f32]) -> Result<Read, Unread> {
+    fn read(&self, series: &[f32]) -> (Result<Read, Unread>, usize) {
         let evaluate = |i: usize| slot_values(series, &self.tried[i].1);
         let mut best: Option<(f32, usize)> = None;
         for i in 0..self.coarse {
@@ -890,7 +930,7 @@ impl Offsets {
         }
         let (separation, coarse) = best.expect("offsets to try");
         if separation < MIN_PREAMBLE_SEPARATION * 0.5 {
-            return Err(Unread::NoPreamble);
+            return (Err(Unread::NoPreamble), coarse);
         }
         let centre = self.tried[coarse].0;
         let mut best: Option<(f32, usize)> = None;
@@ -904,8 +944,117 @@ impl Offsets {
             }
         }
         let (_, fine) = best.unwrap_or((0.0, coarse));
-        decide(&evaluate(fine))
+        (decide(&evaluate(fine)), fine)
     }
+
+    /// What a blob with code `read` and timing offset `tried` should look like in each
+    /// frame: the share of the frame's exposure in lit slots.
+    fn model(&self, read: &Read, tried: usize) -> Vec<f32> {
+        let slots = code::slots(read.code);
+        self.tried[tried]
+            .1
+            .iter()
+            .map(|parts| {
+                let total: f32 = parts.iter().map(|&(_, w)| w).sum();
+                if total <= 0.0 {
+                    return f32::NAN;
+                }
+                parts
+                    .iter()
+                    .map(|&(s, w)| if slots[s as usize] { w } else { 0.0 })
+                    .sum::<f32>()
+                    / total
+            })
+            .collect()
+    }
+}
+
+/// A region's pixels are checked against the code read from it: each pixel's brightness over
+/// time is correlated with what that code makes the phone show. A region that is mostly
+/// another phone's pixels (two screens the camera could not tell apart) is unclear, not
+/// placed between them; the centre of one that passes is taken from its pixels that match.
+fn verify(
+    clip: &Clip,
+    shifts: &[(f64, f64)],
+    regions: &[Region],
+    reads: &mut [Result<Read, Unread>],
+    models: &[Option<Vec<f32>>],
+    threads: usize,
+) -> Vec<Option<(f64, f64)>> {
+    let w = clip.width;
+    let rounded: Vec<(isize, isize)> = shifts
+        .iter()
+        .map(|&(x, y)| (x.round() as isize, y.round() as isize))
+        .collect();
+    let checked: Vec<usize> = (0..regions.len())
+        .filter(|&i| models[i].is_some())
+        .collect();
+    let results: Vec<Option<(f64, f64)>> = parallel(checked.len(), threads, |range| {
+        range
+            .map(|k| {
+                let i = checked[k];
+                let model = models[i].as_ref().expect("checked");
+                let region = &regions[i];
+                // each pixel's sums over the frames the model covers: v, v², v·m; and m's
+                let mut sums = vec![(0f64, 0f64, 0f64); region.pixels.len()];
+                let (mut n, mut sm, mut smm) = (0f64, 0f64, 0f64);
+                for (f, &m) in model.iter().enumerate() {
+                    if m.is_nan() {
+                        continue;
+                    }
+                    let frame = clip.frame(f);
+                    let (dx, dy) = rounded[f];
+                    let m = f64::from(m);
+                    n += 1.0;
+                    sm += m;
+                    smm += m * m;
+                    for (acc, &(p, _)) in sums.iter_mut().zip(&region.pixels) {
+                        let (x, y) = (
+                            (p as usize % w) as isize + dx,
+                            (p as usize / w) as isize + dy,
+                        );
+                        if x < 0 || y < 0 || x >= w as isize || y >= clip.height as isize {
+                            continue;
+                        }
+                        let v = f64::from(frame[y as usize * w + x as usize]);
+                        acc.0 += v;
+                        acc.1 += v * v;
+                        acc.2 += v * m;
+                    }
+                }
+                let sd_m = (smm / n - (sm / n).powi(2)).max(0.0).sqrt();
+                let (mut matched, mut all, mut weight, mut cx, mut cy) =
+                    (0f64, 0f64, 0f64, 0f64, 0f64);
+                for (&(sv, svv, svm), &(p, wt)) in sums.iter().zip(&region.pixels) {
+                    let sd_v = (svv / n - (sv / n).powi(2)).max(0.0).sqrt();
+                    let corr = if sd_v * sd_m > 1e-9 {
+                        (svm / n - sv / n * sm / n) / (sd_v * sd_m)
+                    } else {
+                        0.0
+                    };
+                    let wt = f64::from(wt);
+                    all += wt;
+                    if corr >= PIXEL_MATCH {
+                        let k = wt * (corr - PIXEL_MATCH);
+                        matched += wt;
+                        weight += k;
+                        cx += k * (p as usize % w) as f64;
+                        cy += k * (p as usize / w) as f64;
+                    }
+                }
+                (all > 0.0 && matched / all >= MIN_PURITY && weight > 0.0)
+                    .then(|| (cx / weight, cy / weight))
+            })
+            .collect()
+    });
+    let mut out = vec![None; regions.len()];
+    for (k, &i) in checked.iter().enumerate() {
+        out[i] = results[k];
+        if results[k].is_none() {
+            reads[i] = Err(Unread::Unclear);
+        }
+    }
+    out
 }
 
 /// Each slot's brightness: the weighted mean of the frames that see it (NaN: none does).
