@@ -181,6 +181,25 @@ async fn send_clip(
 }
 
 /// The scene's located pixels: id → (x, y).
+/// A clip's answer in a line: its counts, and how many detections had each status (the whole
+/// answer lists every blob: thousands of lines).
+fn summary(result: &Value) -> String {
+    let mut statuses = std::collections::BTreeMap::<String, usize>::new();
+    for d in result["detections"].as_array().into_iter().flatten() {
+        *statuses
+            .entry(d["status"].as_str().unwrap_or("?").to_owned())
+            .or_default() += 1;
+    }
+    format!(
+        "located {}, recorded {}, rejected {}, unreadable {} of {} blobs; statuses {statuses:?}",
+        result["located"],
+        result["recorded"],
+        result["rejected"],
+        result["unreadable"],
+        result["blobs"]
+    )
+}
+
 async fn located(
     app: &TestApp,
     token: &str,
@@ -290,7 +309,12 @@ async fn a_crowd_flashing_its_codes_is_placed_from_one_clip() {
         result["located"], result["rejected"], result["unreadable"], result["blobs"],
         result["seconds"]["decode_s"].as_f64().unwrap(), result["seconds"]["analyze_s"].as_f64().unwrap()
     );
-    assert_eq!(result["located"], N, "every phone is placed");
+    assert_eq!(
+        result["located"],
+        N,
+        "every phone is placed: {}",
+        summary(&result)
+    );
     let unknown = result["detections"]
         .as_array()
         .unwrap()
@@ -597,7 +621,7 @@ async fn phones_on_two_nodes_flash_one_session_and_one_clip_places_them_all() {
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{result}");
-    assert_eq!(result["located"], 40, "{result}");
+    assert_eq!(result["located"], 40, "{}", summary(&result));
     let now = located(&a.app, &op, scene).await;
     for (phone, &(x, y)) in phones.iter().zip(&places) {
         let (px, py) = now[&phone.pixel_id().to_string()];

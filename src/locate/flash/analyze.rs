@@ -118,9 +118,14 @@ const MIN_LINK: f32 = 0.75;
 const FLOOR_SPREADS: f32 = 6.0;
 /// A region's pixel matches the code read from it when their brightness over time correlates
 /// this much with what the code shows; a region whose matching pixels carry less than
-/// `MIN_PURITY` of its weight is two phones or more, and unclear.
+/// `MIN_PURITY` of the weight within `NEIGHBOURHOOD_PX` of them holds other screens, and is
+/// unclear. A phone's own region may also hold pixels that do not match: its edges, which the
+/// camera's sub-pixel shake makes flicker (still 75-100 % of the weight near a phone matches
+/// in the tests' clips), or a far fragment the region took in (not counted); the centre comes
+/// from the matching pixels only.
 const PIXEL_MATCH: f64 = 0.5;
-const MIN_PURITY: f64 = 0.75;
+const MIN_PURITY: f64 = 0.7;
+const NEIGHBOURHOOD_PX: f64 = 1.5;
 /// Blobs read from one clip at most, and the memory their brightness series may take.
 const MAX_BLOBS: usize = 200_000;
 const SERIES_BUDGET_BYTES: usize = 512 << 20;
@@ -1023,27 +1028,56 @@ fn verify(
                     }
                 }
                 let sd_m = (smm / n - (sm / n).powi(2)).max(0.0).sqrt();
-                let (mut matched, mut all, mut weight, mut cx, mut cy) =
-                    (0f64, 0f64, 0f64, 0f64, 0f64);
-                for (&(sv, svv, svm), &(p, wt)) in sums.iter().zip(&region.pixels) {
-                    let sd_v = (svv / n - (sv / n).powi(2)).max(0.0).sqrt();
-                    let corr = if sd_v * sd_m > 1e-9 {
-                        (svm / n - sv / n * sm / n) / (sd_v * sd_m)
-                    } else {
-                        0.0
-                    };
-                    let wt = f64::from(wt);
-                    all += wt;
+                let corrs: Vec<f64> = sums
+                    .iter()
+                    .map(|&(sv, svv, svm)| {
+                        let sd_v = (svv / n - (sv / n).powi(2)).max(0.0).sqrt();
+                        if sd_v * sd_m > 1e-9 {
+                            (svm / n - sv / n * sm / n) / (sd_v * sd_m)
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect();
+                let at = |p: u32| ((p as usize % w) as f64, (p as usize / w) as f64);
+                // the centre of the matching pixels, weighted by how well they match
+                let (mut weight, mut cx, mut cy) = (0f64, 0f64, 0f64);
+                for (&corr, &(p, wt)) in corrs.iter().zip(&region.pixels) {
                     if corr >= PIXEL_MATCH {
-                        let k = wt * (corr - PIXEL_MATCH);
-                        matched += wt;
+                        let k = f64::from(wt) * (corr - PIXEL_MATCH);
+                        let (x, y) = at(p);
                         weight += k;
-                        cx += k * (p as usize % w) as f64;
-                        cy += k * (p as usize / w) as f64;
+                        cx += k * x;
+                        cy += k * y;
                     }
                 }
-                (all > 0.0 && matched / all >= MIN_PURITY && weight > 0.0)
-                    .then(|| (cx / weight, cy / weight))
+                if weight <= 0.0 {
+                    return None;
+                }
+                let (cx, cy) = (cx / weight, cy / weight);
+                // the purity is that of the screen around them: a far fragment the region
+                // took in does not count, a neighbour's screen touching this one does
+                let reach = corrs
+                    .iter()
+                    .zip(&region.pixels)
+                    .filter(|(&corr, _)| corr >= PIXEL_MATCH)
+                    .map(|(_, &(p, _))| {
+                        let (x, y) = at(p);
+                        (x - cx).hypot(y - cy)
+                    })
+                    .fold(0f64, f64::max)
+                    + NEIGHBOURHOOD_PX;
+                let (mut matched, mut near) = (0f64, 0f64);
+                for (&corr, &(p, wt)) in corrs.iter().zip(&region.pixels) {
+                    let (x, y) = at(p);
+                    if (x - cx).hypot(y - cy) <= reach {
+                        near += f64::from(wt);
+                        if corr >= PIXEL_MATCH {
+                            matched += f64::from(wt);
+                        }
+                    }
+                }
+                (matched / near >= MIN_PURITY).then_some((cx, cy))
             })
             .collect()
     });
