@@ -106,7 +106,10 @@ impl Found {
     }
 }
 
+mod photo;
 mod scan;
+
+pub use photo::{decode_gray, PhotoError};
 
 /// Tiles rqrr's own detector looks at: big enough to hold a code, small enough that its cost
 /// (which grows fast with the number of candidate finder patterns in view) stays low; they

@@ -687,6 +687,7 @@ fn scan_scale(photo: &GrayImage, threads: usize, min_module: f64) -> Vec<Found> 
         .into_iter()
         .map(|f| refine(photo, square_up(&bin, f)))
         .collect();
+    let refined = started.elapsed();
     drop(bin);
     let candidates = triples(&finders);
     let found: Vec<Found> = std::thread::scope(|s| {
@@ -721,6 +722,7 @@ fn scan_scale(photo: &GrayImage, threads: usize, min_module: f64) -> Vec<Found> 
         triples = candidates.len(),
         codes = found.len(),
         scan_ms = scanned.as_millis() as u64,
+        refined_ms = refined.as_millis() as u64,
         total_ms = started.elapsed().as_millis() as u64,
         "QR scan"
     );
