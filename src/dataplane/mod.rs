@@ -27,3 +27,47 @@ pub mod presence;
 pub mod protocol;
 pub mod scheduler;
 pub mod signals;
+
+#[cfg(test)]
+mod tests {
+    /// The data plane stays free of transport and storage: none of its files names axum,
+    /// sqlx, mongodb or the crate's `http`, `ws` and `store` modules.
+    #[test]
+    fn the_data_plane_imports_no_transport_or_storage() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/dataplane");
+        let mut files = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            files += 1;
+            let text = std::fs::read_to_string(&path).unwrap();
+            // (a file's tests may use anything: only what comes before them counts)
+            let lines = text.lines().take_while(|l| !l.starts_with("#[cfg(test)]"));
+            for (n, line) in lines.enumerate() {
+                let code = line.split("//").next().unwrap_or("");
+                for banned in [
+                    "axum::",
+                    "sqlx::",
+                    "mongodb::",
+                    "crate::http",
+                    "crate::ws",
+                    "crate::store",
+                ] {
+                    assert!(
+                        !code.contains(banned),
+                        "{}:{}: the data plane uses `{banned}`: {line}",
+                        path.display(),
+                        n + 1
+                    );
+                }
+            }
+        }
+        assert!(
+            files >= 9,
+            "the data plane's files were not found in {}",
+            dir.display()
+        );
+    }
+}

@@ -627,4 +627,72 @@ async fn phones_on_two_nodes_flash_one_session_and_one_clip_places_them_all() {
         let (px, py) = now[&phone.pixel_id().to_string()];
         assert!(((px - x).powi(2) + (py - y).powi(2)).sqrt() < spacing / 4.0);
     }
+
+    // a clip as a phone's camera may send it: VP8 in WebM, one frame in seven dropped (the
+    // frames left keep their own times), to the other node: it may read fewer phones, but
+    // it places none of them anywhere but where it stands
+    let (status, session) = start_session(&a.app, &op, scene, json!({"start_in_ms": 1500})).await;
+    assert_eq!(status, StatusCode::CREATED, "{session}");
+    let id = session["session_id"].as_str().unwrap().to_owned();
+    let codes = flash_messages(&mut phones, &id).await;
+    let f = filming(symbol_s, 22);
+    let slots: Vec<Option<Vec<bool>>> = codes.iter().map(|m| Some(slots_of(m))).collect();
+    let shot = flashclip::crowd(&f, &places, &slots);
+    let clip = tempfile_path::TempPath::new("webm");
+    shot.encode(
+        &clip.0,
+        &[
+            "-vf",
+            "select='not(eq(mod(n\\,7)\\,3))'",
+            "-fps_mode",
+            "passthrough",
+            "-c:v",
+            "libvpx",
+            "-b:v",
+            "6M",
+            "-deadline",
+            "realtime",
+            "-cpu-used",
+            "8",
+        ],
+    )
+    .expect("the clip encodes");
+    until_over(&session).await;
+    let points = points_at(&f, &shot, still_s);
+    let (status, result) = send_clip(
+        &a.app,
+        &op,
+        scene,
+        &id,
+        &points,
+        Some(still_s),
+        std::fs::read(&clip.0).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{result}");
+    assert!(
+        result["located"].as_u64().unwrap() >= 36,
+        "{}",
+        summary(&result)
+    );
+    let place_of: std::collections::HashMap<String, (f64, f64)> = phones
+        .iter()
+        .zip(&places)
+        .map(|(phone, &p)| (phone.pixel_id().to_string(), p))
+        .collect();
+    for d in result["detections"].as_array().unwrap() {
+        if d["status"] != "located" {
+            continue;
+        }
+        let (x, y) = place_of[d["pixel_id"].as_str().unwrap()];
+        let (sx, sy) = (
+            d["scene"][0].as_f64().unwrap(),
+            d["scene"][1].as_f64().unwrap(),
+        );
+        let off = ((sx - x).powi(2) + (sy - y).powi(2)).sqrt();
+        assert!(
+            off < spacing / 4.0,
+            "placed {off} from where it stands: {d}"
+        );
+    }
 }

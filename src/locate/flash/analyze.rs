@@ -1113,8 +1113,19 @@ fn slot_values(series: &[f32], weights: &[[(u16, f32); 2]]) -> [f32; SLOTS] {
 /// The blob's lit and dark levels from its preamble and guards: (lit mean, dark mean, how
 /// far apart the dimmest lit and brightest dark are, as a share of lit − dark).
 fn preamble(values: &[f32; SLOTS]) -> Option<(f32, f32, f32)> {
+    levels(values, &[0, SLOTS - 1])
+}
+
+/// How far apart the dimmest lit and the brightest dark of the first guard and the preamble
+/// are, as a share of lit − dark (the other slots need not be known).
+fn head_separation(values: &[f32; SLOTS]) -> Option<f32> {
+    levels(values, &[0]).map(|(_, _, separation)| separation)
+}
+
+/// The preamble's slots with the dark `guards`: (lit mean, dark mean, separation).
+fn levels(values: &[f32; SLOTS], guards: &[usize]) -> Option<(f32, f32, f32)> {
     let mut lit = Vec::new();
-    let mut dark = vec![values[0], values[SLOTS - 1]];
+    let mut dark: Vec<f32> = guards.iter().map(|&g| values[g]).collect();
     for (i, &on) in PREAMBLE.iter().enumerate() {
         let v = values[PREAMBLE_AT + i];
         if on {
@@ -1135,31 +1146,6 @@ fn preamble(values: &[f32; SLOTS]) -> Option<(f32, f32, f32)> {
     let dimmest = lit.iter().copied().fold(f32::INFINITY, f32::min);
     let brightest = dark.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     Some((l, d, (dimmest - brightest) / contrast))
-}
-
-/// How far apart the dimmest lit and the brightest dark of the first guard and the preamble
-/// are, as a share of lit − dark (the other slots need not be known).
-fn head_separation(values: &[f32; SLOTS]) -> Option<f32> {
-    let (mut lit, mut dark) = (Vec::new(), vec![values[0]]);
-    for (i, &on) in PREAMBLE.iter().enumerate() {
-        let v = values[PREAMBLE_AT + i];
-        if on {
-            lit.push(v);
-        } else {
-            dark.push(v);
-        }
-    }
-    if lit.iter().chain(&dark).any(|v| v.is_nan()) {
-        return None;
-    }
-    let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
-    let contrast = mean(&lit) - mean(&dark);
-    if contrast <= 0.0 {
-        return None;
-    }
-    let dimmest = lit.iter().copied().fold(f32::INFINITY, f32::min);
-    let brightest = dark.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    Some((dimmest - brightest) / contrast)
 }
 
 /// How good a timing offset makes the blob look: its preamble's separation plus its groups'
