@@ -229,13 +229,10 @@ pub fn analyze(
         })
         .into_iter()
         .unzip();
-    let models: Vec<Option<Vec<f32>>> = reads
-        .iter()
-        .zip(&tried)
-        .map(|(r, &t)| r.as_ref().ok().map(|r| offsets.model(r, t)))
-        .collect();
     timer.lap("read");
-    let centres = verify(clip, &shifts, &regions, &mut reads, &models, threads);
+    let centres = verify(
+        clip, &shifts, &regions, &offsets, &mut reads, &tried, threads,
+    );
     timer.lap("verify");
     tracing::debug!(blobs = regions.len(), stages = ?timer.0, "clip analysed");
     // a clip of something else can fit the clock by chance; it has no blob with the preamble
@@ -952,10 +949,10 @@ impl Offsets {
         (decide(&evaluate(fine)), fine)
     }
 
-    /// What a blob with code `read` and timing offset `tried` should look like in each
-    /// frame: the share of the frame's exposure in lit slots.
-    fn model(&self, read: &Read, tried: usize) -> Vec<f32> {
-        let slots = code::slots(read.code);
+    /// What a blob showing `code` at timing offset `tried` should look like in each frame:
+    /// the share of the frame's exposure in lit slots.
+    fn model(&self, code: u64, tried: usize) -> Vec<f32> {
+        let slots = code::slots(code);
         self.tried[tried]
             .1
             .iter()
@@ -982,8 +979,9 @@ fn verify(
     clip: &Clip,
     shifts: &[(f64, f64)],
     regions: &[Region],
+    offsets: &Offsets,
     reads: &mut [Result<Read, Unread>],
-    models: &[Option<Vec<f32>>],
+    tried: &[usize],
     threads: usize,
 ) -> Vec<Option<(f64, f64)>> {
     let w = clip.width;
@@ -991,14 +989,17 @@ fn verify(
         .iter()
         .map(|&(x, y)| (x.round() as isize, y.round() as isize))
         .collect();
-    let checked: Vec<usize> = (0..regions.len())
-        .filter(|&i| models[i].is_some())
+    // (blob, the code read from it)
+    let checked: Vec<(usize, u64)> = reads
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.as_ref().ok().map(|r| (i, r.code)))
         .collect();
     let results: Vec<Option<(f64, f64)>> = parallel(checked.len(), threads, |range| {
         range
             .map(|k| {
-                let i = checked[k];
-                let model = models[i].as_ref().expect("checked");
+                let (i, code) = checked[k];
+                let model = offsets.model(code, tried[i]);
                 let region = &regions[i];
                 // each pixel's sums over the frames the model covers: v, v², v·m; and m's
                 let mut sums = vec![(0f64, 0f64, 0f64); region.pixels.len()];
@@ -1082,7 +1083,7 @@ fn verify(
             .collect()
     });
     let mut out = vec![None; regions.len()];
-    for (k, &i) in checked.iter().enumerate() {
+    for (k, &(i, _)) in checked.iter().enumerate() {
         out[i] = results[k];
         if results[k].is_none() {
             reads[i] = Err(Unread::Unclear);
@@ -1151,10 +1152,9 @@ fn levels(values: &[f32; SLOTS], guards: &[usize]) -> Option<(f32, f32, f32)> {
 /// How good a timing offset makes the blob look: its preamble's separation plus its groups'
 /// mean gap.
 fn score(values: &[f32; SLOTS]) -> f32 {
-    let Some((_, _, separation)) = preamble(values) else {
+    let Some((l, d, separation)) = preamble(values) else {
         return -10.0;
     };
-    let (l, d, _) = preamble(values).expect("checked");
     let contrast = l - d;
     let data = &values[DATA_AT..DATA_AT + DATA_SLOTS];
     let mut gaps = 0.0;
