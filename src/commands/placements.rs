@@ -139,11 +139,22 @@ impl Placements {
         if !whole && items.len() > MAX_BATCH {
             let mut answers = Vec::with_capacity(items.len());
             for part in items.chunks(MAX_BATCH) {
-                let part = Box::pin(self.place_group(scene_id, part.to_vec(), observer, false));
-                answers.extend(part.await?);
+                answers.extend(self.queue(scene_id, part.to_vec(), observer, false).await?);
             }
             return Ok(answers);
         }
+        self.queue(scene_id, items, observer, whole).await
+    }
+
+    /// Queues one group for the scene's writer (starting one when there is none) and waits
+    /// for its answers.
+    async fn queue(
+        self: &Arc<Self>,
+        scene_id: Uuid,
+        items: Vec<(Uuid, Observation)>,
+        observer: Option<Uuid>,
+        whole: bool,
+    ) -> Result<Answers, PlaceError> {
         let (reply, answer) = oneshot::channel();
         let mut group = Group {
             items,
