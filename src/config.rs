@@ -260,39 +260,40 @@ fn parse_optional_addr(s: &str) -> Result<MaybeAddr, String> {
     }
 }
 
-/// Hides the password of `scheme://user:password@host/...?password=...` (the userinfo ends at
-/// the last `@` before the path, so an `@` in the password is hidden too).
+/// A URL split around its password: `scheme://user`, the password, `@host/...`. The userinfo
+/// ends at the last `@` before the path, so an `@` in the password is the password's.
+pub(crate) fn password_parts(url: &str) -> Option<(&str, &str, &str)> {
+    let start = url.find("://")? + 3;
+    let rest = &url[start..];
+    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    let at = authority.rfind('@')?;
+    let colon = authority[..at].find(':')?;
+    Some((
+        &url[..start + colon],
+        &rest[colon + 1..at],
+        &url[start + at..],
+    ))
+}
+
+/// Hides the password of `scheme://user:password@host/...?password=...`.
 fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    let url = match password_parts(url) {
+        Some((user, _, host)) => format!("{user}:<redacted>{host}"),
+        None => url.to_owned(),
     };
-    let (authority, tail) = match rest.find(['/', '?']) {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
+    let Some((path, query)) = url.split_once('?') else {
+        return url;
     };
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{user}:<redacted>@{host}"),
-            None => authority.to_owned(),
-        },
-        None => authority.to_owned(),
-    };
-    let tail = match tail.split_once('?') {
-        Some((path, query)) => {
-            let query: Vec<String> = query
-                .split('&')
-                .map(|kv| match kv.split_once('=') {
-                    Some((k, _)) if k.to_ascii_lowercase().contains("password") => {
-                        format!("{k}=<redacted>")
-                    }
-                    _ => kv.to_owned(),
-                })
-                .collect();
-            format!("{path}?{}", query.join("&"))
-        }
-        None => tail.to_owned(),
-    };
-    format!("{scheme}://{authority}{tail}")
+    let query: Vec<String> = query
+        .split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if k.to_ascii_lowercase().contains("password") => {
+                format!("{k}=<redacted>")
+            }
+            _ => kv.to_owned(),
+        })
+        .collect();
+    format!("{path}?{}", query.join("&"))
 }
 
 #[cfg(test)]

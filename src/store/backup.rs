@@ -69,22 +69,10 @@ fn connect_to(tool: &mut Command, config: &Config) {
 /// `scheme://user:password@host/...` as the URL without its password, and the password
 /// (percent-decoded).
 fn split_password(url: &str) -> (String, Option<String>) {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return (url.to_owned(), None);
-    };
-    // the userinfo ends at the last '@' before the path (an '@' in the password is its own)
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let Some((userinfo, host)) = rest[..authority_end].rsplit_once('@') else {
-        return (url.to_owned(), None);
-    };
-    let host = format!("{host}{}", &rest[authority_end..]);
-    let Some((user, password)) = userinfo.split_once(':') else {
-        return (url.to_owned(), None);
-    };
-    (
-        format!("{scheme}://{user}@{host}"),
-        Some(percent_decode(password)),
-    )
+    match crate::config::password_parts(url) {
+        Some((user, password, host)) => (format!("{user}{host}"), Some(percent_decode(password))),
+        None => (url.to_owned(), None),
+    }
 }
 
 fn percent_decode(s: &str) -> String {
