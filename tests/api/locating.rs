@@ -327,6 +327,21 @@ async fn qr_of(phone: &mut Phone) -> (usize, String) {
     }
 }
 
+/// A 1600 × 960 photo framing the whole 100 × 60 scene: its PNG, and its corners as the
+/// reference points.
+fn photo_of_the_scene(photo: &image::GrayImage) -> (Vec<u8>, Value) {
+    assert_eq!(photo.dimensions(), (1600, 960));
+    let mut png = Vec::new();
+    photo
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let points = json!([
+        {"px": 0, "py": 0, "x": 0, "y": 0}, {"px": 1600, "py": 0, "x": 100, "y": 0},
+        {"px": 1600, "py": 960, "x": 100, "y": 60}, {"px": 0, "py": 960, "x": 0, "y": 60}
+    ]);
+    (png, points)
+}
+
 async fn post_photo(
     app: &TestApp,
     token: &str,
@@ -409,14 +424,7 @@ async fn qr_codes_in_a_photo_locate_phones() {
     let (side, modules) = c3s::locate::qr::render(&expired);
     draw_code(&mut photo, side, &modules, 1200, 500, 4);
 
-    let mut png = Vec::new();
-    photo
-        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-        .unwrap();
-    let points = json!([
-        {"px": 0, "py": 0, "x": 0, "y": 0}, {"px": 1600, "py": 0, "x": 100, "y": 0},
-        {"px": 1600, "py": 960, "x": 100, "y": 60}, {"px": 0, "py": 960, "x": 0, "y": 60}
-    ]);
+    let (png, points) = photo_of_the_scene(&photo);
     let (observer, observer_id) = app.register("observer").await;
     let (status, _) = post_photo(&app, &observer, scene, png.clone(), points.clone()).await;
     assert_eq!(
@@ -783,14 +791,7 @@ async fn a_code_seen_twice_in_a_photo_places_nobody() {
     draw_code(&mut photo, side, &modules, 1100, 600, 4);
     let (side, modules) = qr_of(&mut once).await;
     draw_code(&mut photo, side, &modules, 700, 300, 4);
-    let mut png = Vec::new();
-    photo
-        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-        .unwrap();
-    let points = json!([
-        {"px": 0, "py": 0, "x": 0, "y": 0}, {"px": 1600, "py": 0, "x": 100, "y": 0},
-        {"px": 1600, "py": 960, "x": 100, "y": 60}, {"px": 0, "py": 960, "x": 0, "y": 60}
-    ]);
+    let (png, points) = photo_of_the_scene(&photo);
     let (status, result) = post_photo(&app, &op, scene, png, points).await;
     assert_eq!(status, StatusCode::OK, "{result}");
     assert_eq!(result["located"], 1, "{result}");
