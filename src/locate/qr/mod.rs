@@ -106,6 +106,7 @@ impl Found {
     }
 }
 
+mod clean;
 mod photo;
 mod scan;
 

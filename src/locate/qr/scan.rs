@@ -69,14 +69,21 @@ impl Binary {
 }
 
 /// Thresholds rows `y0..` (as many as `out` holds) with a sliding window sum.
+///
+/// Column sums over the window's rows move down one row at a time; their running (prefix) sum
+/// along the row gives each window's sum as one difference. The sums wrap in `u32`: a
+/// difference of two wrapped prefix sums is still right, as a window's own sum (at most
+/// 25 × 25 × 255) fits. Away from the photo's left and right edges every window has the same
+/// area, and that loop is one the compiler vectorises.
 fn threshold_band(photo: &GrayImage, y0: usize, out: &mut [u8]) {
     let (w, h) = (photo.width() as usize, photo.height() as usize);
     let px = photo.as_raw();
     let rows = out.len() / w;
     let r = WINDOW_RADIUS;
+    let span = 2 * r + 1;
     // column sums over the window's rows, for the current row
     let mut col = vec![0u32; w];
-    let mut prefix = vec![0u64; w + 1];
+    let mut prefix = vec![0u32; w + 1];
     let (mut top, mut bottom) = (y0.saturating_sub(r), y0.saturating_sub(r));
     for y in y0..y0 + rows {
         let (want_top, want_bottom) = (y.saturating_sub(r), (y + r + 1).min(h));
@@ -93,18 +100,35 @@ fn threshold_band(photo: &GrayImage, y0: usize, out: &mut [u8]) {
             top += 1;
         }
         let n_rows = (bottom - top) as u32;
-        // window sums along the row from prefix sums of the column sums
-        prefix[0] = 0;
-        for x in 0..w {
-            prefix[x + 1] = prefix[x] + u64::from(col[x]);
+        let mut running = 0u32;
+        for (p, &c) in prefix[1..].iter_mut().zip(&col) {
+            running = running.wrapping_add(c);
+            *p = running;
         }
         let row = &px[y * w..(y + 1) * w];
         let dst = &mut out[(y - y0) * w..(y - y0 + 1) * w];
-        for (x, (d, &p)) in dst.iter_mut().zip(row).enumerate() {
+        let dark = |p: u8, sum: u32, area: u32| u8::from((u32::from(p) + BIAS) * area < sum);
+        let at_edge = |x: usize| {
             let (left, right) = (x.saturating_sub(r), (x + r + 1).min(w));
-            let area = u64::from(n_rows) * (right - left) as u64;
-            let sum = prefix[right] - prefix[left];
-            *d = u8::from(u64::from(u32::from(p) + BIAS) * area < sum);
+            let sum = prefix[right].wrapping_sub(prefix[left]);
+            dark(row[x], sum, n_rows * (right - left) as u32)
+        };
+        if w <= span {
+            for (x, d) in dst.iter_mut().enumerate() {
+                *d = at_edge(x);
+            }
+            continue;
+        }
+        for x in (0..r).chain(w - r..w) {
+            dst[x] = at_edge(x);
+        }
+        let area = n_rows * span as u32;
+        let inner = r..w - r;
+        let windows = prefix[span..].iter().zip(&prefix[..w + 1 - span]);
+        for ((d, &p), (&right, &left)) in
+            dst[inner.clone()].iter_mut().zip(&row[inner]).zip(windows)
+        {
+            *d = dark(p, right.wrapping_sub(left), area);
         }
     }
 }
@@ -119,20 +143,24 @@ struct Finder {
 }
 
 /// Whether five runs (dark, light, dark, light, dark) are in the ratio 1:1:3:1:1.
+///
+/// Each run may be off by half a module either way, plus most of a pixel for rounding to whole
+/// pixels at 2–3 px per module (blur and the window's mean thin a ring by about that much):
+/// with `m` = total / 7, `|run - m| < m / 2 + 0.9` and `|core - 3m| < 3 (m / 2 + 0.9)`. Called
+/// for nearly every run of every row, so written in integers, times 14: `|14 run - 2 total| <
+/// total + 12.6` and `|14 core - 6 total| < 3 total + 37.8`.
 fn finder_ratio(runs: &[usize; 5]) -> bool {
     let total: usize = runs.iter().sum();
     if total < MIN_FINDER_PX {
         return false;
     }
-    let m = total as f64 / 7.0;
-    // half a module either way, plus most of a pixel for rounding to whole pixels at 2–3 px
-    // per module (blur and the window's mean thin a ring by about that much)
-    let tol = m * 0.5 + 0.9;
-    (runs[0] as f64 - m).abs() < tol
-        && (runs[1] as f64 - m).abs() < tol
-        && (runs[2] as f64 - 3.0 * m).abs() < 3.0 * tol
-        && (runs[3] as f64 - m).abs() < tol
-        && (runs[4] as f64 - m).abs() < tol
+    let t = total as i64;
+    let ring = |run: usize| (14 * run as i64 - 2 * t).abs() <= t + 12;
+    ring(runs[0])
+        && ring(runs[1])
+        && (14 * runs[2] as i64 - 6 * t).abs() <= 3 * t + 37
+        && ring(runs[3])
+        && ring(runs[4])
 }
 
 /// Runs along a line through (x, y) in direction (dx, dy), starting in the finder's dark core:
@@ -191,37 +219,40 @@ fn scan_band(
 ) -> Vec<Finder> {
     let grey = photo.as_raw();
     let mut out = Vec::new();
-    let mut runs: Vec<(usize, usize)> = Vec::new(); // (start, length) of alternating runs
+    // where each run of the row starts, and the row's end: written at every pixel and kept
+    // only where the colour changes (no branch to mispredict in a row of small modules)
+    let mut starts: Vec<u32> = vec![0; bin.w + 1];
     for y in y0..y1 {
         let row = &bin.dark[y * bin.w..(y + 1) * bin.w];
-        runs.clear();
-        let mut start = 0;
-        for x in 1..=row.len() {
-            if x == row.len() || row[x] != row[start] {
-                runs.push((start, x - start));
-                start = x;
-            }
+        let mut n = 1;
+        for x in 1..row.len() {
+            starts[n] = x as u32;
+            n += usize::from(row[x] != row[x - 1]);
         }
+        starts[n] = row.len() as u32;
+        let starts = &starts[..=n];
+        let run = |i: usize| (starts[i] as usize, (starts[i + 1] - starts[i]) as usize);
+        let runs = n;
         let first_dark = usize::from(row.first() == Some(&0));
-        for i in (first_dark..runs.len().saturating_sub(4)).step_by(2) {
+        for i in (first_dark..runs.saturating_sub(4)).step_by(2) {
             let five = [
-                runs[i].1,
-                runs[i + 1].1,
-                runs[i + 2].1,
-                runs[i + 3].1,
-                runs[i + 4].1,
+                run(i).1,
+                run(i + 1).1,
+                run(i + 2).1,
+                run(i + 3).1,
+                run(i + 4).1,
             ];
             if five.iter().sum::<usize>() < min_total || !finder_ratio(&five) {
                 continue;
             }
             let total: usize = five.iter().sum();
             let max_run = total; // generous: the column may be longer under rotation
-            let cx = runs[i + 2].0 + runs[i + 2].1 / 2;
+            let cx = run(i + 2).0 + run(i + 2).1 / 2;
             // noise in a flat area passes the ratio now and then: a finder's core is much
             // darker than its light ring (checked on this row, before walking a column)
             let level = |x: usize| i32::from(grey[y * bin.w + x]);
-            let ring = level(runs[i + 1].0 + runs[i + 1].1 / 2)
-                .min(level(runs[i + 3].0 + runs[i + 3].1 / 2));
+            let ring =
+                level(run(i + 1).0 + run(i + 1).1 / 2).min(level(run(i + 3).0 + run(i + 3).1 / 2));
             if ring - level(cx) < MIN_CONTRAST {
                 continue;
             }
@@ -337,38 +368,41 @@ fn cluster(mut raw: Vec<Finder>) -> Vec<Finder> {
 /// inside a disc that stops short of the outer ring): sub-pixel, where the scan lines only
 /// give whole pixels, and a fifth of a module matters when sampling 18 modules away.
 fn refine(photo: &GrayImage, f: Finder) -> Finder {
+    let (w, px) = (photo.width() as usize, photo.as_raw());
     let mut c = f;
     for _ in 0..2 {
         let r = 2.2 * f.module;
         let (x0, x1) = (
-            (c.x - r).floor().max(0.0) as u32,
-            ((c.x + r).ceil() as u32).min(photo.width()),
+            (c.x - r).floor().max(0.0) as usize,
+            ((c.x + r).ceil() as usize).min(w),
         );
         let (y0, y1) = (
-            (c.y - r).floor().max(0.0) as u32,
-            ((c.y + r).ceil() as u32).min(photo.height()),
+            (c.y - r).floor().max(0.0) as usize,
+            ((c.y + r).ceil() as usize).min(photo.height() as usize),
         );
-        let inside =
-            |x: u32, y: u32| (f64::from(x) + 0.5 - c.x).hypot(f64::from(y) + 0.5 - c.y) <= r;
-        let (mut lo, mut hi) = (255u8, 0u8);
-        for y in y0..y1 {
-            for x in x0..x1 {
-                if inside(x, y) {
-                    let v = photo.get_pixel(x, y).0[0];
-                    lo = lo.min(v);
-                    hi = hi.max(v);
-                }
-            }
+        // the disc's pixels (their centres within r of the current centre) with their levels
+        let disc = |y: usize| {
+            let dy = y as f64 + 0.5 - c.y;
+            let row = &px[y * w..(y + 1) * w];
+            (x0..x1).filter_map(move |x| {
+                let dx = x as f64 + 0.5 - c.x;
+                (dx * dx + dy * dy <= r * r).then_some((x, f64::from(row[x])))
+            })
+        };
+        let (mut lo, mut hi) = (255.0f64, 0.0f64);
+        for (_, v) in (y0..y1).flat_map(&disc) {
+            lo = lo.min(v);
+            hi = hi.max(v);
         }
-        let t = (f64::from(lo) + f64::from(hi)) / 2.0;
+        let t = (lo + hi) / 2.0;
         let (mut sx, mut sy, mut sw) = (0.0, 0.0, 0.0);
         for y in y0..y1 {
-            for x in x0..x1 {
-                let w = t - f64::from(photo.get_pixel(x, y).0[0]);
-                if w > 0.0 && inside(x, y) {
-                    sx += w * (f64::from(x) + 0.5);
-                    sy += w * (f64::from(y) + 0.5);
-                    sw += w;
+            for (x, v) in disc(y) {
+                let weight = t - v;
+                if weight > 0.0 {
+                    sx += weight * (x as f64 + 0.5);
+                    sy += weight * (y as f64 + 0.5);
+                    sw += weight;
                 }
             }
         }
@@ -600,15 +634,21 @@ fn read(photo: &GrayImage, tl: &Finder, tr: &Finder, bl: &Finder) -> Option<Foun
     if structure_misses(dark_at) > STRUCTURE_MISSES_MAX {
         return None;
     }
-    let payload = [&blended[..], &[mid; SIDE * SIDE][..]]
-        .into_iter()
-        .find_map(|thresholds| {
+    let thresholds = [&blended[..], &[mid; SIDE * SIDE][..]];
+    let clean = || {
+        thresholds
+            .iter()
+            .find_map(|t| super::clean::payload(|m, n| levels[n * SIDE + m] < t[n * SIDE + m]))
+    };
+    let payload = clean().or_else(|| {
+        thresholds.iter().find_map(|thresholds| {
             let grid = rqrr::Grid::new(rqrr::SimpleGrid::from_func(SIDE, |m, n| {
                 levels[n * SIDE + m] < thresholds[n * SIDE + m]
             }));
             let mut payload = Vec::new();
             grid.decode_to(&mut payload).ok().map(|_| payload)
-        })?;
+        })
+    })?;
     let s = SIDE as f64;
     Some(Found {
         payload,
@@ -683,10 +723,24 @@ fn scan_scale(photo: &GrayImage, threads: usize, min_module: f64) -> Vec<Found> 
     });
     let scanned = started.elapsed();
     let n_raw = raw.len();
-    let finders: Vec<Finder> = cluster(raw)
-        .into_iter()
-        .map(|f| refine(photo, square_up(&bin, f)))
-        .collect();
+    let merged = cluster(raw);
+    let finders: Vec<Finder> = std::thread::scope(|s| {
+        let bin = &bin;
+        let handles: Vec<_> = merged
+            .chunks(merged.len().div_ceil(threads).max(1))
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|&f| refine(photo, square_up(bin, f)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("refining does not panic"))
+            .collect()
+    });
     let refined = started.elapsed();
     drop(bin);
     let candidates = triples(&finders);
@@ -753,4 +807,48 @@ pub fn distinct(found: Vec<Found>) -> Vec<Found> {
         }
     }
     kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The threshold by its definition: each pixel against the mean of the window around it,
+    /// clipped to the photo.
+    fn threshold_by_definition(photo: &GrayImage) -> Vec<u8> {
+        let (w, h) = (photo.width() as usize, photo.height() as usize);
+        let r = WINDOW_RADIUS;
+        let mut out = vec![0u8; w * h];
+        for y in 0..h {
+            for x in 0..w {
+                let (mut sum, mut area) = (0u64, 0u64);
+                for wy in y.saturating_sub(r)..(y + r + 1).min(h) {
+                    for wx in x.saturating_sub(r)..(x + r + 1).min(w) {
+                        sum += u64::from(photo.get_pixel(wx as u32, wy as u32).0[0]);
+                        area += 1;
+                    }
+                }
+                let p = u64::from(photo.get_pixel(x as u32, y as u32).0[0]);
+                out[y * w + x] = u8::from((p + u64::from(BIAS)) * area < sum);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_fast_threshold_is_the_window_mean_everywhere() {
+        // narrower than a window, about one window, and wide; bands of 1 to 3 threads
+        for (w, h) in [(7, 40), (25, 26), (90, 61)] {
+            let photo = GrayImage::from_fn(w, h, |x, y| {
+                let noise = (x.wrapping_mul(2_654_435_761) ^ y.wrapping_mul(40_503)) >> 7;
+                image::Luma([((x * 3 + y * 5) % 97 + noise % 120) as u8])
+            });
+            let expected = threshold_by_definition(&photo);
+            assert!(expected.contains(&1) && expected.contains(&0));
+            for threads in 1..=3 {
+                let bin = Binary::new(&photo, threads);
+                assert!(bin.dark == expected, "{w}×{h} on {threads} threads");
+            }
+        }
+    }
 }
