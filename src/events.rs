@@ -35,12 +35,13 @@ pub enum SceneEvent {
         command: Command,
         timeline: Timeline,
     },
-    PixelLocated {
-        pixel_id: Uuid,
-        x: f64,
-        y: f64,
-        method: LocationMethod,
-        confidence: f32,
+    /// One phone placed (by itself, or by one observation of it).
+    PixelLocated(Located),
+    /// Several phones placed by one observer's one command (a photo's codes, a bulk
+    /// placement): one event, as it was one decision; a photo of 1 000 phones appends one row
+    /// to the log, not 1 000.
+    PixelsLocated {
+        pixels: Vec<Located>,
     },
     PixelKicked {
         pixel_id: Uuid,
@@ -74,6 +75,16 @@ pub enum SceneEvent {
         ends_at: Option<chrono::DateTime<chrono::Utc>>,
         capacity: i32,
     },
+}
+
+/// Where a phone was placed, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Located {
+    pub pixel_id: Uuid,
+    pub x: f64,
+    pub y: f64,
+    pub method: LocationMethod,
+    pub confidence: f32,
 }
 
 /// A frame as an event names it (its bytes are in GridFS under `gridfs_id`).

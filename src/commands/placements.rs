@@ -3,7 +3,7 @@
 //!
 //! A placement records an observation, moves the pixel when the observation is confident
 //! ([`crate::locate::resolve`]: the newest confident one wins, a far one is flagged) and appends
-//! `pixel_located` to the scene's log. Appends to one scene are serialised (its log has one
+//! `pixel_located` to the scene's log (`pixels_located` for a group of several). Appends to one scene are serialised (its log has one
 //! head), so one transaction per placement would cap a scene at one commit at a time (899
 //! one-event transactions a second on one scene, measured with durable commits: `scripts/bench
 //! log`), just when a stadium types in its seats. So each scene has a writer that takes every
@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{CommandError, Commands, Stamped};
-use crate::events::SceneEvent;
+use crate::events::{Located, SceneEvent};
 use crate::locate::{resolve, tolerance, Contradiction, Current, Decision, Observation};
 use crate::scene::{Pixel, Scene};
 use crate::store::{self, locate::NewObservation, Tx};
@@ -233,10 +233,23 @@ impl Placements {
         scene_id: Uuid,
         batch: &[Group],
     ) -> Result<Vec<Answers>, CommandError> {
+        let started = std::time::Instant::now();
         let mut command = self.commands.begin(scene_id).await?;
+        let locked = started.elapsed();
         let (tx, scene) = command.parts();
         let (events, answers) = decide(tx, scene, batch).await?;
+        let decided = started.elapsed();
+        let n_events = events.len();
         command.commit_stamped(events).await?;
+        tracing::debug!(
+            %scene_id,
+            groups = batch.len(),
+            events = n_events,
+            locked_ms = locked.as_millis() as u64,
+            decided_ms = decided.as_millis() as u64,
+            committed_ms = started.elapsed().as_millis() as u64,
+            "placements written"
+        );
         Ok(answers)
     }
 }
@@ -263,7 +276,9 @@ async fn decide(
         .collect();
     ids.sort_unstable();
     ids.dedup();
+    let started = std::time::Instant::now();
     let mut now = store::locate::lock_pixels(tx, scene_id, &ids).await?;
+    let pixels_locked = started.elapsed();
     let tolerance = tolerance(scene.width, scene.height);
     let refusal = |pixel: &Uuid, now: &HashMap<Uuid, store::locate::PixelNow>| match now.get(pixel)
     {
@@ -288,6 +303,7 @@ async fn decide(
             continue;
         }
         let mut answers = Vec::with_capacity(group.items.len());
+        let mut located = Vec::new();
         for (pixel_id, obs) in &group.items {
             if let Some(refused) = refusal(pixel_id, &now) {
                 answers.push(Err(refused));
@@ -313,16 +329,13 @@ async fn decide(
                     method: obs.method,
                 });
                 moves.insert(*pixel_id, (obs.x, obs.y, *obs));
-                events.push((
-                    group.observer,
-                    SceneEvent::PixelLocated {
-                        pixel_id: *pixel_id,
-                        x: obs.x,
-                        y: obs.y,
-                        method: obs.method,
-                        confidence: obs.confidence,
-                    },
-                ));
+                located.push(Located {
+                    pixel_id: *pixel_id,
+                    x: obs.x,
+                    y: obs.y,
+                    method: obs.method,
+                    confidence: obs.confidence,
+                });
             }
             answers.push(Ok(Decided {
                 contradiction,
@@ -330,10 +343,21 @@ async fn decide(
                 pixel_id: *pixel_id,
             }));
         }
+        // one event per command: a group of one phone, or one for the observer's whole group
+        match (group.items.len(), located.as_slice()) {
+            (_, []) => {}
+            (1, [one]) => events.push((group.observer, SceneEvent::PixelLocated(*one))),
+            _ => events.push((
+                group.observer,
+                SceneEvent::PixelsLocated { pixels: located },
+            )),
+        }
         decided.push(answers);
     }
 
+    let resolved = started.elapsed();
     store::locate::insert_observations(tx, scene_id, &observations).await?;
+    let recorded = started.elapsed();
     let moves: Vec<store::scenes::Move> = moves
         .into_iter()
         .map(|(pixel_id, (x, y, obs))| store::scenes::Move {
@@ -349,6 +373,14 @@ async fn decide(
         .into_iter()
         .map(|p| (p.pixel_id, p))
         .collect();
+    tracing::trace!(
+        %scene_id,
+        pixels_locked_ms = pixels_locked.as_millis() as u64,
+        resolved_ms = resolved.as_millis() as u64,
+        recorded_ms = recorded.as_millis() as u64,
+        moved_ms = started.elapsed().as_millis() as u64,
+        "placements decided"
+    );
     let answers = decided
         .into_iter()
         .map(|group| {

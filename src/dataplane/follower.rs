@@ -20,7 +20,7 @@ use super::grid::Grid;
 use super::hub::{Change, Hub, Outgoing, SceneHub, SceneSnapshot};
 use super::protocol::{CloseReason, ScenePublic, ServerMsg};
 use super::scheduler::Waker;
-use crate::events::{SceneEvent, StoredEvent};
+use crate::events::{Located, SceneEvent, StoredEvent};
 use crate::playback::{Show, Timeline};
 use crate::scene::{parse_color, Scene, SceneStatus};
 
@@ -246,24 +246,11 @@ impl Follower {
                     hub.announce(Change::Show { show, timeline });
                 }
             }
-            SceneEvent::PixelLocated {
-                pixel_id,
-                x,
-                y,
-                method,
-                confidence,
-            } => {
-                if let Some(conn) = hub.conn_of_pixel(pixel_id) {
-                    conn.set_position(Some((x as f32, y as f32)));
-                    conn.offer(Outgoing::Text(ServerMsg::Located { x, y }.to_json()));
+            SceneEvent::PixelLocated(located) => Self::locate(hub, located),
+            SceneEvent::PixelsLocated { pixels } => {
+                for located in pixels {
+                    Self::locate(hub, located);
                 }
-                hub.announce(Change::Located {
-                    pixel_id,
-                    x,
-                    y,
-                    method,
-                    confidence,
-                });
             }
             SceneEvent::PixelKicked { pixel_id } => {
                 if let Some(conn) = hub.conn_of_pixel(pixel_id) {
@@ -281,6 +268,28 @@ impl Follower {
             | SceneEvent::GeoReferenceSet { .. }
             | SceneEvent::SceneScheduled { .. } => {}
         }
+    }
+
+    /// A phone placed: it is told where it stands, and the scene's watchers hear of it.
+    fn locate(hub: &SceneHub, located: Located) {
+        let Located {
+            pixel_id,
+            x,
+            y,
+            method,
+            confidence,
+        } = located;
+        if let Some(conn) = hub.conn_of_pixel(pixel_id) {
+            conn.set_position(Some((x as f32, y as f32)));
+            conn.offer(Outgoing::Text(ServerMsg::Located { x, y }.to_json()));
+        }
+        hub.announce(Change::Located {
+            pixel_id,
+            x,
+            y,
+            method,
+            confidence,
+        });
     }
 
     /// Fetches and resamples a show's frames in the background, well before they play.

@@ -39,7 +39,7 @@ pub struct LoggedEvent {
     pub event_id: Uuid,
     /// The event before it in this scene's stream; none for the first.
     pub previous_id: Option<Uuid>,
-    /// Its registered type: `scene_created`, `show_built`, `playback`, `pixel_located`, ...
+    /// Its registered type: `scene_created`, `show_built`, `playback`, `pixel_located`, `pixels_located`, ...
     pub event: String,
     #[schema(value_type = Object)]
     pub data: serde_json::Value,

@@ -29,11 +29,19 @@ pub async fn count_in_summary(
     event: &StoredEvent,
 ) -> Result<(), sqlx::Error> {
     let version = event.data["timeline"]["version"].as_i64();
+    // phones placed: one for `pixel_located`, each of `pixels_located`'s
+    let located = match event.event.as_str() {
+        "pixel_located" => 1,
+        "pixels_located" => event.data["pixels"]
+            .as_array()
+            .map_or(0, |p| p.len() as i64),
+        _ => 0,
+    };
     sqlx::query(
         "insert into scene_summary as s (scene_id, events, last_seq, last_event_at,
              show_version, playback_commands, located, kicked)
          values ($1, 1, $2, $3, coalesce($4, 0), ($5 = 'playback')::int,
-             ($5 = 'pixel_located')::int, ($5 = 'pixel_kicked')::int)
+             $6, ($5 = 'pixel_kicked')::int)
          on conflict (scene_id) do update set
              events = s.events + 1,
              last_seq = excluded.last_seq,
@@ -48,6 +56,7 @@ pub async fn count_in_summary(
     .bind(event.created_at)
     .bind(version)
     .bind(&event.event)
+    .bind(located)
     .execute(conn)
     .await?;
     Ok(())

@@ -488,6 +488,37 @@ async fn qr_codes_in_a_photo_locate_phones() {
         };
         assert!((located["x"].as_f64().unwrap() - x).abs() < 0.5);
     }
+    // the photo was one command: one event in the log for its six phones, which the
+    // scene's summary counts as six placements
+    let events: Vec<(String, Value)> = sqlx::query_as(
+        "select event, data from scene_event where scene_id = $1 and event like 'pixel%located'",
+    )
+    .bind(scene)
+    .fetch_all(&app.db)
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|(event, data): (String, sqlx::types::Json<Value>)| (event, data.0))
+    .collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].0, "pixels_located");
+    assert_eq!(events[0].1["pixels"].as_array().map(Vec::len), Some(6));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, summary) = app
+            .call(
+                Method::GET,
+                &format!("/api/scenes/{scene}/summary"),
+                Some(&op),
+                None,
+            )
+            .await;
+        if summary["located"] == 6 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "summary: {summary}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 
     // bad photos and points
     let few = json!([{"px": 0, "py": 0, "x": 0, "y": 0}, {"px": 1, "py": 0, "x": 1, "y": 0}, {"px": 1, "py": 1, "x": 1, "y": 1}]);
