@@ -600,23 +600,26 @@ async fn phones_on_two_nodes_flash_one_session_and_one_clip_places_them_all() {
         "one session's codes are distinct over the nodes"
     );
 
+    until_over(&session).await;
+
+    // a second session, filmed as a phone's camera may send it: VP8 in WebM, one frame in
+    // seven dropped (the frames left keep their own times); both sessions are flashed before
+    // either clip is made or read (the test's phones answer no pings meanwhile, and encoding
+    // in a debug build on a busy machine takes a while)
+    let (status, second) = start_session(&a.app, &op, scene, json!({"start_in_ms": 1500})).await;
+    assert_eq!(status, StatusCode::CREATED, "{second}");
+    let second_id = second["session_id"].as_str().unwrap().to_owned();
+    let second_codes = flash_messages(&mut phones, &second_id).await;
+    until_over(&second).await;
+
     let symbol_s = session["symbol_us"].as_f64().unwrap() / 1e6;
     let f = filming(symbol_s, 21);
     let (places, spacing) = flashclip::layout(40, SCENE_W, SCENE_H, 8);
     let slots: Vec<Option<Vec<bool>>> = codes.iter().map(|m| Some(slots_of(m))).collect();
     let shot = flashclip::crowd(&f, &places, &slots);
     let clip = encode(&shot);
-    until_over(&session).await;
     let still_s = f.margin_s + code::SLOTS as f64 * symbol_s / 2.0;
     let points = points_at(&f, &shot, still_s);
-
-    // a second session, filmed as a phone's camera may send it: VP8 in WebM, one frame in
-    // seven dropped (the frames left keep their own times); both sessions are flashed before
-    // either clip is read (the test's phones do not answer pings while a clip is read)
-    let (status, second) = start_session(&a.app, &op, scene, json!({"start_in_ms": 1500})).await;
-    assert_eq!(status, StatusCode::CREATED, "{second}");
-    let second_id = second["session_id"].as_str().unwrap().to_owned();
-    let second_codes = flash_messages(&mut phones, &second_id).await;
     let second_f = filming(symbol_s, 22);
     let second_slots: Vec<Option<Vec<bool>>> =
         second_codes.iter().map(|m| Some(slots_of(m))).collect();
@@ -641,7 +644,6 @@ async fn phones_on_two_nodes_flash_one_session_and_one_clip_places_them_all() {
             ],
         )
         .expect("the clip encodes");
-    until_over(&second).await;
     let second_points = points_at(&second_f, &second_shot, still_s);
 
     // the first clip goes to node B: every phone placed where it stands
