@@ -109,7 +109,10 @@ test('the operator page is pushed the phones, their counts and the show, and pol
   // from the frames' boundaries
   const tl = played.timeline.current;
   const checked = [0, 0];
-  while (Date.now() < quietFrom + QUIET_MS) {
+  // to the end of the quiet window, and over both frames at least (on a busy machine the
+  // phone may take most of the window to join)
+  const checksUntil = Math.max(quietFrom + QUIET_MS, Date.now() + 2 * FRAME_MS + 1000);
+  while (Date.now() < checksUntil) {
     const seen = await page.evaluate(() => {
       const { state } = window.c3s;
       const map = state.map;
