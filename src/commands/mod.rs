@@ -153,17 +153,8 @@ impl Command {
     /// [`Command::commit`] for a decision that records the acts of several actors at once
     /// (a batch of placements).
     pub async fn commit_stamped(mut self, events: Stamped) -> Result<(), CommandError> {
-        let started = std::time::Instant::now();
         append(&mut self.tx, self.scene_id, self.head, &events).await?;
-        let appended = started.elapsed();
         self.tx.commit().await?;
-        tracing::trace!(
-            scene_id = %self.scene_id,
-            events = events.len(),
-            appended_ms = appended.as_millis() as u64,
-            committed_ms = started.elapsed().as_millis() as u64,
-            "command committed"
-        );
         if !events.is_empty() {
             self.follower.catch_up(self.scene_id).await;
         }

@@ -288,7 +288,8 @@ async fn decide(
     };
 
     let mut observations = Vec::new();
-    let mut moves: HashMap<Uuid, (f64, f64, Observation)> = HashMap::new();
+    // each phone's last place in the batch (a phone seen twice moves once)
+    let mut moves: HashMap<Uuid, Located> = HashMap::new();
     let mut events: Stamped = Vec::new();
     let mut decided: Vec<Vec<Result<Decided, Refused>>> = Vec::with_capacity(batch.len());
     for group in batch {
@@ -328,14 +329,15 @@ async fn decide(
                     y: obs.y,
                     method: obs.method,
                 });
-                moves.insert(*pixel_id, (obs.x, obs.y, *obs));
-                located.push(Located {
+                let place = Located {
                     pixel_id: *pixel_id,
                     x: obs.x,
                     y: obs.y,
                     method: obs.method,
                     confidence: obs.confidence,
-                });
+                };
+                moves.insert(*pixel_id, place);
+                located.push(place);
             }
             answers.push(Ok(Decided {
                 contradiction,
@@ -358,16 +360,7 @@ async fn decide(
     let resolved = started.elapsed();
     store::locate::insert_observations(tx, scene_id, &observations).await?;
     let recorded = started.elapsed();
-    let moves: Vec<store::scenes::Move> = moves
-        .into_iter()
-        .map(|(pixel_id, (x, y, obs))| store::scenes::Move {
-            pixel_id,
-            x,
-            y,
-            method: obs.method,
-            confidence: obs.confidence,
-        })
-        .collect();
+    let moves: Vec<Located> = moves.into_values().collect();
     let moved: HashMap<Uuid, Pixel> = store::scenes::move_pixels(tx, scene_id, &moves)
         .await?
         .into_iter()

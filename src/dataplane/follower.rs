@@ -272,24 +272,12 @@ impl Follower {
 
     /// A phone placed: it is told where it stands, and the scene's watchers hear of it.
     fn locate(hub: &SceneHub, located: Located) {
-        let Located {
-            pixel_id,
-            x,
-            y,
-            method,
-            confidence,
-        } = located;
+        let Located { pixel_id, x, y, .. } = located;
         if let Some(conn) = hub.conn_of_pixel(pixel_id) {
             conn.set_position(Some((x as f32, y as f32)));
             conn.offer(Outgoing::Text(ServerMsg::Located { x, y }.to_json()));
         }
-        hub.announce(Change::Located {
-            pixel_id,
-            x,
-            y,
-            method,
-            confidence,
-        });
+        hub.announce(Change::Located(located));
     }
 
     /// Fetches and resamples a show's frames in the background, well before they play.

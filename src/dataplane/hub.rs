@@ -19,8 +19,9 @@ use uuid::Uuid;
 
 use super::grid::Grid;
 use super::protocol::CloseReason;
+use crate::events::Located;
 use crate::playback::{Show, Timeline};
-use crate::scene::{LocationMethod, Scene};
+use crate::scene::Scene;
 
 /// Messages waiting for one phone's socket. Chunks are a few hundred bytes; eight of them is
 /// two to four seconds of show at the default tick, more than any live phone falls behind.
@@ -124,13 +125,7 @@ impl Conn {
 #[derive(Debug, Clone)]
 pub enum Change {
     /// A phone was placed (or moved).
-    Located {
-        pixel_id: Uuid,
-        x: f64,
-        y: f64,
-        method: LocationMethod,
-        confidence: f32,
-    },
+    Located(Located),
     Kicked {
         pixel_id: Uuid,
     },

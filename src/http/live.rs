@@ -29,6 +29,7 @@ use crate::dataplane::follower::FollowError;
 use crate::dataplane::hub::{Change, SceneHub};
 use crate::dataplane::presence::Presence;
 use crate::error::{Error, ErrorBody, Result};
+use crate::events::Located;
 use crate::scene::{LocationMethod, PixelStatus, SceneStatus};
 use crate::store;
 
@@ -164,7 +165,7 @@ async fn stream_scene(
         let next = tokio::select! {
             change = changes.recv() => match change {
                 Ok(change) => match change {
-                    Change::Located { pixel_id, x, y, method, confidence } => {
+                    Change::Located(Located { pixel_id, x, y, method, confidence }) => {
                         Some(event("pixel", &PixelChange {
                             pixel_id,
                             status: PixelStatus::Located,

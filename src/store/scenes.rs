@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
+use crate::events::Located;
 use crate::scene::{
     format_color, LocationMethod, Pixel, PixelStatus, Scene, SceneFields, SceneStatus,
 };
@@ -346,23 +347,13 @@ pub async fn join_scene(
     Ok(row.into())
 }
 
-/// A pixel's new place.
-#[derive(Debug, Clone, Copy)]
-pub struct Move {
-    pub pixel_id: Uuid,
-    pub x: f64,
-    pub y: f64,
-    pub method: LocationMethod,
-    pub confidence: f32,
-}
-
 /// Moves pixels (each listed once), all in one statement; returns the pixels moved (kicked
 /// pixels and pixels of other scenes are not).
 #[tracing::instrument(skip_all, err)]
 pub async fn move_pixels(
     tx: &mut Transaction<'_, Postgres>,
     scene_id: Uuid,
-    moves: &[Move],
+    moves: &[Located],
 ) -> Result<Vec<Pixel>, sqlx::Error> {
     if moves.is_empty() {
         return Ok(Vec::new());
