@@ -44,6 +44,26 @@ fn masked(mask: u8, x: usize, y: usize) -> bool {
     }
 }
 
+/// The 32 valid format words, by their 5 data bits: BCH(15, 5) with generator 0x537, then
+/// the fixed mask 0x5412.
+const FORMAT_WORDS: [u16; 32] = {
+    let mut words = [0u16; 32];
+    let mut data = 0;
+    while data < 32 {
+        let mut rem = (data as u16) << 10;
+        let mut shift = 14;
+        while shift >= 10 {
+            if rem & (1 << shift) != 0 {
+                rem ^= 0x537 << (shift - 10);
+            }
+            shift -= 1;
+        }
+        words[data] = (((data as u16) << 10) | rem) ^ 0x5412;
+        data += 1;
+    }
+    words
+};
+
 /// The format's 5 data bits (level, mask) from its two copies: the nearest valid format word
 /// to either copy, within 3 bits.
 fn format(dark: &impl Fn(usize, usize) -> bool) -> Option<(usize, u8)> {
@@ -62,25 +82,15 @@ fn format(dark: &impl Fn(usize, usize) -> bool) -> Option<(usize, u8)> {
     for i in 0..8 {
         second = (second << 1) | bit(SIDE - 8 + i, 8);
     }
-    let mut best: Option<(u32, u16)> = None;
-    for data in 0..32u16 {
-        // BCH(15, 5) with generator 0x537, then the fixed mask 0x5412
-        let mut rem = data << 10;
-        for shift in (10..15).rev() {
-            if rem & (1 << shift) != 0 {
-                rem ^= 0x537 << (shift - 10);
-            }
-        }
-        let word = ((data << 10) | rem) ^ 0x5412;
-        let distance = (word ^ first)
+    let distance = |word: u16| {
+        (word ^ first)
             .count_ones()
-            .min((word ^ second).count_ones());
-        if best.is_none_or(|(d, _)| distance < d) {
-            best = Some((distance, data));
-        }
-    }
-    let (distance, data) = best?;
-    (distance <= 3).then_some((usize::from(data >> 3), (data & 7) as u8))
+            .min((word ^ second).count_ones())
+    };
+    let best = (0..32u16).min_by_key(|&data| distance(FORMAT_WORDS[usize::from(data)]));
+    let data = best?;
+    (distance(FORMAT_WORDS[usize::from(data)]) <= 3)
+        .then_some((usize::from(data >> 3), (data & 7) as u8))
 }
 
 /// GF(256) with the QR polynomial x⁸ + x⁴ + x³ + x² + 1: powers of 2 and their logarithms.

@@ -724,51 +724,17 @@ fn scan_scale(photo: &GrayImage, threads: usize, min_module: f64) -> Vec<Found> 
     let scanned = started.elapsed();
     let n_raw = raw.len();
     let merged = cluster(raw);
-    let finders: Vec<Finder> = std::thread::scope(|s| {
-        let bin = &bin;
-        let handles: Vec<_> = merged
-            .chunks(merged.len().div_ceil(threads).max(1))
-            .map(|part| {
-                s.spawn(move || {
-                    part.iter()
-                        .map(|&f| refine(photo, square_up(bin, f)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("refining does not panic"))
-            .collect()
+    let finders = on_threads(&merged, threads, |&f| {
+        Some(refine(photo, square_up(&bin, f)))
     });
     let refined = started.elapsed();
     drop(bin);
     let candidates = triples(&finders);
-    let found: Vec<Found> = std::thread::scope(|s| {
-        let (finders, candidates) = (&finders, &candidates);
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                s.spawn(move || {
-                    // interleaved: the list is sorted best first, and the good ones cost more
-                    candidates
-                        .iter()
-                        .skip(t)
-                        .step_by(threads)
-                        .filter_map(|&[a, b, c]| {
-                            // a decoder panic on one odd grid skips that candidate only
-                            let attempt = std::panic::AssertUnwindSafe(|| {
-                                read(photo, &finders[a], &finders[b], &finders[c])
-                            });
-                            std::panic::catch_unwind(attempt).ok().flatten()
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("reading does not panic"))
-            .collect()
+    let found = on_threads(&candidates, threads, |&[a, b, c]| {
+        // a decoder panic on one odd grid skips that candidate only
+        let attempt =
+            std::panic::AssertUnwindSafe(|| read(photo, &finders[a], &finders[b], &finders[c]));
+        std::panic::catch_unwind(attempt).ok().flatten()
     });
     tracing::debug!(
         candidates = n_raw,
@@ -781,6 +747,34 @@ fn scan_scale(photo: &GrayImage, threads: usize, min_module: f64) -> Vec<Found> 
         "QR scan"
     );
     distinct(found)
+}
+
+/// `f` of every item on `threads` threads, in the items' order (`None`s left out). The items
+/// are dealt out in turn, so a list whose costly items come together (candidates sorted best
+/// first: the good ones are read to the end) is still shared evenly.
+fn on_threads<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> Option<R> + Sync,
+) -> Vec<R> {
+    let (f, threads) = (&f, threads.max(1));
+    let mut out: Vec<(usize, R)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    let mine = items.iter().enumerate().skip(t).step_by(threads);
+                    mine.filter_map(|(i, item)| f(item).map(|r| (i, r)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a scan thread does not panic"))
+            .collect()
+    });
+    out.sort_unstable_by_key(|&(i, _)| i);
+    out.into_iter().map(|(_, r)| r).collect()
 }
 
 /// Every code once: a code read twice (two candidates of one code, or two scales) is kept
