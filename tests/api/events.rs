@@ -380,24 +380,9 @@ async fn commands_go_through_the_log_and_a_stale_one_loses_with_the_current_stat
     assert_eq!(stored["show"], serde_json::to_value(show).unwrap());
 
     // the summary view catches up on its own (woken by the notification)
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, summary) = app
-            .call(
-                Method::GET,
-                &format!("/api/scenes/{scene}/summary"),
-                Some(&op),
-                None,
-            )
-            .await;
-        if summary["events"] == 7 {
-            assert_eq!(summary["playback_commands"], 3);
-            assert_eq!(summary["show_version"], 4);
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "summary: {summary}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let summary = app.summary_when(&op, scene, |s| s["events"] == 7).await;
+    assert_eq!(summary["playback_commands"], 3);
+    assert_eq!(summary["show_version"], 4);
 
     let (status, body) = app
         .call(

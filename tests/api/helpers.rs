@@ -94,6 +94,32 @@ impl TestApp {
         format!("{}{}", self.base, path)
     }
 
+    /// The scene's summary (a view of its log, which catches up on its own) once `ready`
+    /// says it has; fails after 10 s.
+    pub async fn summary_when(
+        &self,
+        token: &str,
+        scene: uuid::Uuid,
+        ready: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let (_, summary) = self
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/api/scenes/{scene}/summary"),
+                    Some(token),
+                    None,
+                )
+                .await;
+            if ready(&summary) {
+                return summary;
+            }
+            assert!(std::time::Instant::now() < deadline, "summary: {summary}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     /// A JSON call; returns the status and the body parsed as JSON (Null when empty).
     pub async fn call(
         &self,

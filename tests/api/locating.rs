@@ -503,22 +503,7 @@ async fn qr_codes_in_a_photo_locate_phones() {
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0].0, "pixels_located");
     assert_eq!(events[0].1["pixels"].as_array().map(Vec::len), Some(6));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let (_, summary) = app
-            .call(
-                Method::GET,
-                &format!("/api/scenes/{scene}/summary"),
-                Some(&op),
-                None,
-            )
-            .await;
-        if summary["located"] == 6 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "summary: {summary}");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    app.summary_when(&op, scene, |s| s["located"] == 6).await;
 
     // bad photos and points
     let few = json!([{"px": 0, "py": 0, "x": 0, "y": 0}, {"px": 1, "py": 0, "x": 1, "y": 0}, {"px": 1, "py": 1, "x": 1, "y": 1}]);
