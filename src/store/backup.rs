@@ -70,33 +70,16 @@ fn connect_to(tool: &mut Command, config: &Config) {
 /// (percent-decoded).
 fn split_password(url: &str) -> (String, Option<String>) {
     match crate::config::password_parts(url) {
-        Some((user, password, host)) => (format!("{user}{host}"), Some(percent_decode(password))),
+        Some((user, password, host)) => (
+            format!("{user}{host}"),
+            Some(
+                percent_encoding::percent_decode_str(password)
+                    .decode_utf8_lossy()
+                    .into_owned(),
+            ),
+        ),
         None => (url.to_owned(), None),
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (
-            bytes[i],
-            bytes.get(i + 1).copied().and_then(hex),
-            bytes.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(h), Some(l)) => {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The PostgreSQL client tools: `PG_BIN`, else the newest `/usr/lib/postgresql/*/bin`, else
