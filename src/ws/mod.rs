@@ -296,10 +296,7 @@ async fn run(state: &AppState, scene_id: Uuid, socket: &mut WebSocket) -> Result
                     Some(ClientMsg::Hello { .. }) => {
                         return Err(end(close::BAD_MESSAGE, "hello was already said"));
                     }
-                    Some(ClientMsg::Sync { t0 }) => {
-                        let reply = ServerMsg::Sync { t0, t1, t2: clock::now_us() }.to_json();
-                        send(socket, Message::Text(reply.into())).await?;
-                    }
+                    Some(ClientMsg::Sync { t0 }) => reply_sync(socket, t0, t1).await?,
                     Some(ClientMsg::SyncReport { error_ms, .. }) if error_ms.is_finite() => {
                         conn.report_sync(error_ms);
                         sync_errors.record(error_ms.abs());
@@ -345,6 +342,25 @@ async fn run(state: &AppState, scene_id: Uuid, socket: &mut WebSocket) -> Result
             }
         }
     }
+}
+
+/// Answers a clock-sync request read at `t1`. The reply goes out at once, ahead of any colour
+/// chunk waiting in the hub queue (the session reads before it drains the queue), and `t2` is
+/// stamped once the socket has taken every earlier frame: just before this one is written.
+async fn reply_sync(socket: &mut WebSocket, t0: f64, t1: i64) -> Result<(), End> {
+    let ready = timeout(
+        SEND_TIMEOUT,
+        futures::future::poll_fn(|cx| futures::SinkExt::poll_ready_unpin(socket, cx)),
+    );
+    if !matches!(ready.await, Ok(Ok(()))) {
+        return Err(end(close::GOING_AWAY, "send failed"));
+    }
+    let reply = ServerMsg::Sync {
+        t0,
+        t1,
+        t2: clock::now_us(),
+    };
+    send(socket, Message::Text(reply.to_json().into())).await
 }
 
 /// Tells the phone why its seat or GPS position was not taken (when it was not).
