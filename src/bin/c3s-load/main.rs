@@ -28,8 +28,56 @@ use phone::{PhoneReport, PhoneSpec};
 #[derive(Parser, Debug)]
 #[command(
     name = "c3s-load",
-    about = "Plays a show to simulated phones and measures it"
+    about = "Plays a show to simulated phones and measures it",
+    args_conflicts_with_subcommands = true
 )]
+struct Cli {
+    #[command(subcommand)]
+    mode: Option<Mode>,
+    #[command(flatten)]
+    run: Args,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Mode {
+    /// Only the delay relay: listens, relays every connection to `--to` with each direction
+    /// delayed on its own, prints `{"listen": ADDR}`; `stall MS` on standard input stalls it.
+    Relay(RelayArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct RelayArgs {
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Where to relay to.
+    #[arg(long)]
+    to: SocketAddr,
+    /// Phone → server delay and jitter (ms; the jitter is uniform in [0, jitter)).
+    #[arg(long, default_value_t = 0.0)]
+    up_delay_ms: f64,
+    #[arg(long, default_value_t = 0.0)]
+    up_jitter_ms: f64,
+    /// Server → phone delay and jitter (ms).
+    #[arg(long, default_value_t = 0.0)]
+    down_delay_ms: f64,
+    #[arg(long, default_value_t = 0.0)]
+    down_jitter_ms: f64,
+    /// Seeds the jitter (connection i: seed + i).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Ends after this long even if standard input stays open.
+    #[arg(long, default_value_t = 3600)]
+    lifetime_s: u64,
+}
+
+fn leg(delay_ms: f64, jitter_ms: f64) -> Leg {
+    Leg {
+        delay: Duration::from_secs_f64(delay_ms.max(0.0) / 1000.0),
+        jitter: Duration::from_secs_f64(jitter_ms.max(0.0) / 1000.0),
+    }
+}
+
+#[derive(clap::Args, Debug)]
 struct Args {
     /// Simulated phones.
     #[arg(long, default_value_t = 1000)]
@@ -256,7 +304,19 @@ fn round3(v: f64) -> f64 {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let cli = Cli::parse();
+    if let Some(Mode::Relay(r)) = cli.mode {
+        return netem::serve(
+            r.listen,
+            r.to,
+            leg(r.up_delay_ms, r.up_jitter_ms),
+            leg(r.down_delay_ms, r.down_jitter_ms),
+            r.seed,
+            Duration::from_secs(r.lifetime_s),
+        )
+        .await;
+    }
+    let args = cli.run;
     let server = start_server(&args).await?;
     let pid = server.child.id();
     let client = reqwest::Client::builder()

@@ -109,7 +109,7 @@ async fn session(
     let io: Box<dyn Io> = if spec.up.is_zero() && spec.down.is_zero() {
         Box::new(tcp)
     } else {
-        Box::new(netem::relay(tcp, spec.up, spec.down))
+        Box::new(netem::relay(tcp, spec.up, spec.down, spec.index as u64))
     };
     let url = format!("ws://{}/ws/scenes/{}", spec.server, spec.scene_id);
     let config = WebSocketConfig::default()
