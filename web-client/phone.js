@@ -63,6 +63,9 @@ const state = {
   
   shown: null, // the colour on screen, 'r,g,b'
   changes: [], // [{at: server ms at the refresh that showed it, color}]
+  // every refresh, for tests and the crowd bench: {local: this clock's ms at the refresh
+  // (performance.timeOrigin + the requestAnimationFrame time), at: the server's, color}
+  refreshes: [],
   frameMs: 1000 / 60,
 };
 window.c3s = state;
@@ -348,7 +351,10 @@ function frame(ts) {
   // the refresh period, smoothed: a colour is drawn on the refresh nearest its instant
   if (lastFrame && ts - lastFrame < 100) state.frameMs += (ts - lastFrame - state.frameMs) * 0.05;
   lastFrame = ts;
-  const now = clock.serverNow();
+  // this refresh's instant (the requestAnimationFrame time, the frame's start) by the server's
+  // clock; the colour of the instant nearest it is the one of half a refresh later
+  const local = performance.timeOrigin + ts;
+  const now = clock.serverAt(local);
   const at = now + state.frameMs / 2;
   // the show goes on through a short drop: what the phone holds still plays while it reconnects
   const showing = state.phase === 'in' || state.phase === 'lost' || state.phase === 'joining';
@@ -368,6 +374,8 @@ function frame(ts) {
     state.changes.push({ at: now, wall: Date.now(), color: key });
     if (state.changes.length > 500) state.changes.splice(0, 250);
   }
+  state.refreshes.push({ local, at: now, color: key });
+  if (state.refreshes.length > 2400) state.refreshes.splice(0, 1200);
   if (qrLayer.hidden === false && (now > state.qrUntil || code)) qrLayer.hidden = true;
   // the words step aside while the show plays (also through a short drop) and while the
   // code flashes

@@ -6,7 +6,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { Server, launchBrowser, until, sleep } from './harness.mjs';
+import { Server, launchBrowser, shiftClock, until, sleep } from './harness.mjs';
 
 /** One refresh at 60 Hz. */
 const REFRESH_MS = 1000 / 60;
@@ -41,10 +41,7 @@ const near = (a, b, tolerance = 12) => a.every((v, i) => Math.abs(v - b[i]) <= t
 
 async function openPhone(joinPath) {
   const context = await browser.newContext({ viewport: { width: 360, height: 640 }, isMobile: true, hasTouch: true });
-  await context.addInitScript((shift) => {
-    const now = performance.now.bind(performance);
-    performance.now = () => now() + shift;
-  }, SHIFT_MS);
+  await shiftClock(context, SHIFT_MS);
   const page = await context.newPage();
   page.on('pageerror', (e) => console.error('phone page error:', e.message));
   await page.goto(server.base + joinPath);

@@ -39,10 +39,12 @@ function freshDatabase() {
   return url.toString();
 }
 
-/** The server, started (and restartable) on one port, one database, one GridFS database. */
+/** The server, started (and restartable) on one port, one database, one GridFS database;
+ * `bin` is the binary (the debug build cargo test made, unless a bench says otherwise). */
 export class Server {
-  static async start() {
+  static async start({ bin = path.join(ROOT, 'target/debug/c3s'), env = {} } = {}) {
     const s = new Server();
+    s.bin = bin;
     s.port = await freePort();
     s.base = `http://127.0.0.1:${s.port}`;
     s.env = {
@@ -55,13 +57,14 @@ export class Server {
       C3S_BOOTSTRAP_ADMIN: `${ADMIN.login}:${ADMIN.password}`,
       RUST_LOG: 'warn',
       C3S_METRICS_LISTEN: 'none',
+      ...env,
     };
     await s.run();
     return s;
   }
 
   async run() {
-    this.proc = spawn(path.join(ROOT, 'target/debug/c3s'), [], { env: this.env, stdio: ['ignore', 'inherit', 'inherit'] });
+    this.proc = spawn(this.bin, [], { env: this.env, stdio: ['ignore', 'inherit', 'inherit'] });
     this.exited = once(this.proc, 'exit');
     const deadline = Date.now() + 30000;
     for (;;) {
@@ -168,6 +171,43 @@ export async function centreColour(page) {
   }, shot.toString('base64'));
 }
 
+/**
+ * Runs the monotonic clock of a context's pages (performance.now and requestAnimationFrame's
+ * time, one timeline) `shiftMs` off, as a phone's clock is anything but the server's: only a
+ * working clock sync puts its colours at the right instants. The true clock stays readable as
+ * `window.__realNow()`.
+ */
+export async function shiftClock(context, shiftMs) {
+  await context.addInitScript((shift) => {
+    const now = performance.now.bind(performance);
+    window.__realNow = now;
+    performance.now = () => now() + shift;
+    const raf = window.requestAnimationFrame.bind(window);
+    window.requestAnimationFrame = (cb) => raf((ts) => cb(ts + shift));
+  }, shiftMs);
+}
+
+/**
+ * This machine's system clock (the server's) − the page's true performance.timeOrigin +
+ * performance.now(), ms: read at the instants Date.now() ticks over (needs shiftClock).
+ */
+export function pageClockTruth(page) {
+  return page.evaluate(() => {
+    let best = -Infinity;
+    for (let k = 0; k < 20; k++) {
+      const d0 = Date.now();
+      let d;
+      let p;
+      do {
+        d = Date.now();
+        p = window.__realNow();
+      } while (d === d0);
+      best = Math.max(best, d - (performance.timeOrigin + p));
+    }
+    return best;
+  });
+}
+
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** Waits until `fn()` is truthy (polling), or fails with `what`. */
@@ -216,5 +256,64 @@ export class StallingProxy {
 
   close() {
     this.server.close();
+  }
+}
+
+/**
+ * The load generator's delay relay (`c3s-load relay`) in front of a port: each direction
+ * delayed on its own by `delay` + U[0, `jitter`) ms (seeded), TCP's order kept; `stall(ms)`
+ * holds everything for a while, as a Wi-Fi that drops out. Ends with `close()` (its standard
+ * input closes and it is ended by its PID).
+ */
+export class Relay {
+  static async start({ to, up = [0, 0], down = [0, 0], seed = 1, bin = path.join(ROOT, 'target/debug/c3s-load') }) {
+    const r = new Relay();
+    r.proc = spawn(bin, ['relay', '--to', `127.0.0.1:${to}`,
+      '--up-delay-ms', String(up[0]), '--up-jitter-ms', String(up[1]),
+      '--down-delay-ms', String(down[0]), '--down-jitter-ms', String(down[1]), '--seed', String(seed)],
+    { stdio: ['pipe', 'pipe', 'inherit'] });
+    r.exited = once(r.proc, 'exit');
+    r.lines = [];
+    r.waiters = [];
+    let buffered = '';
+    r.proc.stdout.on('data', (d) => {
+      buffered += d;
+      let nl;
+      while ((nl = buffered.indexOf('\n')) >= 0) {
+        const line = JSON.parse(buffered.slice(0, nl));
+        buffered = buffered.slice(nl + 1);
+        r.lines.push(line);
+        for (const w of r.waiters.splice(0)) w();
+      }
+    });
+    const first = await r.next((l) => l.listen);
+    r.port = Number(first.listen.split(':').pop());
+    r.base = `http://127.0.0.1:${r.port}`;
+    return r;
+  }
+
+  /** The next line of its output that `pred` accepts (waits up to 10 s). */
+  async next(pred) {
+    const deadline = Date.now() + 10000;
+    for (;;) {
+      const i = this.lines.findIndex(pred);
+      if (i >= 0) return this.lines.splice(i, 1)[0];
+      if (this.proc.exitCode !== null) throw new Error('the relay exited');
+      if (Date.now() > deadline) throw new Error('the relay did not answer');
+      await new Promise((r) => { this.waiters.push(r); setTimeout(r, 200); });
+    }
+  }
+
+  /** Nothing goes through, either way, for `ms`; what was sent meanwhile follows in order. */
+  async stall(ms) {
+    this.proc.stdin.write(`stall ${ms}\n`);
+    await this.next((l) => l.stalled_ms === ms);
+  }
+
+  async close() {
+    if (this.proc.exitCode !== null) return;
+    this.proc.stdin.end();
+    this.proc.kill('SIGTERM');
+    await this.exited;
   }
 }

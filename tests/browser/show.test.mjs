@@ -7,7 +7,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { Server, launchBrowser, png, centreColour, until, sleep, ROOT, ADMIN } from './harness.mjs';
+import { Server, launchBrowser, shiftClock, png, centreColour, until, sleep, ROOT, ADMIN } from './harness.mjs';
 
 const SHOTS = path.join(ROOT, 'target/browser-screenshots');
 const RED = [220, 30, 40];
@@ -50,10 +50,7 @@ async function uploadFrame(token, sceneId, name, colour) {
  */
 async function openPhone(joinPath, shiftMs) {
   const context = await browser.newContext({ viewport: { width: 360, height: 640 }, isMobile: true, hasTouch: true });
-  await context.addInitScript((shift) => {
-    const now = performance.now.bind(performance);
-    performance.now = () => now() + shift;
-  }, shiftMs);
+  await shiftClock(context, shiftMs);
   const page = await context.newPage();
   page.on('pageerror', (e) => console.error('phone page error:', e.message));
   await page.goto(server.base + joinPath);
