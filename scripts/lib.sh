@@ -148,6 +148,17 @@ stop_throwaway_stores() {
   exit $rc
 }
 
+# Node.js and the npm packages of package.json (playwright-core for the browser tests, ws and
+# timesync for the clock-sync bench, with promise, which timesync requires under Node but does
+# not declare), installed from package-lock.json when any is missing.
+ensure_node_modules() {
+  command -v node >/dev/null || apt_install nodejs npm
+  local dep
+  for dep in playwright-core ws timesync promise; do
+    [ -d "node_modules/$dep" ] || { npm ci --no-audit --no-fund; return; }
+  done
+}
+
 # The Python side of benches/qr.rs: zxing-cpp (with numpy) in the project's venv.
 ensure_zxing() {
   ensure_secantus
