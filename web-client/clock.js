@@ -222,8 +222,11 @@ export class ClockSync {
   /** Feed a `sync` reply from the server. */
   handleReply(msg) {
     const t3 = this.now();
-    if (!this.pending.delete(msg.t0)) return; // not ours, answered twice, or given up on
-    const s = sample(msg.t0, msg.t1, msg.t2, t3);
+    // the echo of t0 may have come back a rounding off (a JSON number through another parser)
+    let t0 = msg.t0;
+    if (!this.pending.has(t0)) t0 = [...this.pending.keys()].find((k) => Math.abs(k - msg.t0) < 1e-3);
+    if (t0 === undefined || !this.pending.delete(t0)) return; // not ours, answered twice, or given up on
+    const s = sample(t0, msg.t1, msg.t2, t3);
     if (!(s.delay >= 0) || !Number.isFinite(s.offset)) return;
     switch (this.judge(s)) {
       case 'contradicts':

@@ -226,3 +226,17 @@ test('server instants map to local ones', () => {
   assert.ok(Math.abs(c.serverNow() - w.T) < 0.5);
   assert.ok(Math.abs(c.serverAt(w.phoneNow() - 40) - (w.T - 40)) < 0.5);
 });
+
+test('a reply whose t0 came back a rounding off is still its request; a stranger is not', () => {
+  const sent = [];
+  const c = new ClockSync({ send: (m) => sent.push(m), now: () => 1764650000123.4567, setTimer: () => 0, clearTimer: () => {}, visibility: null });
+  c.syncOnce();
+  const t0 = sent[0].t0;
+  const ulp = 2 ** (Math.floor(Math.log2(t0)) - 52);
+  c.handleReply({ type: 'sync', t0: t0 + ulp, t1: (t0 + 5) * 1000, t2: (t0 + 5) * 1000 });
+  assert.equal(c.samples.length, 1);
+  assert.equal(c.pending.size, 0);
+  c.syncOnce();
+  c.handleReply({ type: 'sync', t0: t0 + 1, t1: (t0 + 5) * 1000, t2: (t0 + 5) * 1000 });
+  assert.equal(c.samples.length, 1, 'a reply to no request of ours is ignored');
+});
