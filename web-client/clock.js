@@ -97,7 +97,7 @@ export function slopeNoise(samples, group = 4) {
   }
   const slope = sty / stt;
   const residual = points.reduce((a, p) => a + (p.y - my - slope * (p.t - mt)) ** 2, 0) / (n - 2);
-  return { slope, noise: Math.sqrt(residual / stt) };
+  return { slope, noise: Math.sqrt(residual / stt), groups: n };
 }
 
 /** How far a free-running clock may drift unmeasured (ppm as a fraction), and how far a fitted
@@ -290,9 +290,13 @@ export class ClockSync {
     const span = last.t3 - first.t3;
     let model = fit(this.samples, { prior: this.drift, maxSlope: 0 });
     if (span >= this.driftSpanMs) {
-      const drifting = fit(this.samples, { prior: this.drift, maxSlope: MAX_DRIFT });
-      const { slope, noise } = slopeNoise(this.samples);
-      if (span >= this.trustSpanMs || Math.abs(slope - this.drift) > 4 * noise) {
+      const { slope, noise, groups } = slopeNoise(this.samples);
+      if (span >= this.trustSpanMs || (groups >= 12 && Math.abs(slope - this.drift) > 5 * noise)) {
+        // the tightest line, within what the evidence allows of the slope
+        const range = Math.min(MAX_DRIFT, Math.max(4 * noise, 1e-6));
+        const drifting = Number.isFinite(range)
+          ? fit(this.samples, { prior: slope, maxSlope: range })
+          : fit(this.samples, { prior: this.drift, maxSlope: MAX_DRIFT });
         model = drifting;
         this.drift = drifting.slope;
         this.driftFitted = true;
