@@ -124,7 +124,7 @@ export class ClockSync {
     clearTimer = (id) => clearTimeout(id),
     visibility = typeof document !== 'undefined' ? document : null,
     // the window: the newest samples, at most this many and this old
-    window = 128,
+    window = 256,
     windowMs = 10 * 60 * 1000,
     // the spacing of samples: `firstMs` at first, growing by `growth` each time up to `steadyMs`;
     // `settledMs` once the window holds `settledAfter` samples
@@ -132,7 +132,7 @@ export class ClockSync {
     growth = 1.15,
     steadyMs = 500,
     settledAfter = 48,
-    settledMs = 2000,
+    settledMs = 1200,
     // the drift is fitted once the samples span this long, and believed when it stands out of
     // the noise; before, the last fit (or 0) holds; over `trustSpanMs` a fit always holds
     driftSpanMs = 10000,
