@@ -125,6 +125,7 @@ summary.goals = {
   loopback_le_0_1_ms: goal('loopback', (c) => c.c3s_p99_ms[1] <= 0.1),
   asymmetric_within_1_ms_of_15: goal('asymmetric', (c) => c.c3s_p99_ms[1] <= 16),
   drift_le_1_ms: goal('drift', (c) => c.c3s_p99_ms[1] <= 1),
-  settled_le_1_msg_per_s: goal('drift', (c) => c.settled_sync_msgs_per_s[1] <= 1),
+  // measured from 30 s on: a drift case read sooner has no settled rate
+  settled_le_1_msg_per_s: goal('drift', (c) => (c.settled_sync_msgs_per_s ? c.settled_sync_msgs_per_s[1] <= 1 : 'not measured')),
 };
 console.log(JSON.stringify(summary));
