@@ -12,13 +12,14 @@
 import { createRequire } from 'node:module';
 import WebSocket from 'ws';
 import { ClockSync } from '../../web-client/clock.js';
-import { calibrate, base, wrongClock, rng, percentile } from './truth.mjs';
+import { systemClockOffset, base, wrongClock, percentile } from '../../tests/browser/truth.mjs';
+import { random as seeded } from '../../tests/browser/flashclip.mjs';
 
 const require = createRequire(import.meta.url);
 // timesync's Node client adds a timeout listener to its keep-alive socket per request
 require('node:events').defaultMaxListeners = 1000;
 const opts = JSON.parse(process.argv[2]);
-const random = rng(opts.seed * 7919 + (opts.peer === 'c3s' ? 1 : 2));
+const random = seeded(opts.seed * 7919 + (opts.peer === 'c3s' ? 1 : 2));
 const start = base();
 
 function clockFor(i) {
@@ -75,7 +76,7 @@ if (opts.peer === 'c3s' && opts.place) {
 }
 
 await new Promise((r) => setTimeout(r, Math.max(0, opts.readAtMs - (base() - start))));
-const truthBase = calibrate();
+const truthBase = systemClockOffset();
 const errors = clients.map((c) => {
   const local = c.now();
   const truth = base() + truthBase - local;

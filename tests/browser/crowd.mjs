@@ -5,6 +5,8 @@
 // Used by tests/browser/crowd.test.mjs (6 pages) and benches/crowd.mjs (20).
 
 import { shiftClock, pageClockTruth, png, sleep, until } from './harness.mjs';
+import { random as seeded } from './flashclip.mjs';
+import { percentile } from './truth.mjs';
 
 export const FPS = 30;
 export const SHOW_MS = 10000;
@@ -95,11 +97,6 @@ async function refreshes(phone) {
   return { list, periodMs: gaps.length ? gaps[Math.floor(gaps.length / 2)] : 1000 / 60 };
 }
 
-const quantile = (values, q) => {
-  if (!values.length) return null;
-  const s = [...values].sort((a, b) => a - b);
-  return s[Math.max(0, Math.ceil(q * s.length) - 1)];
-};
 const round = (v) => (v === null ? null : Math.round(v * 100) / 100);
 
 /**
@@ -158,10 +155,10 @@ export function figures(pages, anchor, from, to) {
     nearest_refresh_share: counted ? nearest / counted : null,
     missing,
     skipped_refreshes: skipped,
-    error_p50_ms: round(quantile(errors, 0.5)),
-    error_p99_ms: round(quantile(errors, 0.99)),
-    spread_p99_ms: round(quantile(spreads, 0.99)),
-    spread_max_ms: round(quantile(spreads, 1)),
+    error_p50_ms: round(percentile(errors, 0.5)),
+    error_p99_ms: round(percentile(errors, 0.99)),
+    spread_p99_ms: round(percentile(spreads, 0.99)),
+    spread_max_ms: round(percentile(spreads, 1)),
     refresh_ms: round(period),
   };
 }
@@ -173,8 +170,7 @@ export function figures(pages, anchor, from, to) {
  */
 export async function crowdRun({ browser, server, relay, count, seed = 1, log = () => {} }) {
   const { sceneId, joinPath, token } = await crowdScene(server);
-  let s = seed >>> 0;
-  const random = () => ((s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 2 ** 32);
+  const random = seeded(seed);
   const phones = [];
   for (let i = 0; i < count; i++) {
     // clocks off by up to ±10 minutes, each its own way

@@ -10,6 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
+import { systemClockOffset } from './truth.mjs';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const ADMIN = { login: 'admin', password: 'browser-test-admin' };
@@ -192,20 +193,7 @@ export async function shiftClock(context, shiftMs) {
  * performance.now(), ms: read at the instants Date.now() ticks over (needs shiftClock).
  */
 export function pageClockTruth(page) {
-  return page.evaluate(() => {
-    let best = -Infinity;
-    for (let k = 0; k < 20; k++) {
-      const d0 = Date.now();
-      let d;
-      let p;
-      do {
-        d = Date.now();
-        p = window.__realNow();
-      } while (d === d0);
-      best = Math.max(best, d - (performance.timeOrigin + p));
-    }
-    return best;
-  });
+  return page.evaluate(`(${systemClockOffset})(window.__realNow)`);
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));

@@ -1,12 +1,15 @@
-// The truth the clock-sync bench measures against: this machine's system clock, which is the
-// C3S server's (server time is the system clock read once at its start, carried on by the
-// monotonic clock, src/clock.rs) and timesync's server's (Date.now()).
+// The truth the clock measurements are made against (the clock-sync bench, the crowd test and
+// bench): this machine's system clock, which is the C3S server's (server time is the system
+// clock read once at its start, carried on by the monotonic clock, src/clock.rs) and timesync's
+// server's (Date.now()).
 
 /**
- * System clock − (performance.timeOrigin + performance.now()), ms, to a microsecond or so:
- * read at the instants Date.now() ticks over to the next millisecond (busy-waits ~20 ms).
+ * System clock − (performance.timeOrigin + `readNow()`), ms, to a microsecond or so (or to the
+ * browser's coarsening of its clock): read at the instants Date.now() ticks over to the next
+ * millisecond (busy-waits ~20 ms). Self-contained, so a page can run its source
+ * (pageClockTruth in harness.mjs).
  */
-export function calibrate(ticks = 20) {
+export function systemClockOffset(readNow = () => performance.now(), ticks = 20) {
   let best = -Infinity;
   for (let k = 0; k < ticks; k++) {
     const d0 = Date.now();
@@ -14,7 +17,7 @@ export function calibrate(ticks = 20) {
     let p;
     do {
       d = Date.now();
-      p = performance.now();
+      p = readNow();
     } while (d === d0);
     // the clock turned to `d` just before `p` was read: this is a lower bound, and the
     // closest of them is the truth
@@ -34,20 +37,9 @@ export function wrongClock(shiftMs, skew, start = base()) {
   };
 }
 
-/** A seeded uniform random number in [0, 1) (mulberry32). */
-export function rng(seed) {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
-
-/** The nearest-rank percentile `q` (0..1) of `values`. */
+/** The nearest-rank percentile `q` (0..1) of `values`; null when there are none. */
 export function percentile(values, q) {
+  if (!values.length) return null;
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.max(0, Math.ceil(q * sorted.length) - 1)];
 }

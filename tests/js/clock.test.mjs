@@ -3,18 +3,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ClockSync, sample, fit } from '../../web-client/clock.js';
-
-/** A seeded uniform random number in [0, 1). */
-function rng(seed) {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
+import { random as rng } from '../browser/flashclip.mjs';
+import { percentile } from '../browser/truth.mjs';
 
 /**
  * A little discrete-event world: true time T in ms (the server's clock), a phone clock that is
@@ -74,8 +64,7 @@ function p99Error(conditions, readAt, seeds = 40) {
     w.run(readAt);
     errors.push(w.error());
   }
-  errors.sort((a, b) => a - b);
-  return errors[Math.ceil(0.99 * errors.length) - 1];
+  return percentile(errors, 0.99);
 }
 
 test('one exchange: its two bounds, offset and delay', () => {
