@@ -148,17 +148,17 @@ export class ClockSync {
       settledAfter, settledMs, driftSpanMs, trustSpanMs, replyTimeoutMs, reportMs, onUpdate,
     });
     this.samples = [];
-    this.pending = new Map();
+    this.pending = new Set(); // t0 of the requests not answered yet
     this.timer = null;
     this.reportTimer = null;
     this.model = null;
     this.drift = 0;
     this.driftFitted = false;
     this.spacing = firstMs;
+    this.ramping = true;
     this.suspects = []; // samples past the window's band, held back (judge)
     this.suspectWay = null;
     this.steps = 0; // how many times the clock was found to have jumped
-    this.sent = 0; // sync requests sent
     this.onVisible = () => {
       if (this.visibility && this.visibility.visibilityState === 'hidden') return;
       // back from the background (perhaps a sleep that stopped this clock): sample fast again;
@@ -211,11 +211,10 @@ export class ClockSync {
   syncOnce() {
     const t0 = this.now();
     // a lost reply is forgotten after a while; the map never grows
-    for (const sentAt of this.pending.keys()) {
+    for (const sentAt of this.pending) {
       if (t0 - sentAt > this.replyTimeoutMs) this.pending.delete(sentAt);
     }
-    this.pending.set(t0, true);
-    this.sent += 1;
+    this.pending.add(t0);
     this.send({ type: 'sync', t0 });
   }
 
@@ -224,11 +223,12 @@ export class ClockSync {
     const t3 = this.now();
     // the echo of t0 may have come back a rounding off (a JSON number through another parser)
     let t0 = msg.t0;
-    if (!this.pending.has(t0)) t0 = [...this.pending.keys()].find((k) => Math.abs(k - msg.t0) < 1e-3);
+    if (!this.pending.has(t0)) t0 = [...this.pending].find((k) => Math.abs(k - msg.t0) < 1e-3);
     if (t0 === undefined || !this.pending.delete(t0)) return; // not ours, answered twice, or given up on
     const s = sample(t0, msg.t1, msg.t2, t3);
     if (!(s.delay >= 0) || !Number.isFinite(s.offset)) return;
-    switch (this.judge(s)) {
+    const way = this.judge(s);
+    switch (way) {
       case 'contradicts':
         // its bounds and the window's cannot both hold: the clock jumped
         this.steps += 1;
@@ -240,7 +240,6 @@ export class ClockSync {
       case 'higher': {
         // past one of the window's bounds: a new fastest exchange, or the start of a shift (a
         // small jump, a new path); three in a row the same way are a shift, and only they count
-        const way = this.judge(s);
         if (this.suspects.length && this.suspectWay !== way) this.admit();
         this.suspectWay = way;
         this.suspects.push(s);
@@ -288,21 +287,22 @@ export class ClockSync {
     const first = this.samples[0];
     const last = this.samples[this.samples.length - 1];
     const span = last.t3 - first.t3;
-    let model = fit(this.samples, { prior: this.drift, maxSlope: 0 });
     if (span >= this.driftSpanMs) {
       const { slope, noise, groups } = slopeNoise(this.samples);
       if (span >= this.trustSpanMs || (groups >= 12 && Math.abs(slope - this.drift) > 5 * noise)) {
-        // the tightest line, within what the evidence allows of the slope
-        const range = Math.min(MAX_DRIFT, Math.max(4 * noise, 1e-6));
-        const drifting = Number.isFinite(range)
-          ? fit(this.samples, { prior: slope, maxSlope: range })
-          : fit(this.samples, { prior: this.drift, maxSlope: MAX_DRIFT });
-        model = drifting;
-        this.drift = drifting.slope;
+        // the tightest line, within what the evidence allows of the slope (too few groups to
+        // say: anywhere believable around the last fit)
+        const known = Number.isFinite(noise);
+        this.model = fit(this.samples, {
+          prior: known ? slope : this.drift,
+          maxSlope: known ? Math.min(MAX_DRIFT, Math.max(4 * noise, 1e-6)) : MAX_DRIFT,
+        });
+        this.drift = this.model.slope;
         this.driftFitted = true;
+        return;
       }
     }
-    this.model = model;
+    this.model = fit(this.samples, { prior: this.drift, maxSlope: 0 });
   }
 
   /** Server clock − this clock at local time `t`, ms. */
