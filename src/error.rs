@@ -10,10 +10,12 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::auth::AuthError;
+use crate::budget::Busy;
 use crate::commands::placements::PlaceError;
 use crate::commands::CommandError;
 use crate::scene::SceneError;
 use crate::store::gridfs::GridFsError;
+use crate::text::TextError;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -50,6 +52,10 @@ pub enum Error {
     PayloadTooLarge { limit: u64 },
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// Too much of this work is queued (or this client asks too often): come back after
+    /// `retry_after_s` (sent as `Retry-After`).
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after_s: u64 },
     /// A store the request needs is unreachable; nothing was written.
     #[error("{0} is unavailable, try again shortly")]
     Unavailable(&'static str),
@@ -101,6 +107,7 @@ impl Error {
             Error::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -116,6 +123,7 @@ impl Error {
             Error::BadRequest { code, .. } | Error::Invalid { code, .. } => code,
             Error::PayloadTooLarge { .. } => "payload_too_large",
             Error::UnsupportedMediaType(_) => "unsupported_media_type",
+            Error::TooManyRequests { .. } => "too_many_requests",
             Error::Unavailable(_) => "unavailable",
             Error::Internal(_) => "internal",
         }
@@ -137,7 +145,14 @@ impl IntoResponse for Error {
                 _ => None,
             },
         };
-        (self.status_code(), axum::Json(body)).into_response()
+        let mut response = (self.status_code(), axum::Json(body)).into_response();
+        if let Error::TooManyRequests { retry_after_s, .. } = self {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(retry_after_s),
+            );
+        }
+        response
     }
 }
 
@@ -169,6 +184,12 @@ impl From<sqlx::Error> for Error {
                         db.constraint().unwrap_or("check")
                     ),
                 ),
+                // class 22, data exceptions (a NUL byte in text, a number out of range): a
+                // value the edge's checks missed is still the client's, not a 500
+                _ if db.code().is_some_and(|c| c.starts_with("22")) => {
+                    tracing::warn!(error = ?e, "a value reached the database unchecked");
+                    Error::invalid("invalid_field", "a value cannot be stored as given")
+                }
                 _ => Error::Internal(e.into()),
             },
             _ => Error::Internal(e.into()),
@@ -208,6 +229,21 @@ impl From<PlaceError> for Error {
             PlaceError::Unavailable => Error::Unavailable("the database"),
             PlaceError::Failed => Error::Internal(anyhow::anyhow!("a placement batch failed")),
         }
+    }
+}
+
+impl From<Busy> for Error {
+    fn from(e: Busy) -> Self {
+        Error::TooManyRequests {
+            message: e.to_string(),
+            retry_after_s: e.retry_after_s,
+        }
+    }
+}
+
+impl From<TextError> for Error {
+    fn from(e: TextError) -> Self {
+        Error::invalid("invalid_text", e.to_string())
     }
 }
 

@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::text::{Rule, TextError};
+
 /// Why a scene's fields or status change are refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SceneError {
@@ -15,6 +17,12 @@ pub enum SceneError {
     /// Not allowed from the scene's state (a status that cannot follow the current one).
     #[error("{0}")]
     Conflict(String),
+}
+
+impl From<TextError> for SceneError {
+    fn from(e: TextError) -> Self {
+        SceneError::invalid("invalid_text", e.to_string())
+    }
 }
 
 impl SceneError {
@@ -180,7 +188,7 @@ pub struct SceneFields {
 impl NewScene {
     pub fn validate(self) -> Result<SceneFields, SceneError> {
         let fields = SceneFields {
-            name: self.name.trim().to_owned(),
+            name: self.name,
             description: self.description,
             venue: self.venue,
             width: self.width,
@@ -202,7 +210,7 @@ impl SceneFields {
     /// Applies an update on top of the stored fields and checks the result as a whole.
     pub fn apply(mut self, update: SceneUpdate) -> Result<SceneFields, SceneError> {
         if let Some(name) = update.name {
-            self.name = name.trim().to_owned();
+            self.name = name;
         }
         if let Some(d) = update.description {
             self.description = d;
@@ -236,18 +244,9 @@ impl SceneFields {
     }
 
     fn check(mut self) -> Result<SceneFields, SceneError> {
-        if self.name.is_empty() || self.name.chars().count() > 200 {
-            return Err(SceneError::invalid(
-                "invalid_name",
-                "a scene name is 1 to 200 characters",
-            ));
-        }
-        if self.description.chars().count() > 5000 || self.venue.chars().count() > 500 {
-            return Err(SceneError::invalid(
-                "invalid_field",
-                "description is at most 5000 characters and venue at most 500",
-            ));
-        }
+        self.name = Rule::name("name", 200).clean(&self.name)?;
+        self.description = Rule::prose("description", 5000).clean(&self.description)?;
+        self.venue = Rule::line("venue", 500).clean(&self.venue)?;
         for (what, v) in [("width", self.width), ("height", self.height)] {
             if !(v.is_finite() && v > 0.0 && v <= 1e6) {
                 return Err(SceneError::invalid(

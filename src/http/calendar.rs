@@ -22,6 +22,7 @@ use crate::store::calendar::{
     self as cal, CalendarFilter, Feature, Listing, Member, Organizer, Registered, Registrant,
     Schedule, Venue, VenueFields,
 };
+use crate::text::Rule;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -72,18 +73,6 @@ async fn require_member_in(
         .ok_or_else(|| Error::forbidden("only the organizer's members may do this"))
 }
 
-fn text(value: Option<String>, field: &str, max: usize) -> Result<String> {
-    let value = value.unwrap_or_default().trim().to_owned();
-    check_characters(&value, field)?;
-    if value.chars().count() > max {
-        return Err(Error::invalid(
-            "invalid_field",
-            format!("{field} is at most {max} characters"),
-        ));
-    }
-    Ok(value)
-}
-
 // ---------------------------------------------------------------- organizers
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -104,12 +93,9 @@ async fn create_organizer(
     Json(body): Json<NewOrganizer>,
 ) -> Result<(StatusCode, Json<Organizer>)> {
     account(&me)?;
-    let name = text(Some(body.name), "name", 200)?;
-    if name.is_empty() {
-        return Err(Error::invalid("invalid_field", "an organizer needs a name"));
-    }
-    let description = text(body.description, "description", 5000)?;
-    let website = text(body.website, "website", 500)?;
+    let name = Rule::name("name", 200).clean(&body.name)?;
+    let description = Rule::prose("description", 5000).clean_opt(body.description.as_deref())?;
+    let website = Rule::line("website", 500).clean_opt(body.website.as_deref())?;
     let mut tx = state.db.begin().await?;
     let organizer =
         cal::insert_organizer(&mut tx, &name, &description, &website, me.user_id).await?;
@@ -233,10 +219,7 @@ pub struct VenueRequest {
 
 /// Checks a venue request: its fields and its features' ids.
 async fn venue_fields(state: &AppState, body: VenueRequest) -> Result<(VenueFields, Vec<i16>)> {
-    let name = text(Some(body.name), "name", 200)?;
-    if name.is_empty() {
-        return Err(Error::invalid("invalid_field", "a venue needs a name"));
-    }
+    let name = Rule::name("name", 200).clean(&body.name)?;
     check_point(body.lat, body.lon)?;
     if body.capacity <= 0 {
         return Err(Error::invalid(
@@ -254,7 +237,7 @@ async fn venue_fields(state: &AppState, body: VenueRequest) -> Result<(VenueFiel
     let ids = feature_ids(state, &body.features).await?;
     let fields = VenueFields {
         name,
-        address: text(body.address, "address", 500)?,
+        address: Rule::line("address", 500).clean_opt(body.address.as_deref())?,
         lat: body.lat,
         lon: body.lon,
         capacity: body.capacity,
@@ -264,19 +247,6 @@ async fn venue_fields(state: &AppState, body: VenueRequest) -> Result<(VenueFiel
 }
 
 /// Refuses control characters (PostgreSQL cannot store a NUL; the others are never meant).
-pub fn check_characters(value: &str, field: &str) -> Result<()> {
-    if value
-        .chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\t')
-    {
-        return Err(Error::invalid(
-            "invalid_field",
-            format!("{field} contains control characters"),
-        ));
-    }
-    Ok(())
-}
-
 /// Refuses instants outside the years 1970 to 9999 (what the database and iCalendar take).
 pub fn check_instant(t: DateTime<Utc>, field: &str) -> Result<()> {
     use chrono::Datelike;

@@ -30,6 +30,7 @@ use crate::auth::Permission;
 use crate::error::{Error, ErrorBody, Result};
 use crate::frames::{prepare_upload, FrameError, PreparedFrame, UploadLimits};
 use crate::store::{self, frames::Frame, frames::NewFrame};
+use crate::text::Rule;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -42,6 +43,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Shown when neither the request nor the animation says how long a frame lasts.
 const DEFAULT_FRAME_DURATION_MS: u32 = 1000;
 const MAX_FRAME_DURATION_MS: u32 = 3_600_000;
+/// A frame's name is a file name, for people.
+const MAX_FRAME_NAME_CHARS: usize = 255;
 /// Read size when streaming a download: a quarter of a GridFS chunk (255 KiB), so a chunk
 /// goes out in a few writes rather than sixty-odd 4 KiB ones.
 const DOWNLOAD_BUFFER_BYTES: usize = 64 * 1024;
@@ -111,6 +114,7 @@ async fn read_body_limited(headers: &HeaderMap, body: Body, limit: u64) -> Resul
     request_body(content = Vec<u8>, description = "the image bytes", content_type = "image/png"),
     responses((status = 201, body = [Frame]), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 429, body = ErrorBody, description = "too many uploads by this account; see `Retry-After`"),
         (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
 async fn upload_frames(
@@ -122,8 +126,9 @@ async fn upload_frames(
     body: Body,
 ) -> Result<(StatusCode, Json<Vec<Frame>>)> {
     scene_with_right(&state, &me, scene_id, Permission::Operator).await?;
+    state.rate_limits.uploads.check(&me.user_id)?;
     let requested_duration = params.duration_ms.map(check_duration).transpose()?;
-    let name: String = params.name.unwrap_or_default().chars().take(255).collect();
+    let name = Rule::line("name", MAX_FRAME_NAME_CHARS).clean_opt(params.name.as_deref())?;
 
     // Each upload in flight may hold up to the limit in memory; the semaphore bounds how many.
     let _permit = state

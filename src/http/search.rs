@@ -9,12 +9,13 @@ use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::calendar::{check_point, check_window, feature_ids};
-use super::extract::Query;
+use super::extract::{ClientIp, Query};
 use super::scenes::Paging;
 use crate::app::AppState;
 use crate::error::{Error, ErrorBody, Result};
 use crate::search::SearchPage;
 use crate::store::calendar::Search;
+use crate::text::Rule;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(search))
@@ -51,22 +52,23 @@ pub struct SearchQuery {
 /// Finds shows by text, distance, time window and accessibility at once; paged, ranked.
 /// Answers from a cache that is never older than the last change (`X-Cache: hit` or `miss`).
 #[utoipa::path(get, path = "/search", tag = "calendar", params(SearchQuery),
-    responses((status = 200, body = SearchPage), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
-async fn search(State(state): State<AppState>, Query(q): Query<SearchQuery>) -> Result<Response> {
-    let text =
-        q.q.as_deref()
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(str::to_owned);
-    if let Some(t) = &text {
-        super::calendar::check_characters(t, "q")?;
-    }
-    if text.as_ref().is_some_and(|t| t.chars().count() > MAX_TEXT) {
-        return Err(Error::invalid(
-            "invalid_query",
-            format!("q is at most {MAX_TEXT} characters"),
-        ));
-    }
+    responses((status = 200, body = SearchPage), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 429, body = ErrorBody, description = "too many searches from this address; see `Retry-After`")))]
+async fn search(
+    State(state): State<AppState>,
+    client: ClientIp,
+    Query(q): Query<SearchQuery>,
+) -> Result<Response> {
+    state.rate_limits.searches.check(&client.ip)?;
+    // the words as the search reads them: case and spacing do not change its results
+    let text = Rule::line("q", MAX_TEXT).clean_opt(q.q.as_deref())?;
+    let text = Some(
+        text.split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_lowercase(),
+    )
+    .filter(|t| !t.is_empty());
     let near = match (q.lat, q.lon) {
         (None, None) => {
             if q.radius_km.is_some() {
@@ -96,13 +98,15 @@ async fn search(State(state): State<AppState>, Query(q): Query<SearchQuery>) -> 
         }
     };
     check_window(q.from, q.to)?;
-    // "from now" is taken to the minute, so the same search within a minute is one cache entry
-    let from = q.from.unwrap_or_else(|| {
-        let now = Utc::now();
-        now.duration_trunc(chrono::Duration::minutes(1))
-            .unwrap_or(now)
-    });
-    if q.to.is_some_and(|to| to <= from) {
+    // the cache key is normalised: "from now" is taken to the minute, given instants to the
+    // second, so searches a second apart (or nanoseconds apart) are one cache entry
+    let truncate = |t: DateTime<Utc>, unit| t.duration_trunc(unit).unwrap_or(t);
+    let from = match q.from {
+        Some(t) => truncate(t, chrono::Duration::seconds(1)),
+        None => truncate(Utc::now(), chrono::Duration::minutes(1)),
+    };
+    let to = q.to.map(|t| truncate(t, chrono::Duration::seconds(1)));
+    if to.is_some_and(|to| to <= from) {
         return Err(Error::invalid(
             "invalid_window",
             "the time window ends before it starts: `to` must be after `from` (default now)",
@@ -126,7 +130,7 @@ async fn search(State(state): State<AppState>, Query(q): Query<SearchQuery>) -> 
         text,
         near,
         from: Some(from),
-        to: q.to,
+        to,
         features,
         limit,
         offset,

@@ -4,6 +4,8 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::text::{Rule, TextError};
+
 /// One seat and where it is in the scene.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Seat {
@@ -24,9 +26,15 @@ pub struct LineError {
 /// Most seats one map may have (a very large stadium has about 150 000).
 pub const MAX_SEATS: usize = 200_000;
 
-/// A seat's parts as people type them: trimmed, case-insensitive.
-pub fn normalise(part: &str) -> String {
-    part.trim().to_uppercase()
+/// Most characters in a section, row or seat label.
+pub const MAX_SEAT_PART_CHARS: usize = 32;
+
+/// A seat's part (`field` is `section`, `row` or `seat`) as people type it: trimmed,
+/// case-insensitive, 1 to [`MAX_SEAT_PART_CHARS`] characters of one line.
+pub fn normalise(field: &'static str, part: &str) -> Result<String, TextError> {
+    Ok(Rule::name(field, MAX_SEAT_PART_CHARS)
+        .clean(part)?
+        .to_uppercase())
 }
 
 /// The field separator of a seat map: `;` when its first line has more of them than commas
@@ -99,11 +107,18 @@ pub fn parse(csv_bytes: &[u8], width: f64, height: f64) -> Result<Vec<Seat>, Vec
             ));
             continue;
         }
-        let (section, row, seat) = (normalise(f[0]), normalise(f[1]), normalise(f[2]));
-        if section.is_empty() || row.is_empty() || seat.is_empty() {
-            err("section, row and seat must not be empty".into());
-            continue;
-        }
+        let parts = (
+            normalise("section", f[0]),
+            normalise("row", f[1]),
+            normalise("seat", f[2]),
+        );
+        let (section, row, seat) = match parts {
+            (Ok(section), Ok(row), Ok(seat)) => (section, row, seat),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                err(e.to_string());
+                continue;
+            }
+        };
         // a decimal comma only where fields are separated by semicolons (in a comma-separated
         // file "1,234" is a thousands separator, not 1.234)
         let number = |v: &str| {

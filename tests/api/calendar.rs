@@ -635,7 +635,7 @@ async fn bad_search_and_venue_input_gets_a_clear_error() {
     let (status, _, body) = search(&app, &format!("q={}", "x".repeat(201))).await;
     assert_eq!(
         (status, &body["error"]),
-        (StatusCode::UNPROCESSABLE_ENTITY, &json!("invalid_query"))
+        (StatusCode::UNPROCESSABLE_ENTITY, &json!("invalid_text"))
     );
     let (status, _, body) = search(&app, "from=yesterday").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
@@ -648,7 +648,7 @@ async fn bad_search_and_venue_input_gets_a_clear_error() {
     let (status, _, body) = search(&app, "q=a%00b").await;
     assert_eq!(
         (status, &body["error"]),
-        (StatusCode::UNPROCESSABLE_ENTITY, &json!("invalid_field")),
+        (StatusCode::UNPROCESSABLE_ENTITY, &json!("invalid_text")),
         "{body}"
     );
     let (status, body) = app
@@ -678,11 +678,11 @@ async fn bad_search_and_venue_input_gets_a_clear_error() {
         ),
         (
             json!({"organizer_id": club, "name": " ", "lat": 0, "lon": 0, "capacity": 1}),
-            "invalid_field",
+            "invalid_text",
         ),
         (
             json!({"organizer_id": club, "name": "A\u{0}B", "lat": 0, "lon": 0, "capacity": 1}),
-            "invalid_field",
+            "invalid_text",
         ),
     ] {
         let (status, body) = app
