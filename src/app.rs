@@ -27,6 +27,8 @@ use crate::store::{self, gridfs::FrameStore};
 pub struct AppState {
     pub config: Arc<Config>,
     pub db: PgPool,
+    /// The phones' pool for joins (`db_phone_connections`), apart from the API's.
+    pub phone_db: PgPool,
     pub frame_store: FrameStore,
     /// Bounds uploads decoded at once (each may hold `max_upload_bytes` in memory).
     pub upload_slots: Arc<Semaphore>,
@@ -55,6 +57,13 @@ pub struct AppState {
     pub search_cache: Arc<crate::search::SearchCache>,
     /// Each scene's presence, counted once a second for all the pages watching it.
     pub presence_cache: Arc<crate::nodes::PresenceCache>,
+    /// Bounds password hashing (logins, registrations): a crowd of logins gets 429s, not
+    /// gigabytes of argon2 memory and a slow `/healthz`.
+    pub passwords: Arc<crate::budget::WorkQueue>,
+    /// Requests per minute per client address or account.
+    pub rate_limits: Arc<crate::budget::RateLimits>,
+    /// Sockets per client address that have not said hello yet.
+    pub pending_sockets: Arc<dashmap::DashMap<std::net::IpAddr, u32>>,
 }
 
 pub struct App {
@@ -68,6 +77,7 @@ impl App {
     /// binds the listener (port 0 picks a free one: see [`App::local_addr`]).
     pub async fn build(config: Config) -> anyhow::Result<App> {
         let db = store::connect_pg(&config)?;
+        let phone_db = store::connect_phone_pg(&config)?;
         store::MIGRATOR
             .run(&db)
             .await
@@ -108,6 +118,11 @@ impl App {
         ));
         let commands = Commands::new(db.clone(), follower.clone());
         let node_id = uuid::Uuid::new_v4();
+        let search_cache = Arc::new(crate::search::SearchCache::new(
+            config.search_cache_mb << 20,
+        ));
+        let passwords = Arc::new(config.password_queue());
+        let rate_limits = Arc::new(config.rate_limits());
         let state = AppState {
             upload_slots: Arc::new(Semaphore::new(config.upload_concurrency.max(1))),
             video_slots: Arc::new(Semaphore::new(config.video_concurrency.max(1))),
@@ -117,6 +132,7 @@ impl App {
             commands,
             follower,
             db,
+            phone_db,
             frame_store,
             shutdown,
             hub,
@@ -124,10 +140,14 @@ impl App {
             scheduler,
             secret,
             node_id,
-            search_cache: Arc::default(),
+            search_cache,
             presence_cache: Arc::default(),
+            passwords,
+            rate_limits,
+            pending_sockets: Arc::default(),
         };
         tokio::spawn(sweep_orphans(state.clone()));
+        tokio::spawn(forget_idle_clients(state.clone()));
         let (heard_tx, heard) = tokio::sync::mpsc::channel(crate::nodes::HEARD_CAPACITY);
         tokio::spawn(store::listen::run(
             state.db.clone(),
@@ -218,6 +238,17 @@ impl App {
 /// whose rows are not written yet.
 const ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
 
+/// Forgets, once a minute, the clients the rate limits no longer need to remember.
+async fn forget_idle_clients(state: AppState) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = every.tick() => state.rate_limits.forget_idle(),
+            _ = state.shutdown.cancelled() => return,
+        }
+    }
+}
+
 /// How often frame bytes that lost their row are looked for.
 const ORPHAN_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
@@ -238,14 +269,29 @@ async fn sweep_orphans(state: AppState) {
     }
 }
 
-/// Creates (or re-grants) the admin named by `login:password`.
+/// Creates the admin named by `login:password`, or re-grants an existing account when the
+/// password is its own.
 async fn bootstrap_admin(db: &PgPool, spec: &str) -> anyhow::Result<()> {
     let (login, password) = spec
         .split_once(':')
         .context("C3S_BOOTSTRAP_ADMIN is login:password")?;
     let login = auth::parse_login(login).map_err(|e| anyhow::anyhow!("{e}"))?;
     let user = match store::users::user_by_login(db, &login).await? {
-        Some(user) => user,
+        // an existing account becomes admin only by its own password: anybody may have
+        // registered the login before this start
+        Some(user) => {
+            let (password, stored) = (password.to_owned(), user.password_hash.clone());
+            let same = tokio::task::spawn_blocking(move || {
+                auth::verify_password(&password, stored.as_deref())
+            })
+            .await?;
+            anyhow::ensure!(
+                same,
+                "C3S_BOOTSTRAP_ADMIN names the existing account '{login}' with another password: \
+                 refusing to make it admin (choose another login, or give that account's password)"
+            );
+            user
+        }
         None => {
             let password = password.to_owned();
             let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))

@@ -33,6 +33,11 @@ pub struct Config {
     #[arg(long, env = "C3S_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
 
+    /// PostgreSQL connections kept for phones joining over the socket, apart from the
+    /// others, so the HTTP API's load never refuses a phone.
+    #[arg(long, env = "C3S_DB_PHONE_CONNECTIONS", default_value_t = 4)]
+    pub db_phone_connections: u32,
+
     /// MongoDB connection string for the GridFS frame store. For a replica set include
     /// `replicaSet=...`; C3S writes frames with majority write concern.
     #[arg(long, env = "MONGODB_URL", default_value = "mongodb://127.0.0.1:27017", value_parser = secret)]
@@ -138,6 +143,52 @@ pub struct Config {
     #[arg(long, env = "C3S_FRAME_CACHE_MB", default_value_t = 256)]
     pub frame_cache_mb: u64,
 
+    /// Seat and GPS attempts one phone may make per minute (after a burst of 5); more are
+    /// answered "too many attempts", not placed.
+    #[arg(long, env = "C3S_PHONE_LOCATE_PER_MIN", default_value_t = 12)]
+    pub phone_locate_per_min: u32,
+
+    /// Addresses of the reverse proxies in front of this node, comma-separated: only from
+    /// these are `X-Forwarded-For` and `X-Forwarded-Proto` believed. None by default.
+    #[arg(long, env = "C3S_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+
+    /// Logins and registrations per minute from one client address (0: no limit).
+    #[arg(long, env = "C3S_LOGINS_PER_MIN", default_value_t = 30)]
+    pub logins_per_min: u32,
+
+    /// Guest identities (`POST /api/auth/guest`) per minute from one address; high, because a
+    /// stadium's phones may share one address (0: no limit).
+    #[arg(long, env = "C3S_GUESTS_PER_MIN", default_value_t = 600)]
+    pub guests_per_min: u32,
+
+    /// Searches per minute from one address (0: no limit).
+    #[arg(long, env = "C3S_SEARCHES_PER_MIN", default_value_t = 300)]
+    pub searches_per_min: u32,
+
+    /// Uploads (frames, seat maps, clips) per minute by one account (0: no limit).
+    #[arg(long, env = "C3S_UPLOADS_PER_MIN", default_value_t = 120)]
+    pub uploads_per_min: u32,
+
+    /// Sockets from one address that have not said hello yet; more are refused with 429
+    /// before the upgrade (a crowd behind one address says hello at once, a flood never).
+    #[arg(long, env = "C3S_PENDING_SOCKETS_PER_ADDRESS", default_value_t = 256)]
+    pub pending_sockets_per_address: u32,
+
+    /// Memory for cached search results, in MiB (weighed by their JSON size).
+    #[arg(long, env = "C3S_SEARCH_CACHE_MB", default_value_t = 32)]
+    pub search_cache_mb: u64,
+
+    /// Password hashes computed at once (each takes ~19 MiB and a core for ~50 ms); 0: one
+    /// per core.
+    #[arg(long, env = "C3S_PASSWORD_WORKERS", default_value_t = 0)]
+    pub password_workers: usize,
+
+    /// Logins and registrations that may wait for a hashing slot; beyond them the answer is
+    /// 429 with `Retry-After`.
+    #[arg(long, env = "C3S_PASSWORD_QUEUE", default_value_t = 32)]
+    pub password_queue: usize,
+
     /// Create this admin account at start-up when it does not exist (`login:password`).
     #[arg(long, env = "C3S_BOOTSTRAP_ADMIN", value_parser = secret)]
     pub bootstrap_admin: Option<SecretString>,
@@ -180,6 +231,36 @@ impl Config {
         }
     }
 
+    /// The password-hashing queue these settings describe.
+    pub fn password_queue(&self) -> crate::budget::WorkQueue {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let workers = match self.password_workers {
+            0 => cores,
+            n => n,
+        };
+        crate::budget::WorkQueue::new("password checking is busy", workers, self.password_queue)
+    }
+
+    /// The per-client request limits these settings describe.
+    pub fn rate_limits(&self) -> crate::budget::RateLimits {
+        use crate::budget::Limiter;
+        crate::budget::RateLimits {
+            logins: Limiter::per_minute(
+                "too many logins and registrations from this address",
+                self.logins_per_min,
+            ),
+            guests: Limiter::per_minute(
+                "too many guest identities from this address",
+                self.guests_per_min,
+            ),
+            searches: Limiter::per_minute(
+                "too many searches from this address",
+                self.searches_per_min,
+            ),
+            uploads: Limiter::per_minute("too many uploads by this account", self.uploads_per_min),
+        }
+    }
+
     /// Settings for a test or tool that builds a server in process.
     pub fn for_tests(database_url: String, mongodb_url: String, mongodb_database: String) -> Self {
         let mut config = Config::parse_from(["c3s"]);
@@ -189,6 +270,11 @@ impl Config {
         config.mongodb_database = mongodb_database;
         config.web_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("web-client");
         config.metrics_listen = MaybeAddr(Some("127.0.0.1:0".parse().expect("literal address")));
+        // every test client is one loopback address: the tests of the limits turn them on
+        config.logins_per_min = 0;
+        config.guests_per_min = 0;
+        config.searches_per_min = 0;
+        config.uploads_per_min = 0;
         config
     }
 }
@@ -202,6 +288,7 @@ impl std::fmt::Debug for Config {
                 &redact_url(self.database_url.expose_secret()),
             )
             .field("db_max_connections", &self.db_max_connections)
+            .field("db_phone_connections", &self.db_phone_connections)
             .field("mongodb_url", &redact_url(self.mongodb_url.expose_secret()))
             .field("mongodb_database", &self.mongodb_database)
             .field("gridfs_bucket", &self.gridfs_bucket)
@@ -227,6 +314,19 @@ impl std::fmt::Debug for Config {
             .field("ws_queue_capacity", &self.ws_queue_capacity)
             .field("frame_cache_mb", &self.frame_cache_mb)
             .field("socket_send_buffer", &self.socket_send_buffer)
+            .field("phone_locate_per_min", &self.phone_locate_per_min)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("logins_per_min", &self.logins_per_min)
+            .field("guests_per_min", &self.guests_per_min)
+            .field("searches_per_min", &self.searches_per_min)
+            .field("uploads_per_min", &self.uploads_per_min)
+            .field(
+                "pending_sockets_per_address",
+                &self.pending_sockets_per_address,
+            )
+            .field("search_cache_mb", &self.search_cache_mb)
+            .field("password_workers", &self.password_workers)
+            .field("password_queue", &self.password_queue)
             .field(
                 "bootstrap_admin",
                 &self.bootstrap_admin.as_ref().map(|_| "<redacted>"),

@@ -8,6 +8,7 @@
 //! - [`config`]: every setting, from flags and environment.
 //! - [`app`]: shared state, start-up (stores, migrations, listener, background tasks) and
 //!   shutdown.
+//! - [`budget`]: bounded queues for expensive work (password hashing); `429` when full.
 //! - [`http`]: thin axum handlers, one module per domain, and the OpenAPI document;
 //!   [`error`]: the HTTP-facing error and its JSON body (the only place statuses are chosen,
 //!   with `ws` for close codes).
@@ -34,12 +35,14 @@
 //! - [`frames`]: checking uploads and splitting animations into frames.
 //! - [`locate`]: locating methods (observations, homographies, GPS, seat maps, QR codes).
 //! - [`search`]: the search cache; [`ics`]: iCalendar feeds.
+//! - [`text`]: the one check every text a client sends goes through.
 //! - [`telemetry`]: metrics and their listener.
 //! - `testkit` (feature `testkit`): real PostgreSQL databases and SecantusDB processes for
 //!   tests, benches and the load generator.
 
 pub mod app;
 pub mod auth;
+pub mod budget;
 pub mod clock;
 pub mod commands;
 pub mod config;
@@ -58,5 +61,6 @@ pub mod store;
 pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod text;
 pub mod views;
 pub mod ws;

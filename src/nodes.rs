@@ -224,7 +224,7 @@ impl Signals {
             .filter(|conn| {
                 codes.get(&conn.pixel_id).is_some_and(|&code| {
                     let msg = signals::flash_message(session_id, starts_at_us, symbol_us, code);
-                    conn.offer(crate::dataplane::hub::Outgoing::Text(msg))
+                    conn.offer_text(msg)
                 })
             })
             .count();

@@ -4,18 +4,19 @@
 //! triggers on every change a search can see: scenes, venues, their features, organizers).
 //! A lookup reads the current version first (one primary-key read) and uses an entry only if
 //! it matches, so a change made through any node is seen by the next search on every node.
+//!
+//! The cache is bounded in bytes (each entry weighed by its page's JSON size), and its keys
+//! are normalised by the handler (text case and spacing, instants to the second), so searches
+//! that differ only in how they are written share one entry, and no stream of distinct
+//! searches can grow it past its budget.
 
 use std::sync::Arc;
 
-use dashmap::DashMap;
 use serde::Serialize;
 use sqlx::PgPool;
 use utoipa::ToSchema;
 
 use crate::store::calendar::{self, Listing, Search};
-
-/// Entries kept at most; past this the cache starts again empty (hot queries come back first).
-const MAX_ENTRIES: usize = 10_000;
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct SearchPage {
@@ -26,12 +27,31 @@ pub struct SearchPage {
     pub has_more: bool,
 }
 
-#[derive(Default)]
 pub struct SearchCache {
-    entries: DashMap<Search, (i64, Arc<SearchPage>)>,
+    /// Page and the catalog version it was computed at, per normalised search.
+    entries: moka::sync::Cache<Search, (i64, Arc<SearchPage>)>,
 }
 
 impl SearchCache {
+    /// A cache of at most `max_bytes` of pages (least recently and least often used go first).
+    pub fn new(max_bytes: u64) -> SearchCache {
+        let entries = moka::sync::Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|key: &Search, (_, page): &(i64, Arc<SearchPage>)| {
+                let page_bytes = serde_json::to_vec(&**page).map_or(0, |v| v.len());
+                let key_bytes = key.text.as_ref().map_or(0, String::len) + 2 * key.features.len();
+                u32::try_from(page_bytes + key_bytes + 128).unwrap_or(u32::MAX)
+            })
+            .build();
+        SearchCache { entries }
+    }
+
+    /// Bytes the entries weigh (after pending evictions), for tests and metrics.
+    pub fn weighed_bytes(&self) -> u64 {
+        self.entries.run_pending_tasks();
+        self.entries.weighted_size()
+    }
+
     /// The page for `q`, and whether it came from the cache.
     pub async fn search(
         &self,
@@ -40,7 +60,7 @@ impl SearchCache {
     ) -> Result<(Arc<SearchPage>, bool), sqlx::Error> {
         let version = calendar::catalog_version(pool).await?;
         if let Some(hit) = self.entries.get(q).filter(|e| e.0 == version) {
-            return Ok((hit.1.clone(), true));
+            return Ok((hit.1, true));
         }
         let mut items = calendar::search(pool, q).await?;
         let has_more = items.len() as i64 > q.limit;
@@ -51,9 +71,6 @@ impl SearchCache {
             per_page: q.limit,
             has_more,
         });
-        if self.entries.len() >= MAX_ENTRIES {
-            self.entries.clear();
-        }
         self.entries.insert(q.clone(), (version, page.clone()));
         Ok((page, false))
     }

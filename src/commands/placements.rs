@@ -38,6 +38,10 @@ pub struct Placement {
     pub placed: bool,
     /// Set when it disagreed with where the pixel was.
     pub contradiction: Option<Contradiction>,
+    /// The pixel was already there by the same method: nothing was written, and nobody
+    /// else is told (the caller may tell the phone itself).
+    #[serde(skip)]
+    pub unchanged: bool,
 }
 
 /// Why one phone of a batch was not placed (nothing was recorded for it).
@@ -258,6 +262,7 @@ impl Placements {
 struct Decided {
     contradiction: Option<Contradiction>,
     placed: bool,
+    unchanged: bool,
     pixel_id: Uuid,
 }
 
@@ -311,6 +316,29 @@ async fn decide(
                 continue;
             }
             let current = now.get_mut(pixel_id).expect("checked above");
+            let here = Current {
+                x: obs.x,
+                y: obs.y,
+                method: obs.method,
+            };
+            // the same place by the same method again (a phone sending its seat twice) is
+            // not news: nothing recorded, no event; the answer is the pixel as it is
+            if current.current == Some(here) {
+                moves.entry(*pixel_id).or_insert(Located {
+                    pixel_id: *pixel_id,
+                    x: obs.x,
+                    y: obs.y,
+                    method: obs.method,
+                    confidence: current.confidence.unwrap_or(obs.confidence),
+                });
+                answers.push(Ok(Decided {
+                    contradiction: None,
+                    placed: true,
+                    unchanged: true,
+                    pixel_id: *pixel_id,
+                }));
+                continue;
+            }
             let decision = resolve(current.current, obs, tolerance);
             let contradiction = match decision {
                 Decision::Place { contradiction } => contradiction,
@@ -324,11 +352,8 @@ async fn decide(
             });
             let placed = matches!(decision, Decision::Place { .. });
             if placed {
-                current.current = Some(Current {
-                    x: obs.x,
-                    y: obs.y,
-                    method: obs.method,
-                });
+                current.current = Some(here);
+                current.confidence = Some(obs.confidence);
                 let place = Located {
                     pixel_id: *pixel_id,
                     x: obs.x,
@@ -342,6 +367,7 @@ async fn decide(
             answers.push(Ok(Decided {
                 contradiction,
                 placed,
+                unchanged: false,
                 pixel_id: *pixel_id,
             }));
         }
@@ -384,6 +410,7 @@ async fn decide(
                         pixel: d.placed.then(|| moved.get(&d.pixel_id).cloned()).flatten(),
                         placed: d.placed,
                         contradiction: d.contradiction,
+                        unchanged: d.unchanged,
                     })
                 })
                 .collect()

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::framecache::FrameCache;
 use super::grid::Grid;
-use super::hub::{Change, Hub, Outgoing, SceneHub, SceneSnapshot};
+use super::hub::{Change, Hub, SceneHub, SceneSnapshot};
 use super::protocol::{CloseReason, ScenePublic, ServerMsg};
 use super::scheduler::Waker;
 use crate::events::{Located, SceneEvent, StoredEvent};
@@ -216,7 +216,7 @@ impl Follower {
                 let public = ScenePublic::from(&scene);
                 let msg = ServerMsg::Scene { scene: &public }.to_json();
                 hub.for_each_conn(|conn| {
-                    conn.offer(Outgoing::Text(msg.clone()));
+                    conn.offer_text(msg.clone());
                 });
                 hub.announce(Change::Scene(Box::new(scene)));
             }
@@ -275,7 +275,7 @@ impl Follower {
         let Located { pixel_id, x, y, .. } = located;
         if let Some(conn) = hub.conn_of_pixel(pixel_id) {
             conn.set_position(Some((x as f32, y as f32)));
-            conn.offer(Outgoing::Text(ServerMsg::Located { x, y }.to_json()));
+            conn.offer_text(ServerMsg::Located { x, y }.to_json());
         }
         hub.announce(Change::Located(located));
     }

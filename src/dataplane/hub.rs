@@ -2,8 +2,12 @@
 //! snapshot (scene, show, timeline) their colours are computed from.
 //!
 //! Invariants: no lock here is held across an `.await` (they are std locks, and the scheduler
-//! runs on its own thread); every per-connection queue is bounded, and a phone whose queue is
-//! full is told why and dropped, never waited for. Each scene also announces what changed in
+//! runs on its own thread); every per-connection queue is bounded, and a phone whose chunk
+//! queue is full is told why and dropped, never waited for. Control messages (JSON text: the
+//! scene's fields, where the phone stands, QR and flash codes) do not use that queue: each
+//! phone keeps the newest of each kind until its socket takes it, so a burst of scene edits
+//! or QR requests replaces what is waiting instead of dropping the crowd; only colour chunks
+//! can make a phone lagging. Each scene also announces what changed in
 //! it ([`Change`]) to whoever watches it (the operator's and observer's pages), on a bounded
 //! broadcast that never waits for a slow watcher.
 
@@ -27,14 +31,13 @@ use crate::scene::Scene;
 /// two to four seconds of show at the default tick, more than any live phone falls behind.
 pub const CONN_QUEUE_CAPACITY: usize = 8;
 
-/// What goes out to a phone.
-#[derive(Debug, Clone)]
-pub enum Outgoing {
-    /// A binary colour chunk (`crate::chunk`), often shared by many phones.
-    Chunk(Bytes),
-    /// A JSON text message.
-    Text(String),
-}
+/// What goes out to a phone through its queue: a binary colour chunk (`crate::chunk`), often
+/// shared by many phones.
+pub type Outgoing = Bytes;
+
+/// Kinds of control message a phone may have waiting at once (there are fewer kinds than
+/// this; the bound only guards against a new kind being sent in a loop).
+const MAX_CONTROL_WAITING: usize = 16;
 
 /// Position packed into one atomic: two f32 bit patterns; NaN means unlocated.
 const UNLOCATED: u64 = u64::MAX;
@@ -55,6 +58,10 @@ pub struct Conn {
     sync_error_us: AtomicU32,
     /// Set when the phone must get a catch-up chunk (it joined, or was located or moved).
     catch_up: AtomicBool,
+    /// Control messages not sent yet, the newest of each kind, oldest kind first.
+    control: std::sync::Mutex<Vec<String>>,
+    /// Wakes the session when `control` gains a message.
+    control_ready: tokio::sync::Notify,
 }
 
 impl Conn {
@@ -88,7 +95,43 @@ impl Conn {
         (us != u32::MAX).then(|| f64::from(us) / 1000.0)
     }
 
-    /// Queues a message without waiting; a full queue drops the phone as lagging.
+    /// Leaves a control message (JSON of a `ServerMsg`) for the phone: it replaces a waiting
+    /// message of the same kind, never waits, and never drops the phone.
+    pub fn offer_text(&self, text: String) -> bool {
+        if self.close.is_cancelled() {
+            return false;
+        }
+        {
+            let mut waiting = self.control.lock().expect("control lock");
+            let kind = super::protocol::kind_of(&text);
+            if let Some(old) = waiting
+                .iter_mut()
+                .find(|t| super::protocol::kind_of(t) == kind)
+            {
+                *old = text;
+                metrics::counter!("c3s_control_coalesced_total").increment(1);
+            } else {
+                if waiting.len() >= MAX_CONTROL_WAITING {
+                    waiting.remove(0);
+                }
+                waiting.push(text);
+            }
+        }
+        self.control_ready.notify_one();
+        true
+    }
+
+    /// Waits until a control message is waiting (at once if one is).
+    pub async fn control_ready(&self) {
+        self.control_ready.notified().await
+    }
+
+    /// The control messages waiting, oldest kind first; none are left.
+    pub fn take_control(&self) -> Vec<String> {
+        std::mem::take(&mut *self.control.lock().expect("control lock"))
+    }
+
+    /// Queues a colour chunk without waiting; a full queue drops the phone as lagging.
     pub fn offer(&self, msg: Outgoing) -> bool {
         match self.tx.try_send(msg) {
             Ok(()) => true,
@@ -358,6 +401,8 @@ impl Hub {
             close_reason: AtomicU8::new(CloseReason::None as u8),
             sync_error_us: AtomicU32::new(u32::MAX),
             catch_up: AtomicBool::new(true),
+            control: std::sync::Mutex::new(Vec::new()),
+            control_ready: tokio::sync::Notify::new(),
         });
         conn.set_position(position);
         let mut conns = scene.conns.write().expect("conns lock");
@@ -416,13 +461,38 @@ mod tests {
         let (slow, _slow_rx) = hub.connect(&scene, Uuid::new_v4(), None, 2);
         let (fast, mut fast_rx) = hub.connect(&scene, Uuid::new_v4(), None, 2);
         for i in 0..3 {
-            slow.offer(Outgoing::Text(format!("{i}")));
-            fast.offer(Outgoing::Text(format!("{i}")));
+            slow.offer(Bytes::from(vec![i]));
+            fast.offer(Bytes::from(vec![i]));
             while fast_rx.try_recv().is_ok() {}
         }
         assert!(slow.closing().is_cancelled());
         assert_eq!(slow.close_reason(), CloseReason::Lagging);
         assert!(!fast.closing().is_cancelled());
+    }
+
+    #[test]
+    fn control_messages_coalesce_by_kind_and_never_drop_the_phone() {
+        let hub = Hub::default();
+        let scene = hub.scene_or_insert(Uuid::new_v4(), snapshot);
+        let (conn, _rx) = hub.connect(&scene, Uuid::new_v4(), None, 2);
+        for i in 0..1000 {
+            assert!(conn.offer_text(format!(r#"{{"type":"scene","n":{i}}}"#)));
+            assert!(conn.offer_text(format!(r#"{{"type":"located","x":{i},"y":0}}"#)));
+        }
+        conn.offer_text(r#"{"type":"qr","code":"A"}"#.into());
+        assert!(
+            !conn.closing().is_cancelled(),
+            "a burst of control text is not lagging"
+        );
+        assert_eq!(
+            conn.take_control(),
+            [
+                r#"{"type":"scene","n":999}"#,
+                r#"{"type":"located","x":999,"y":0}"#,
+                r#"{"type":"qr","code":"A"}"#
+            ]
+        );
+        assert!(conn.take_control().is_empty());
     }
 
     #[test]

@@ -126,6 +126,14 @@ impl ServerMsg<'_> {
     }
 }
 
+/// The `type` of a server message's JSON (serde writes the tag first): what a phone's waiting
+/// control messages are coalesced by.
+pub fn kind_of(json: &str) -> &str {
+    json.strip_prefix(r#"{"type":""#)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or("")
+}
+
 /// Every close code the server uses (docs/protocol.md, "Close codes").
 pub mod close {
     pub const BYE: u16 = 1000;

@@ -23,7 +23,7 @@ use uuid::Uuid;
 use super::chunk;
 use super::framecache::FrameCache;
 use super::grid::{Grid, Raster};
-use super::hub::{Conn, Hub, Outgoing, SceneSnapshot};
+use super::hub::{Conn, Hub, SceneSnapshot};
 use crate::clock;
 use crate::playback::Segment;
 
@@ -183,7 +183,7 @@ impl SceneWork {
                 let (start, len) = range[cell as usize];
                 let (start, end) = (start as usize, start as usize + len as usize);
                 if end <= bytes.len() {
-                    sent += usize::from(conn.offer(Outgoing::Chunk(bytes.slice(start..end))));
+                    sent += usize::from(conn.offer(bytes.slice(start..end)));
                 }
             }
             sent

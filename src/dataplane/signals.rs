@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use std::sync::Arc;
 
-use super::hub::{Conn, Hub, Outgoing};
+use super::hub::{Conn, Hub};
 use super::protocol::ServerMsg;
 use crate::clock;
 use crate::locate::qr;
@@ -84,14 +84,14 @@ pub fn deliver(hub: &Hub, scene_id: Uuid, signal: &Signal, secret: &[u8]) -> usi
             let msg = ServerMsg::Identify {
                 until_us: *until_us,
             };
-            usize::from(c.offer(Outgoing::Text(msg.to_json())))
+            usize::from(c.offer_text(msg.to_json()))
         }),
         // the phones are listed under the hub's lock; their codes are rendered outside it
         Signal::ShowQr { unlocated_only } => phones(hub, scene_id, *unlocated_only)
             .iter()
             .filter(|conn| {
                 let msg = qr_message(secret, scene_id, conn.pixel_id);
-                conn.offer(Outgoing::Text(msg))
+                conn.offer_text(msg)
             })
             .count(),
         Signal::Flash { .. } => {
@@ -112,8 +112,12 @@ mod tests {
         let scene_id = Uuid::new_v4();
         let scene =
             hub.scene_or_insert(scene_id, || (SceneSnapshot::idle(10.0, 10.0, [0, 0, 0]), 0));
-        let (placed, mut placed_rx) = hub.connect(&scene, Uuid::new_v4(), Some((1.0, 1.0)), 8);
-        let (waiting, mut waiting_rx) = hub.connect(&scene, Uuid::new_v4(), None, 8);
+        let (placed, _placed_rx) = hub.connect(&scene, Uuid::new_v4(), Some((1.0, 1.0)), 8);
+        let (waiting, _waiting_rx) = hub.connect(&scene, Uuid::new_v4(), None, 8);
+        let sent = |conn: &Conn, what: &str| {
+            let texts = conn.take_control();
+            texts.len() == 1 && texts[0].contains(what)
+        };
         let secret = b"secret";
 
         let identify = Signal::Identify {
@@ -121,21 +125,20 @@ mod tests {
             until_us: 5,
         };
         assert_eq!(deliver(&hub, scene_id, &identify, secret), 1);
-        assert!(matches!(waiting_rx.try_recv(), Ok(Outgoing::Text(t)) if t.contains("identify")));
-        assert!(placed_rx.try_recv().is_err());
+        assert!(sent(&waiting, "identify"));
+        assert!(placed.take_control().is_empty());
 
         let unlocated = Signal::ShowQr {
             unlocated_only: true,
         };
         assert_eq!(deliver(&hub, scene_id, &unlocated, secret), 1);
-        assert!(matches!(waiting_rx.try_recv(), Ok(Outgoing::Text(t)) if t.contains("\"qr\"")));
-        assert!(placed_rx.try_recv().is_err());
+        assert!(sent(&waiting, "\"qr\""));
+        assert!(placed.take_control().is_empty());
         let everyone = Signal::ShowQr {
             unlocated_only: false,
         };
         assert_eq!(deliver(&hub, scene_id, &everyone, secret), 2);
         assert_eq!(deliver(&hub, Uuid::new_v4(), &everyone, secret), 0);
-        let _ = placed;
 
         let json = serde_json::to_string(&identify).unwrap();
         assert!(json.contains("\"signal\":\"identify\""), "{json}");

@@ -8,11 +8,13 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use super::extract::{bearer_token, Auth, Json, Path, Query};
+use super::extract::{bearer_token, Auth, ClientIp, Json, Path, Query};
 use crate::app::AppState;
 use crate::auth::{self, Grant, Permission};
 use crate::error::{Error, ErrorBody, Result};
+use crate::store;
 use crate::store::users::{self, SessionKind, UserRow};
+use crate::text::Rule;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -82,16 +84,7 @@ pub struct Me {
 }
 
 fn display_name(name: Option<String>, fallback: &str) -> Result<String> {
-    let name = name
-        .map(|n| n.trim().to_owned())
-        .unwrap_or_else(|| fallback.to_owned());
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(Error::invalid(
-            "invalid_display_name",
-            "a display name is 1 to 100 characters",
-        ));
-    }
-    Ok(name)
+    Ok(Rule::name("display_name", 100).clean(name.as_deref().unwrap_or(fallback))?)
 }
 
 async fn start_session(state: &AppState, user: UserRow, kind: SessionKind) -> Result<Session> {
@@ -111,18 +104,22 @@ async fn start_session(state: &AppState, user: UserRow, kind: SessionKind) -> Re
 
 /// Creates an account and logs it in.
 #[utoipa::path(post, path = "/auth/register", tag = "accounts", request_body = Register,
-    responses((status = 201, body = Session), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = Session), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 429, body = ErrorBody, description = "too many password checks queued, or too many tries from this address; see `Retry-After`")))]
 async fn register(
     State(state): State<AppState>,
+    client: ClientIp,
     Json(body): Json<Register>,
 ) -> Result<(StatusCode, Json<Session>)> {
+    state.rate_limits.logins.check(&client.ip)?;
     let login = auth::parse_login(&body.login)?;
     auth::check_password_strength(&body.password)?;
     let name = display_name(body.display_name, &login)?;
     let password = body.password;
-    let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
-        .await
-        .map_err(|e| Error::Internal(e.into()))??;
+    let hash = state
+        .passwords
+        .run(move || auth::hash_password(&password))
+        .await??;
     let mut tx = state.db.begin().await?;
     let user = match users::insert_user(&mut tx, Some(&login), &name, Some(&hash)).await {
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
@@ -137,16 +134,23 @@ async fn register(
 
 /// Exchanges a login and password for a session token.
 #[utoipa::path(post, path = "/auth/login", tag = "accounts", request_body = Login,
-    responses((status = 200, body = Session), (status = 401, body = ErrorBody)))]
-async fn login(State(state): State<AppState>, Json(body): Json<Login>) -> Result<Json<Session>> {
-    let login = body.login.trim().to_lowercase();
+    responses((status = 200, body = Session), (status = 401, body = ErrorBody),
+        (status = 429, body = ErrorBody, description = "too many password checks queued, or too many tries from this address; see `Retry-After`")))]
+async fn login(
+    State(state): State<AppState>,
+    client: ClientIp,
+    Json(body): Json<Login>,
+) -> Result<Json<Session>> {
+    state.rate_limits.logins.check(&client.ip)?;
+    // a login no account can have is refused before the database is asked
+    let login = auth::parse_login(&body.login).map_err(|_| Error::Unauthorized)?;
     let user = users::user_by_login(&state.db, &login).await?;
     let stored = user.as_ref().and_then(|u| u.password_hash.clone());
     let password = body.password;
-    let ok =
-        tokio::task::spawn_blocking(move || auth::verify_password(&password, stored.as_deref()))
-            .await
-            .map_err(|e| Error::Internal(e.into()))?;
+    let ok = state
+        .passwords
+        .run(move || auth::verify_password(&password, stored.as_deref()))
+        .await?;
     match user {
         Some(user) if ok => Ok(Json(start_session(&state, user, SessionKind::Login).await?)),
         _ => Err(Error::Unauthorized),
@@ -171,11 +175,14 @@ async fn logout(
 
 /// Creates a guest identity for a phone: no password, a long-lived device token.
 #[utoipa::path(post, path = "/auth/guest", tag = "accounts", request_body(content = NewGuest, description = "optional"),
-    responses((status = 201, body = Session)))]
+    responses((status = 201, body = Session),
+        (status = 429, body = ErrorBody, description = "too many guests from this address; see `Retry-After`")))]
 async fn create_guest(
     State(state): State<AppState>,
+    client: ClientIp,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Session>)> {
+    state.rate_limits.guests.check(&client.ip)?;
     // the body is optional: an empty one means "no display name"
     let body: NewGuest = if body.iter().all(u8::is_ascii_whitespace) {
         NewGuest::default()
@@ -272,7 +279,8 @@ async fn grant_permission(
     Ok((StatusCode::CREATED, Json(grant)))
 }
 
-/// Revokes a permission (same rights as granting it).
+/// Revokes a permission (same rights as granting it); a scene's owner keeps theirs unless an
+/// admin takes them.
 #[utoipa::path(delete, path = "/users/{user_id}/permissions/{permission}", tag = "accounts",
     params(("user_id" = Uuid, Path), ("permission" = Permission, Path), ("scene_id" = Option<Uuid>, Query)),
     responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
@@ -291,6 +299,17 @@ async fn revoke_permission(
         return Err(Error::forbidden(
             "only an admin, or the scene's operator for its own scene, revokes this",
         ));
+    }
+    // the operators a scene's owner adds cannot take the scene from its owner
+    if let Some(scene_id) = grant.scene_id {
+        let owner = store::scenes::scene_by_id(&state.db, scene_id)
+            .await?
+            .map(|s| s.owner_id);
+        if owner == Some(user_id) && me.user_id != user_id && !me.is_admin() {
+            return Err(Error::forbidden(
+                "the scene's owner keeps their rights in it; only an admin can take them",
+            ));
+        }
     }
     if users::revoke(&state.db, user_id, &grant).await? {
         Ok(StatusCode::NO_CONTENT)

@@ -93,3 +93,54 @@ pub async fn form_text(mut field: axum::extract::multipart::Field<'_>) -> Result
     String::from_utf8(bytes)
         .map_err(|_| Error::bad_request("bad_form", "a form field is not UTF-8 text"))
 }
+
+/// The client's address: the socket's peer, or, when the peer is one of the configured
+/// `trusted_proxies`, the address that proxy says it forwarded for (`X-Forwarded-For`, the
+/// nearest entry that is not itself a trusted proxy). A header from anybody else is ignored.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp {
+    pub ip: std::net::IpAddr,
+    /// Whether the request came through a trusted proxy (so its `X-Forwarded-Proto` holds).
+    pub via_proxy: bool,
+}
+
+impl ClientIp {
+    pub fn of(parts: &Parts, trusted: &[std::net::IpAddr]) -> ClientIp {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+        if !trusted.contains(&peer) {
+            return ClientIp {
+                ip: peer,
+                via_proxy: false,
+            };
+        }
+        let forwarded = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
+            .collect::<Vec<_>>();
+        let ip = forwarded
+            .iter()
+            .rev()
+            .find(|a| !trusted.contains(a))
+            .copied()
+            .unwrap_or(peer);
+        ClientIp {
+            ip,
+            via_proxy: true,
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        Ok(ClientIp::of(parts, &state.config.trusted_proxies))
+    }
+}

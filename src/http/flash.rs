@@ -129,6 +129,7 @@ async fn start_flash_session(
 ) -> Result<(StatusCode, Json<FlashSessionInfo>)> {
     let scene = scene_with_right(&state, &me, scene_id, Permission::Observer).await?;
     needs_flash(&scene)?;
+    state.rate_limits.uploads.check(&me.user_id)?;
     let symbol_us = match req.symbol_ms {
         None => DEFAULT_SYMBOL_US,
         Some(ms) if ms.is_finite() => (ms * 1000.0).round() as i64,
@@ -414,7 +415,7 @@ impl From<AnalysisError> for Error {
     responses((status = 200, body = VideoResult), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 410, body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
-        (status = 503, body = ErrorBody)),
+        (status = 429, body = ErrorBody, description = "too many uploads by this account; see `Retry-After`"), (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
 async fn upload_video(
     State(state): State<AppState>,

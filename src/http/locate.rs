@@ -117,7 +117,8 @@ pub struct SeatMapErrors {
 #[utoipa::path(put, path = "/scenes/{scene_id}/seats", tag = "locating", params(("scene_id" = Uuid, Path)),
     request_body(content = String, content_type = "text/csv"),
     responses((status = 200, body = SeatImport), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 422, body = SeatMapErrors)),
+        (status = 413, body = ErrorBody), (status = 422, body = SeatMapErrors),
+        (status = 429, body = ErrorBody, description = "too many uploads by this account; see `Retry-After`")),
     security(("bearer" = [])))]
 async fn put_seats(
     State(state): State<AppState>,
@@ -126,6 +127,7 @@ async fn put_seats(
     body: axum::body::Body,
 ) -> Result<Response> {
     let scene = scene_with_right(&state, &me, scene_id, Permission::Operator).await?;
+    state.rate_limits.uploads.check(&me.user_id)?;
     let bytes = axum::body::to_bytes(body, MAX_SEAT_MAP_BYTES)
         .await
         .map_err(|_| Error::PayloadTooLarge {
@@ -461,7 +463,7 @@ impl From<crate::locate::qr::PhotoError> for Error {
         description = "`photo`: a JPEG or PNG; `points`: JSON `[{px, py, x, y}, ...]`, at least 4"),
     responses((status = 200, body = PhotoResult), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
-        (status = 422, body = ErrorBody)),
+        (status = 422, body = ErrorBody), (status = 429, body = ErrorBody, description = "too many uploads by this account; see `Retry-After`")),
     security(("bearer" = [])))]
 async fn upload_photo(
     State(state): State<AppState>,
@@ -476,6 +478,7 @@ async fn upload_photo(
     use crate::locate::homography::Homography;
     use crate::locate::qr;
     let scene = scene_with_right(&state, &me, scene_id, Permission::Observer).await?;
+    state.rate_limits.uploads.check(&me.user_id)?;
     let _permit = state
         .upload_slots
         .clone()

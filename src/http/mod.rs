@@ -41,7 +41,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 #[openapi(
     info(title = "C3S — Cloud Scene Screen Service", description = "Scenes, pixels, frames and the people who run them. Every error is `{error, message}`."),
     components(schemas(ErrorBody)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &SharedResponses),
     tags((name = "accounts"), (name = "scenes"), (name = "frames"), (name = "shows"), (name = "locating"), (name = "calendar"), (name = "realtime"), (name = "health"))
 )]
 struct ApiDoc;
@@ -55,6 +55,80 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// The statuses the shared layers answer for any route they pass (the extractors, the body
+/// limit, the timeout, the stores), added to each operation that can meet them so its entry
+/// lists every status it can answer; what a handler itself answers it documents itself.
+struct SharedResponses;
+
+impl Modify for SharedResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::Operation;
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        let add = |op: &mut Operation, status: &str, description: &str| {
+            op.responses
+                .responses
+                .entry(status.to_owned())
+                .or_insert_with(|| error(description).into());
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with("/api/") {
+                continue;
+            }
+            let operations = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ];
+            for op in operations.into_iter().flatten() {
+                let has_params = op.parameters.as_ref().is_some_and(|p| !p.is_empty());
+                if has_params || op.request_body.is_some() {
+                    add(op, "400", "a malformed path, query or body");
+                }
+                if op.security.is_some() {
+                    add(op, "401", "no live bearer token");
+                }
+                if op.request_body.is_some() {
+                    add(op, "413", "the body is over its limit");
+                    add(
+                        op,
+                        "415",
+                        "the body is not of the type this operation takes",
+                    );
+                    add(op, "422", "a field's value is not allowed");
+                }
+                // the timeout layer answers with an empty body
+                op.responses
+                    .responses
+                    .entry("408".to_owned())
+                    .or_insert_with(|| {
+                        ResponseBuilder::new()
+                            .description("the request took longer than the server allows")
+                            .build()
+                            .into()
+                    });
+                add(
+                    op,
+                    "503",
+                    "a store this request needs is unreachable; nothing was written",
+                );
+            }
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use super::extract::{Auth, Json, MaybeAuth, Path, Query};
+use super::extract::{Auth, ClientIp, Json, MaybeAuth, Path, Query};
 use crate::app::AppState;
 use crate::auth::{Grant, Identity, Permission};
 use crate::error::{Error, ErrorBody, Result};
@@ -171,7 +171,7 @@ pub struct JoinCode {
     /// The phone page's path on this server.
     pub path: String,
     /// The full address: the server's `public_url` setting, or else the request's `Host`
-    /// (and `X-Forwarded-Proto`).
+    /// (and `X-Forwarded-Proto` when a trusted proxy sent it).
     pub url: String,
     /// The address as a QR code: its side in modules, and the modules row by row ('1' dark).
     pub side: usize,
@@ -184,6 +184,7 @@ pub struct JoinCode {
 async fn join_code(
     State(state): State<AppState>,
     MaybeAuth(who): MaybeAuth,
+    client: ClientIp,
     Path(scene_id): Path<Uuid>,
     headers: axum::http::HeaderMap,
 ) -> Result<Json<JoinCode>> {
@@ -198,10 +199,10 @@ async fn join_code(
                     "the request names no host; set the server's public_url",
                 )
             })?;
-            // a chain of proxies says "https, http": the first is the client's
-            let scheme = match header("x-forwarded-proto")
-                .map(|p| p.split(',').next().unwrap_or("").trim())
-            {
+            // a chain of proxies says "https, http": the first is the client's; and only a
+            // trusted proxy is believed
+            let proto = header("x-forwarded-proto").filter(|_| client.via_proxy);
+            let scheme = match proto.map(|p| p.split(',').next().unwrap_or("").trim()) {
                 Some("https") => "https",
                 _ => "http",
             };
@@ -255,7 +256,8 @@ async fn update_scene(
     Ok(Json(scene))
 }
 
-/// Deletes a scene with its pixels and frames, including the frames' bytes in GridFS.
+/// Deletes a scene with its pixels and frames, including the frames' bytes in GridFS. Only
+/// its owner or an admin may.
 #[utoipa::path(delete, path = "/scenes/{scene_id}", tag = "scenes", params(("scene_id" = Uuid, Path)),
     responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -265,8 +267,14 @@ async fn delete_scene(
     Path(scene_id): Path<Uuid>,
 ) -> Result<StatusCode> {
     let mut command = state.commands.begin(scene_id).await?;
-    let tx = command.tx();
     me.require(Permission::Operator, scene_id)?;
+    // a co-operator runs the show; only its owner (or an admin) ends it for good
+    if command.scene().owner_id != me.user_id && !me.is_admin() {
+        return Err(Error::forbidden(
+            "only the scene's owner or an admin deletes a scene",
+        ));
+    }
+    let tx = command.tx();
     let gridfs_ids = store::scenes::delete_scene(tx, scene_id).await?;
     command
         .commit(Some(me.user_id), vec![SceneEvent::SceneDeleted {}])

@@ -17,6 +17,8 @@ use crate::scene::LocationMethod;
 #[derive(Debug, Clone, Copy)]
 pub struct PixelNow {
     pub current: Option<Current>,
+    /// How sure the observation that placed it was.
+    pub confidence: Option<f32>,
     /// A kicked pixel may not be placed.
     pub kicked: bool,
 }
@@ -29,9 +31,16 @@ pub async fn lock_pixels(
     scene_id: Uuid,
     pixel_ids: &[Uuid],
 ) -> Result<HashMap<Uuid, PixelNow>, sqlx::Error> {
-    type Row = (Uuid, Option<f64>, Option<f64>, Option<i16>, String);
+    type Row = (
+        Uuid,
+        Option<f64>,
+        Option<f64>,
+        Option<i16>,
+        Option<f32>,
+        String,
+    );
     let rows: Vec<Row> = sqlx::query_as(
-        "select pixel_id, x, y, location_method_id, status from pixel
+        "select pixel_id, x, y, location_method_id, confidence, status from pixel
          where scene_id = $1 and pixel_id = any($2) order by pixel_id for update",
     )
     .bind(scene_id)
@@ -40,13 +49,18 @@ pub async fn lock_pixels(
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(pixel_id, x, y, method, status)| {
+        .map(|(pixel_id, x, y, method, confidence, status)| {
             let current = match (x, y, method.and_then(LocationMethod::from_id)) {
                 (Some(x), Some(y), Some(method)) => Some(Current { x, y, method }),
                 _ => None,
             };
             let kicked = status == "kicked";
-            (pixel_id, PixelNow { current, kicked })
+            let now = PixelNow {
+                current,
+                confidence,
+                kicked,
+            };
+            (pixel_id, now)
         })
         .collect())
 }
@@ -164,6 +178,27 @@ pub async fn replace_seats(tx: &mut Tx, map: SeatMap, seats: &[Seat]) -> Result<
         .await?;
     }
     Ok(())
+}
+
+/// Whether another phone of the scene (not kicked) already stands at (x, y) by its seat.
+pub async fn seat_taken(
+    pool: &PgPool,
+    scene_id: Uuid,
+    pixel_id: Uuid,
+    x: f64,
+    y: f64,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "select exists (select 1 from pixel where scene_id = $1 and pixel_id <> $2
+           and status = 'located' and location_method_id = $3 and x = $4 and y = $5)",
+    )
+    .bind(scene_id)
+    .bind(pixel_id)
+    .bind(LocationMethod::Seat.id())
+    .bind(x)
+    .bind(y)
+    .fetch_one(pool)
+    .await
 }
 
 pub async fn seat_position(

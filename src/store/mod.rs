@@ -42,10 +42,20 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 /// Opens the pool lazily: a node starts even while PostgreSQL is down and `/readyz` reports it;
 /// connections are made (and re-made after a restart of PostgreSQL) on demand.
 pub fn connect_pg(config: &Config) -> anyhow::Result<PgPool> {
+    pool_of(config, config.db_max_connections, "c3s")
+}
+
+/// The phones' own pool (joins over the socket): a saturated HTTP API, or one account
+/// flooding it, cannot take the connections a crowd needs to join.
+pub fn connect_phone_pg(config: &Config) -> anyhow::Result<PgPool> {
+    pool_of(config, config.db_phone_connections, "c3s-phones")
+}
+
+fn pool_of(config: &Config, max: u32, name: &str) -> anyhow::Result<PgPool> {
     let options: PgConnectOptions = config.database_url.expose_secret().parse()?;
-    let options = options.application_name("c3s");
+    let options = options.application_name(name);
     Ok(PgPoolOptions::new()
-        .max_connections(config.db_max_connections)
+        .max_connections(max.max(1))
         .acquire_timeout(config.store_timeout())
         .idle_timeout(Some(Duration::from_secs(300)))
         .test_before_acquire(true)

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use axum::extract::rejection::PathRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
@@ -14,14 +15,16 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth;
+use crate::budget::Bucket;
 use crate::clock;
 use crate::commands::placements::{PlaceError, Placement, Refused};
-use crate::dataplane::hub::{Outgoing, SceneHub};
+use crate::dataplane::hub::{Conn, SceneHub};
 use crate::dataplane::protocol::{
     close, ClientMsg, CloseReason, Position, ScenePublic, ServerMsg, PROTOCOL_VERSION,
 };
 use crate::dataplane::signals::qr_message;
 use crate::error::Error;
+use crate::http::extract::ClientIp;
 use crate::locate::gps::GeoReference;
 use crate::locate::seat::normalise;
 use crate::locate::Observation;
@@ -43,23 +46,39 @@ const PING_INTERVAL: Duration = Duration::from_secs(15);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(45);
 /// A socket that cannot take one message in this long is treated as gone.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the closing frame may take: the phone may be the reason it closes.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Messages a phone may send per second, on average, and in a burst.
 const CLIENT_MSGS_PER_SEC: f64 = 20.0;
 const CLIENT_MSG_BURST: f64 = 40.0;
+/// Seat and GPS attempts a phone may make at once before `phone_locate_per_min` applies.
+const PHONE_LOCATE_BURST: f64 = 5.0;
+const TOO_MANY_ATTEMPTS: &str = "too many attempts: wait a few seconds and try again";
 
 /// The phone's socket. Upgrade to WebSocket, then send `hello` (docs/protocol.md).
 #[utoipa::path(get, path = "/ws/scenes/{scene_id}", tag = "realtime",
     params(("scene_id" = Uuid, Path)),
     responses((status = 101, description = "switching to the WebSocket protocol of docs/protocol.md"),
-        (status = 400, body = crate::error::ErrorBody)))]
+        (status = 400, body = crate::error::ErrorBody),
+        (status = 426, description = "not a WebSocket upgrade request"),
+        (status = 429, body = crate::error::ErrorBody, description = "too many sockets from this address have not said hello yet")))]
 async fn scene_socket(
     State(state): State<AppState>,
+    client: ClientIp,
     scene_id: Result<Path<Uuid>, PathRejection>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let scene_id = match scene_id {
         Ok(Path(id)) => id,
         Err(e) => return Error::bad_request("bad_path", e.body_text()).into_response(),
+    };
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => return e.into_response(),
+    };
+    let pending = match PendingHello::enter(&state, client.ip) {
+        Ok(pending) => pending,
+        Err(e) => return e.into_response(),
     };
     ws.max_message_size(MAX_CLIENT_MESSAGE_BYTES)
         .max_frame_size(MAX_CLIENT_MESSAGE_BYTES)
@@ -67,16 +86,17 @@ async fn scene_socket(
         .write_buffer_size(0)
         .on_upgrade(move |socket| async move {
             let mut socket = socket;
-            let end = session(&state, scene_id, &mut socket).await;
+            let end = session(&state, scene_id, &mut socket, pending).await;
             let (code, reason) = end;
-            let _ = timeout(
-                SEND_TIMEOUT,
-                socket.send(Message::Close(Some(CloseFrame {
-                    code,
-                    reason: Utf8Bytes::from(reason),
-                }))),
-            )
-            .await;
+            let close = Message::Close(Some(CloseFrame {
+                code,
+                reason: Utf8Bytes::from(reason),
+            }));
+            if !matches!(timeout(CLOSE_TIMEOUT, socket.send(close)).await, Ok(Ok(()))) {
+                // the phone closed first: its close frame was answered in the socket's own
+                // queue, which only a flush writes
+                let _ = timeout(CLOSE_TIMEOUT, futures::SinkExt::flush(&mut socket)).await;
+            }
         })
 }
 
@@ -94,9 +114,67 @@ async fn send(socket: &mut WebSocket, msg: Message) -> Result<(), End> {
 }
 
 /// Runs one phone's session; returns the close code and reason to end it with.
-async fn session(state: &AppState, scene_id: Uuid, socket: &mut WebSocket) -> End {
-    match run(state, scene_id, socket).await {
+async fn session(
+    state: &AppState,
+    scene_id: Uuid,
+    socket: &mut WebSocket,
+    pending: PendingHello,
+) -> End {
+    let (code, reason) = match run(state, scene_id, socket, pending).await {
         Ok(end) | Err(end) => end,
+    };
+    (code, bounded_reason(reason))
+}
+
+/// Most bytes a close frame's reason may have (RFC 6455: 125 in the frame, less the code's 2).
+const MAX_CLOSE_REASON_BYTES: usize = 123;
+
+/// The reason cut to what a close frame can carry, at a character boundary: a reason that
+/// does not fit makes standard clients fail the frame and never see the code.
+fn bounded_reason(mut reason: String) -> String {
+    if reason.len() > MAX_CLOSE_REASON_BYTES {
+        let mut cut = MAX_CLOSE_REASON_BYTES;
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        reason.truncate(cut);
+    }
+    reason
+}
+
+/// A socket from `ip` that has not said hello yet: counted while it lives, so one address
+/// cannot hold thousands of silent sockets.
+struct PendingHello {
+    pending: std::sync::Arc<dashmap::DashMap<std::net::IpAddr, u32>>,
+    ip: std::net::IpAddr,
+}
+
+impl PendingHello {
+    fn enter(state: &AppState, ip: std::net::IpAddr) -> Result<PendingHello, Error> {
+        let limit = state.config.pending_sockets_per_address;
+        let mut count = state.pending_sockets.entry(ip).or_insert(0);
+        if limit > 0 && *count >= limit {
+            metrics::counter!("c3s_sockets_refused_total", "why" => "pending").increment(1);
+            return Err(Error::TooManyRequests {
+                message: "too many sockets from this address have not said hello yet".into(),
+                retry_after_s: 1,
+            });
+        }
+        *count += 1;
+        drop(count);
+        Ok(PendingHello {
+            pending: state.pending_sockets.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PendingHello {
+    fn drop(&mut self) {
+        self.pending.remove_if_mut(&self.ip, |_, count| {
+            *count = count.saturating_sub(1);
+            *count == 0
+        });
     }
 }
 
@@ -127,13 +205,19 @@ fn parse(msg: Result<Message, axum::Error>) -> Result<Option<ClientMsg>, End> {
     }
 }
 
-async fn run(state: &AppState, scene_id: Uuid, socket: &mut WebSocket) -> Result<End, End> {
+async fn run(
+    state: &AppState,
+    scene_id: Uuid,
+    socket: &mut WebSocket,
+    pending: PendingHello,
+) -> Result<End, End> {
     // 1. hello
     let hello = match timeout(HELLO_TIMEOUT, socket.recv()).await {
         Ok(Some(msg)) => parse(msg)?,
         Ok(None) => return Err(end(close::GOING_AWAY, "closed")),
         Err(_) => return Err(end(close::HELLO_EXPECTED, "hello expected")),
     };
+    drop(pending);
     let Some(ClientMsg::Hello { protocol, token }) = hello else {
         return Err(end(
             close::HELLO_EXPECTED,
@@ -157,7 +241,7 @@ async fn run(state: &AppState, scene_id: Uuid, socket: &mut WebSocket) -> Result
             "the server cannot take phones right now; retry shortly",
         )
     };
-    let scene = store::scenes::scene_by_id(&state.db, scene_id)
+    let scene = store::scenes::scene_by_id(&state.phone_db, scene_id)
         .await
         .map_err(|e| unavailable(e.into()))?
         .ok_or_else(|| end(close::NOT_JOINABLE, "no such scene is open"))?;
@@ -174,10 +258,12 @@ async fn run(state: &AppState, scene_id: Uuid, socket: &mut WebSocket) -> Result
     // burst of these, and PostgreSQL's commits are what limit it
     let (user_id, new_token, pixel) = async {
         let known = match token.as_deref() {
-            Some(t) => store::users::identity_by_token(&state.db, &auth::hash_token(t)).await?,
+            Some(t) => {
+                store::users::identity_by_token(&state.phone_db, &auth::hash_token(t)).await?
+            }
             None => None,
         };
-        let mut tx = state.db.begin().await?;
+        let mut tx = state.phone_db.begin().await?;
         let (user_id, new_token) = match known {
             Some(identity) => (identity.user_id, None),
             None => {
@@ -227,7 +313,7 @@ async fn run(state: &AppState, scene_id: Uuid, socket: &mut WebSocket) -> Result
     }
     // a placement or kick committed after the join read the pixel, and applied to the hub
     // before this phone was in it, would be missed: read the pixel once more
-    let pixel = match store::scenes::pixel_by_id(&state.db, scene_id, pixel.pixel_id).await {
+    let pixel = match store::scenes::pixel_by_id(&state.phone_db, scene_id, pixel.pixel_id).await {
         Ok(Some(now)) if now.status == PixelStatus::Kicked => {
             let (code, reason) = CloseReason::Kicked.close_frame();
             return Err(end(code, reason));
@@ -268,8 +354,11 @@ async fn run(state: &AppState, scene_id: Uuid, socket: &mut WebSocket) -> Result
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     ping.tick().await;
     let mut last_heard = Instant::now();
-    let mut budget = CLIENT_MSG_BURST;
-    let mut budget_at = Instant::now();
+    let mut messages = Bucket::new(CLIENT_MSGS_PER_SEC, CLIENT_MSG_BURST);
+    let mut locating = Bucket::new(
+        state.config.phone_locate_per_min as f64 / 60.0,
+        PHONE_LOCATE_BURST,
+    );
     loop {
         tokio::select! {
             biased;
@@ -284,11 +373,8 @@ async fn run(state: &AppState, scene_id: Uuid, socket: &mut WebSocket) -> Result
                 let t1 = clock::now_us();
                 let Some(msg) = msg else { return Err(end(close::GOING_AWAY, "closed")) };
                 last_heard = Instant::now();
-                // token bucket: a phone that floods is cut off, not served
-                budget = (budget + budget_at.elapsed().as_secs_f64() * CLIENT_MSGS_PER_SEC).min(CLIENT_MSG_BURST);
-                budget_at = Instant::now();
-                budget -= 1.0;
-                if budget < 0.0 {
+                // a phone that floods is cut off, not served
+                if !messages.take() {
                     return Err(end(close::TOO_MANY_MESSAGES, "too many messages"));
                 }
                 match parse(msg)? {
@@ -302,9 +388,17 @@ async fn run(state: &AppState, scene_id: Uuid, socket: &mut WebSocket) -> Result
                         sync_errors.record(error_ms.abs());
                     }
                     Some(ClientMsg::SyncReport { .. }) => {}
+                    // seat and GPS attempts each write to the scene: a phone has a few, then
+                    // one every few seconds (the others are told to wait, not closed)
+                    Some(ClientMsg::Seat { .. }) if !locating.take() => {
+                        refuse(socket, LocationMethod::Seat, Some(TOO_MANY_ATTEMPTS.into())).await?;
+                    }
+                    Some(ClientMsg::Gps { .. }) if !locating.take() => {
+                        refuse(socket, LocationMethod::Gps, Some(TOO_MANY_ATTEMPTS.into())).await?;
+                    }
                     Some(ClientMsg::Seat { section, row, seat }) => {
                         let scene = current(state, &scene).await;
-                        let refused = locate_by_seat(state, &scene, pixel.pixel_id, &section, &row, &seat).await;
+                        let refused = locate_by_seat(state, &scene, &conn, &section, &row, &seat).await;
                         refuse(socket, LocationMethod::Seat, refused).await?;
                     }
                     Some(ClientMsg::ShowQr) => {
@@ -313,26 +407,24 @@ async fn run(state: &AppState, scene_id: Uuid, socket: &mut WebSocket) -> Result
                     }
                     Some(ClientMsg::Gps { lat, lon, accuracy_m }) => {
                         let scene = current(state, &scene).await;
-                        let refused = locate_by_gps(state, &scene, pixel.pixel_id, lat, lon, accuracy_m).await;
+                        let refused = locate_by_gps(state, &scene, &conn, lat, lon, accuracy_m).await;
                         refuse(socket, LocationMethod::Gps, refused).await?;
                     }
                 }
             }
-            out = queue.recv() => {
-                let Some(out) = out else { return Ok(end(close::BYE, "bye")) };
-                let msg = match out {
-                    Outgoing::Chunk(bytes) => {
-                        chunks_out.increment(1);
-                        bytes_out.increment(bytes.len() as u64);
-                        Message::Binary(bytes)
-                    }
-                    Outgoing::Text(text) => {
-                        texts_out.increment(1);
-                        bytes_out.increment(text.len() as u64);
-                        Message::Text(text.into())
-                    }
-                };
-                send(socket, msg).await?;
+            // control text first: small, and the newest of each kind
+            _ = conn.control_ready() => {
+                for text in conn.take_control() {
+                    texts_out.increment(1);
+                    bytes_out.increment(text.len() as u64);
+                    send_while_open(socket, Message::Text(text.into()), &conn).await?;
+                }
+            }
+            chunk = queue.recv() => {
+                let Some(chunk) = chunk else { return Ok(end(close::BYE, "bye")) };
+                chunks_out.increment(1);
+                bytes_out.increment(chunk.len() as u64);
+                send_while_open(socket, Message::Binary(chunk), &conn).await?;
             }
             _ = ping.tick() => {
                 if last_heard.elapsed() > IDLE_TIMEOUT {
@@ -340,6 +432,18 @@ async fn run(state: &AppState, scene_id: Uuid, socket: &mut WebSocket) -> Result
                 }
                 send(socket, Message::Ping(Default::default())).await?;
             }
+        }
+    }
+}
+
+/// Sends `msg`, unless the phone is dropped while its socket is stalled: a phone that stopped
+/// reading fills its queue and is closed as lagging (4008), not after the send timeout.
+async fn send_while_open(socket: &mut WebSocket, msg: Message, conn: &Conn) -> Result<(), End> {
+    tokio::select! {
+        sent = send(socket, msg) => sent,
+        _ = conn.closing().cancelled() => {
+            let (code, reason) = conn.close_reason().close_frame();
+            Err(end(code, reason))
         }
     }
 }
@@ -395,15 +499,24 @@ const GPS_CONFIDENCE: f32 = 0.7;
 async fn locate_by_seat(
     state: &AppState,
     scene: &Scene,
-    pixel_id: Uuid,
+    conn: &Conn,
     section: &str,
     row: &str,
     seat: &str,
 ) -> Option<String> {
+    let pixel_id = conn.pixel_id;
     if !scene.location_methods.contains(&LocationMethod::Seat) {
         return Some("this scene does not locate phones by seat".into());
     }
-    let (section, row, seat) = (normalise(section), normalise(row), normalise(seat));
+    let parts = (
+        normalise("section", section),
+        normalise("row", row),
+        normalise("seat", seat),
+    );
+    let (section, row, seat) = match parts {
+        (Ok(section), Ok(row), Ok(seat)) => (section, row, seat),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return Some(e.to_string()),
+    };
     let found =
         store::locate::seat_position(&state.db, scene.scene_id, &section, &row, &seat).await;
     let (x, y) = match found {
@@ -423,6 +536,20 @@ async fn locate_by_seat(
             "seat {seat} in row {row} of section {section} is outside this scene's area"
         ));
     }
+    // a seat holds one phone: the first to claim it keeps it (a second phone typing the same
+    // seat is told, and an operator can free the seat by kicking the wrong one)
+    match store::locate::seat_taken(&state.db, scene.scene_id, pixel_id, x, y).await {
+        Ok(false) => {}
+        Ok(true) => {
+            return Some(format!(
+                "seat {seat} in row {row} of section {section} is already taken by another phone; check your ticket or ask a steward"
+            ))
+        }
+        Err(e) => {
+            tracing::warn!(error = ?e, "seat lookup failed");
+            return Some("seats cannot be looked up right now; try again".into());
+        }
+    }
     let obs = Observation {
         x,
         y,
@@ -430,6 +557,7 @@ async fn locate_by_seat(
         confidence: SEAT_CONFIDENCE,
     };
     placed_or_reason(
+        conn,
         state
             .placements
             .place(scene.scene_id, pixel_id, obs, None)
@@ -441,11 +569,12 @@ async fn locate_by_seat(
 async fn locate_by_gps(
     state: &AppState,
     scene: &Scene,
-    pixel_id: Uuid,
+    conn: &Conn,
     lat: f64,
     lon: f64,
     accuracy_m: f64,
 ) -> Option<String> {
+    let pixel_id = conn.pixel_id;
     if !scene.location_methods.contains(&LocationMethod::Gps) {
         return Some("this scene does not locate phones by GPS".into());
     }
@@ -482,6 +611,7 @@ async fn locate_by_gps(
         confidence: GPS_CONFIDENCE,
     };
     placed_or_reason(
+        conn,
         state
             .placements
             .place(scene.scene_id, pixel_id, obs, None)
@@ -489,8 +619,18 @@ async fn locate_by_gps(
     )
 }
 
-fn placed_or_reason(result: Result<Result<Placement, Refused>, PlaceError>) -> Option<String> {
+fn placed_or_reason(
+    conn: &Conn,
+    result: Result<Result<Placement, Refused>, PlaceError>,
+) -> Option<String> {
     match result {
+        Ok(Ok(p)) if p.unchanged => {
+            // no event was written, so the follower will not tell the phone: tell it here
+            if let Some((x, y)) = p.pixel.as_ref().and_then(|p| p.x.zip(p.y)) {
+                conn.offer_text(ServerMsg::Located { x, y }.to_json());
+            }
+            None
+        }
         Ok(Ok(p)) if p.placed => None,
         Ok(Ok(_)) => Some("recorded, but not confident enough to move the phone".into()),
         Ok(Err(refused)) => Some(refused.to_string()),

@@ -12,6 +12,7 @@ mod flash;
 mod frames;
 mod health;
 mod helpers;
+mod hostile;
 mod images;
 mod live;
 mod locating;
