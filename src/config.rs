@@ -73,6 +73,21 @@ pub struct Config {
     #[arg(long, env = "C3S_MAX_ANIMATION_FRAMES", default_value_t = 1000)]
     pub max_animation_frames: usize,
 
+    /// Pixels all the frames of one animated upload may decode to, together (a 6000 × 6000
+    /// GIF of 300 frames is 10 800 000 000); each is decoded and encoded one at a time.
+    #[arg(long, env = "C3S_MAX_ANIMATION_PIXELS", default_value_t = 100_000_000)]
+    pub max_animation_pixels: u64,
+
+    /// Slowest a request body may arrive, on average, once `body_rate_grace_ms` have passed
+    /// (0: no minimum).
+    #[arg(long, env = "C3S_MIN_BODY_BYTES_PER_S", default_value_t = 16 * 1024)]
+    pub min_body_bytes_per_s: u64,
+
+    /// How long a body may arrive at any rate before the minimum applies (an upload over a
+    /// congested network starts slowly), in ms.
+    #[arg(long, env = "C3S_BODY_RATE_GRACE_MS", default_value_t = 10_000)]
+    pub body_rate_grace_ms: u64,
+
     /// Uploads decoded at the same time; each may hold up to `max_upload_bytes` in memory.
     #[arg(long, env = "C3S_UPLOAD_CONCURRENCY", default_value_t = 4)]
     pub upload_concurrency: usize,
@@ -297,6 +312,9 @@ impl std::fmt::Debug for Config {
             .field("max_upload_bytes", &self.max_upload_bytes)
             .field("max_frame_pixels", &self.max_frame_pixels)
             .field("max_animation_frames", &self.max_animation_frames)
+            .field("max_animation_pixels", &self.max_animation_pixels)
+            .field("min_body_bytes_per_s", &self.min_body_bytes_per_s)
+            .field("body_rate_grace_ms", &self.body_rate_grace_ms)
             .field("upload_concurrency", &self.upload_concurrency)
             .field("max_video_bytes", &self.max_video_bytes)
             .field("max_video_seconds", &self.max_video_seconds)

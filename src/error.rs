@@ -48,6 +48,9 @@ pub enum Error {
     /// Well-formed but invalid content (a bad field value, an undecodable image).
     #[error("{message}")]
     Invalid { code: &'static str, message: String },
+    /// The request took too long: its body arrived too slowly.
+    #[error("{0}")]
+    TooSlow(String),
     #[error("the body is larger than the {limit} bytes allowed")]
     PayloadTooLarge { limit: u64 },
     #[error("{0}")]
@@ -106,6 +109,7 @@ impl Error {
             Error::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Error::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::TooSlow(_) => StatusCode::REQUEST_TIMEOUT,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -122,6 +126,7 @@ impl Error {
             Error::Gone(_) => "gone",
             Error::BadRequest { code, .. } | Error::Invalid { code, .. } => code,
             Error::PayloadTooLarge { .. } => "payload_too_large",
+            Error::TooSlow(_) => "too_slow",
             Error::UnsupportedMediaType(_) => "unsupported_media_type",
             Error::TooManyRequests { .. } => "too_many_requests",
             Error::Unavailable(_) => "unavailable",

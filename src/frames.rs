@@ -16,6 +16,8 @@ use sha2::{Digest, Sha256};
 pub struct UploadLimits {
     pub max_pixels: u64,
     pub max_animation_frames: usize,
+    /// Pixels all of an animation's frames may decode to, together.
+    pub max_animation_pixels: u64,
 }
 
 /// An accepted image format.
@@ -84,6 +86,8 @@ pub enum FrameError {
     TooManyPixels { width: u32, height: u32, limit: u64 },
     #[error("the animation has more than {limit} frames")]
     TooManyFrames { limit: usize },
+    #[error("the animation's frames decode to more than {limit} pixels together")]
+    AnimationTooLarge { limit: u64 },
     #[error("the image cannot be decoded: {0}")]
     Undecodable(String),
 }
@@ -188,11 +192,20 @@ fn split_animation<'a>(
     decoder
         .set_limits(decode_limits(width, height))
         .map_err(undecodable)?;
+    let canvas_pixels = u64::from(width) * u64::from(height);
+    let mut decoded = 0u64;
     let mut out = Vec::new();
     for frame in decoder.into_frames() {
         if out.len() == limits.max_animation_frames {
             return Err(FrameError::TooManyFrames {
                 limit: limits.max_animation_frames,
+            });
+        }
+        // one canvas at a time: what a frame decodes to is counted as it comes
+        decoded += canvas_pixels;
+        if decoded > limits.max_animation_pixels {
+            return Err(FrameError::AnimationTooLarge {
+                limit: limits.max_animation_pixels,
             });
         }
         let frame = frame.map_err(undecodable)?;
@@ -228,6 +241,7 @@ mod tests {
     const LIMITS: UploadLimits = UploadLimits {
         max_pixels: 1_000_000,
         max_animation_frames: 10,
+        max_animation_pixels: 1_000_000_000,
     };
 
     fn png(w: u32, h: u32) -> Vec<u8> {
@@ -283,6 +297,20 @@ mod tests {
         assert_eq!(
             prepare_upload(gif(&[50, 50, 50]), None, limits).unwrap_err(),
             FrameError::TooManyFrames { limit: 2 }
+        );
+        // the pixels of every frame count together, whatever the frame count allows
+        let one = image::load_from_memory(&gif(&[50])).unwrap();
+        let (w, h) = (one.width(), one.height());
+        let limits = UploadLimits {
+            max_animation_pixels: 2 * u64::from(w) * u64::from(h),
+            ..LIMITS
+        };
+        assert!(prepare_upload(gif(&[50, 50]), None, limits).is_ok());
+        assert_eq!(
+            prepare_upload(gif(&[50, 50, 50]), None, limits).unwrap_err(),
+            FrameError::AnimationTooLarge {
+                limit: limits.max_animation_pixels
+            }
         );
     }
 

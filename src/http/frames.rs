@@ -9,6 +9,9 @@
 use crate::events::{FrameRef, SceneEvent};
 use std::collections::HashSet;
 use std::str::FromStr;
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use axum::body::Body;
 use axum::extract::State;
@@ -78,6 +81,7 @@ impl From<FrameError> for Error {
             }
             FrameError::TooManyPixels { .. } => Error::invalid("too_many_pixels", message),
             FrameError::TooManyFrames { .. } => Error::invalid("too_many_frames", message),
+            FrameError::AnimationTooLarge { .. } => Error::invalid("animation_too_large", message),
             FrameError::Undecodable(_) => Error::invalid("invalid_image", message),
         }
     }
@@ -85,7 +89,15 @@ impl From<FrameError> for Error {
 
 /// Reads a request body into memory, refusing it as soon as it passes `limit` bytes (and
 /// before reading anything when its declared length already does).
-async fn read_body_limited(headers: &HeaderMap, body: Body, limit: u64) -> Result<Vec<u8>> {
+/// Reads a body of at most `limit` bytes. The upload slot is taken once its first bytes have
+/// arrived (a client that connects and sends nothing holds no slot), and stays with the
+/// caller.
+async fn read_body_limited(
+    headers: &HeaderMap,
+    body: Body,
+    limit: u64,
+    slots: &Arc<Semaphore>,
+) -> Result<(Vec<u8>, OwnedSemaphorePermit)> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -93,18 +105,37 @@ async fn read_body_limited(headers: &HeaderMap, body: Body, limit: u64) -> Resul
     if declared.is_some_and(|len| len > limit) {
         return Err(Error::PayloadTooLarge { limit });
     }
-    let mut bytes = Vec::with_capacity(declared.unwrap_or(0) as usize);
-    let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
+    let failed = |e: axum::Error| {
+        if super::body::is_too_slow(&e) {
+            Error::TooSlow(e.to_string())
+        } else {
             Error::bad_request("body_read_failed", format!("reading the body failed: {e}"))
-        })?;
+        }
+    };
+    let mut stream = body.into_data_stream().peekable();
+    if let Some(Err(_)) = std::pin::Pin::new(&mut stream).peek().await {
+        let e = stream
+            .next()
+            .await
+            .expect("peeked")
+            .expect_err("peeked an error");
+        return Err(failed(e));
+    }
+    let permit = slots
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|e| Error::Internal(e.into()))?;
+    // each upload in flight may hold up to the limit in memory: only with a slot
+    let mut bytes = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(failed)?;
         if (bytes.len() + chunk.len()) as u64 > limit {
             return Err(Error::PayloadTooLarge { limit });
         }
         bytes.extend_from_slice(&chunk);
     }
-    Ok(bytes)
+    Ok((bytes, permit))
 }
 
 /// Uploads one image as one frame, or an animated GIF/WebP as one frame per animation frame,
@@ -130,14 +161,13 @@ async fn upload_frames(
     let requested_duration = params.duration_ms.map(check_duration).transpose()?;
     let name = Rule::line("name", MAX_FRAME_NAME_CHARS).clean_opt(params.name.as_deref())?;
 
-    // Each upload in flight may hold up to the limit in memory; the semaphore bounds how many.
-    let _permit = state
-        .upload_slots
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|e| Error::Internal(e.into()))?;
-    let bytes = read_body_limited(&headers, body, state.config.max_upload_bytes).await?;
+    let (bytes, permit) = read_body_limited(
+        &headers,
+        body,
+        state.config.max_upload_bytes,
+        &state.upload_slots,
+    )
+    .await?;
     let declared = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -145,11 +175,16 @@ async fn upload_frames(
     let limits = UploadLimits {
         max_pixels: state.config.max_frame_pixels,
         max_animation_frames: state.config.max_animation_frames,
+        max_animation_pixels: state.config.max_animation_pixels,
     };
-    let prepared =
-        tokio::task::spawn_blocking(move || prepare_upload(bytes, declared.as_deref(), limits))
-            .await
-            .map_err(|e| Error::Internal(e.into()))??;
+    // the slot goes with the decode: a client that hangs up does not free it while the
+    // decode goes on
+    let prepared = tokio::task::spawn_blocking(move || {
+        let _slot = permit;
+        prepare_upload(bytes, declared.as_deref(), limits)
+    })
+    .await
+    .map_err(|e| Error::Internal(e.into()))??;
 
     let stored = store_bytes(&state, scene_id, &name, &prepared).await?;
     let rows: Vec<NewFrame> = prepared

@@ -3,6 +3,7 @@
 //! static web client, and JSON errors for unknown routes and methods.
 
 pub mod accounts;
+pub mod body;
 pub mod calendar;
 pub mod extract;
 pub mod flash;
@@ -182,6 +183,10 @@ pub fn router(state: AppState) -> Router {
         .fallback_service(static_files)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            body::min_rate,
+        ))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,

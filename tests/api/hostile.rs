@@ -630,3 +630,112 @@ async fn a_burst_of_scene_edits_never_drops_a_phone() {
         }
     }
 }
+
+/// A GIF whose logical screen and first frame are `side` × `side` of one colour, followed by
+/// `tiny` one-pixel frames: a few kB per million pixels, written by hand (8-bit LZW codes with
+/// a clear code every 100 pixels, so every code is one literal byte).
+fn gif_bomb(side: u16, tiny: usize) -> Vec<u8> {
+    let mut gif = b"GIF89a".to_vec();
+    gif.extend(side.to_le_bytes());
+    gif.extend(side.to_le_bytes());
+    gif.extend([0xF6, 0, 0]); // a global table of 128 colours
+    gif.extend(std::iter::repeat_n(0u8, 128 * 3));
+    let frame = |gif: &mut Vec<u8>, w: u16, h: u16| {
+        gif.extend([0x21, 0xF9, 4, 0, 5, 0, 0, 0]); // 50 ms
+        gif.push(0x2C);
+        gif.extend([0, 0, 0, 0]);
+        gif.extend(w.to_le_bytes());
+        gif.extend(h.to_le_bytes());
+        gif.push(0);
+        gif.push(7); // LZW minimum code size: codes of 8 bits
+        let mut codes = Vec::new();
+        for i in 0..usize::from(w) * usize::from(h) {
+            if i % 100 == 0 {
+                codes.push(128); // clear
+            }
+            codes.push(0);
+        }
+        codes.push(129); // end
+        for block in codes.chunks(255) {
+            gif.push(block.len() as u8);
+            gif.extend(block);
+        }
+        gif.push(0);
+    };
+    frame(&mut gif, side, side);
+    for _ in 0..tiny {
+        frame(&mut gif, 1, 1);
+    }
+    gif.push(0x3B);
+    gif
+}
+
+#[tokio::test]
+async fn an_animation_is_bounded_in_the_pixels_of_all_its_frames() {
+    let app = spawn_app_with(shared_mongodb_url(), |c| c.max_animation_pixels = 3_000_000).await;
+    let (op, _) = app.register("oper").await;
+    let scene = app.create_scene(&op, "Pitch").await;
+    // 20 frames of a 1000 × 1000 canvas: 20 million pixels, in a 1 MB file
+    let (status, body) = app
+        .upload(&op, scene, "image/gif", gif_bomb(1000, 19), "")
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"], "animation_too_large");
+    assert_eq!(app.storage_counts().await, (0, 0), "nothing stored");
+    // two frames of it fit
+    let (status, body) = app
+        .upload(&op, scene, "image/gif", gif_bomb(1000, 1), "")
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body.as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_trickling_upload_is_cut_off_and_frees_its_slot_for_another_operator() {
+    let app = spawn_app_with(shared_mongodb_url(), |c| {
+        c.upload_concurrency = 1;
+        c.min_body_bytes_per_s = 10_000;
+        c.body_rate_grace_ms = 1000;
+    })
+    .await;
+    let (op, _) = app.register("oper").await;
+    let scene = app.create_scene(&op, "Pitch").await;
+    // 100 bytes a second of a PNG that would be 1 MB
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let trickle =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    let slow = app
+        .client
+        .post(app.url(&format!("/api/scenes/{scene}/frames")))
+        .bearer_auth(&op)
+        .header("content-type", "image/png")
+        .body(reqwest::Body::wrap_stream(trickle))
+        .send();
+    let feed = async move {
+        for _ in 0..50 {
+            if tx.send(Ok(vec![0u8; 100])).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    };
+    let other = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        app.upload(&op, scene, "image/png", crate::images::png(8, 8), "")
+            .await
+    };
+    let (slow, _, (status, body)) = tokio::join!(
+        async { tokio::time::timeout(Duration::from_secs(20), slow).await },
+        async { tokio::time::timeout(Duration::from_secs(20), feed).await },
+        other
+    );
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "the other upload went through: {body}"
+    );
+    let slow = slow
+        .expect("the trickle was cut off within 20 s")
+        .expect("an answer");
+    assert_eq!(slow.status(), StatusCode::REQUEST_TIMEOUT);
+}
