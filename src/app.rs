@@ -55,6 +55,8 @@ pub struct AppState {
     /// This process among the nodes (random at each start).
     pub node_id: uuid::Uuid,
     pub search_cache: Arc<crate::search::SearchCache>,
+    /// Built iCalendar feeds (anonymous, polled by calendar apps).
+    pub ics_cache: Arc<crate::search::FeedCache>,
     /// Each scene's presence, counted once a second for all the pages watching it.
     pub presence_cache: Arc<crate::nodes::PresenceCache>,
     /// Bounds password hashing (logins, registrations): a crowd of logins gets 429s, not
@@ -122,6 +124,7 @@ impl App {
             config.search_cache_mb << 20,
         ));
         let passwords = Arc::new(config.password_queue());
+        let ics_cache = Arc::new(crate::search::FeedCache::new(config.ics_cache_mb << 20));
         let rate_limits = Arc::new(config.rate_limits());
         let state = AppState {
             upload_slots: Arc::new(Semaphore::new(config.upload_concurrency.max(1))),
@@ -141,13 +144,14 @@ impl App {
             secret,
             node_id,
             search_cache,
+            ics_cache,
             presence_cache: Arc::default(),
             passwords,
             rate_limits,
             pending_sockets: Arc::default(),
         };
         tokio::spawn(sweep_orphans(state.clone()));
-        tokio::spawn(forget_idle_clients(state.clone()));
+        tokio::spawn(forget_idle(state.clone()));
         let (heard_tx, heard) = tokio::sync::mpsc::channel(crate::nodes::HEARD_CAPACITY);
         tokio::spawn(store::listen::run(
             state.db.clone(),
@@ -238,13 +242,20 @@ impl App {
 /// whose rows are not written yet.
 const ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// Forgets, once a minute, the clients the rate limits no longer need to remember.
-async fn forget_idle_clients(state: AppState) {
+/// Forgets, once a minute, the clients the rate limits no longer need to remember and the
+/// scenes that have had no phones for `idle_scene_s`.
+async fn forget_idle(state: AppState) {
     let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+    let idle = std::time::Duration::from_secs(state.config.idle_scene_s);
     loop {
         tokio::select! {
-            _ = every.tick() => state.rate_limits.forget_idle(),
+            _ = every.tick() => {}
             _ = state.shutdown.cancelled() => return,
+        }
+        state.rate_limits.forget_idle();
+        let freed = state.hub.free_idle(idle);
+        if freed > 0 {
+            tracing::info!(freed, "idle scenes freed");
         }
     }
 }

@@ -190,9 +190,18 @@ pub struct Config {
     #[arg(long, env = "C3S_PENDING_SOCKETS_PER_ADDRESS", default_value_t = 256)]
     pub pending_sockets_per_address: u32,
 
+    /// A scene with no phone on this node for this long is freed from memory (with its
+    /// metrics), in seconds; it is loaded again from its log when asked for.
+    #[arg(long, env = "C3S_IDLE_SCENE_S", default_value_t = 600)]
+    pub idle_scene_s: u64,
+
     /// Memory for cached search results, in MiB (weighed by their JSON size).
     #[arg(long, env = "C3S_SEARCH_CACHE_MB", default_value_t = 32)]
     pub search_cache_mb: u64,
+
+    /// Memory for built iCalendar feeds, in MiB.
+    #[arg(long, env = "C3S_ICS_CACHE_MB", default_value_t = 16)]
+    pub ics_cache_mb: u64,
 
     /// Password hashes computed at once (each takes ~19 MiB and a core for ~50 ms); 0: one
     /// per core.
@@ -342,7 +351,9 @@ impl std::fmt::Debug for Config {
                 "pending_sockets_per_address",
                 &self.pending_sockets_per_address,
             )
+            .field("idle_scene_s", &self.idle_scene_s)
             .field("search_cache_mb", &self.search_cache_mb)
+            .field("ics_cache_mb", &self.ics_cache_mb)
             .field("password_workers", &self.password_workers)
             .field("password_queue", &self.password_queue)
             .field(

@@ -1,4 +1,5 @@
-//! Search with an in-memory cache that never serves a result older than a change.
+//! Search (and the iCalendar feeds) with in-memory caches that never serve a result older
+//! than a change.
 //!
 //! Every entry remembers the catalog version it was computed at (`catalog_version`, bumped by
 //! triggers on every change a search can see: scenes, venues, their features, organizers).
@@ -73,5 +74,46 @@ impl SearchCache {
         });
         self.entries.insert(q.clone(), (version, page.clone()));
         Ok((page, false))
+    }
+}
+
+/// Which iCalendar feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FeedKey {
+    Venue(uuid::Uuid),
+    Organizer(uuid::Uuid),
+}
+
+/// How long a feed is served from the cache at most: its window ("from a month ago") and its
+/// timestamps move with time even when the catalog does not.
+const ICS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Built iCalendar feeds, bounded in bytes, each valid for the catalog version it was built at.
+pub struct FeedCache {
+    feeds: moka::sync::Cache<FeedKey, (i64, bytes::Bytes)>,
+}
+
+impl FeedCache {
+    pub fn new(max_bytes: u64) -> FeedCache {
+        let feeds = moka::sync::Cache::builder()
+            .max_capacity(max_bytes)
+            .time_to_live(ICS_MAX_AGE)
+            .weigher(|_: &FeedKey, (_, body): &(i64, bytes::Bytes)| {
+                u32::try_from(body.len() + 64).unwrap_or(u32::MAX)
+            })
+            .build();
+        FeedCache { feeds }
+    }
+
+    /// The feed, if it was built at `version`.
+    pub fn get(&self, key: &FeedKey, version: i64) -> Option<bytes::Bytes> {
+        self.feeds
+            .get(key)
+            .filter(|(v, _)| *v == version)
+            .map(|(_, body)| body)
+    }
+
+    pub fn put(&self, key: FeedKey, version: i64, body: bytes::Bytes) {
+        self.feeds.insert(key, (version, body));
     }
 }

@@ -40,6 +40,12 @@ pub fn handle() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let builder = || {
             PrometheusBuilder::new()
+                // a freed scene's gauges stop being set, and go (every live gauge is set
+                // every couple of seconds)
+                .idle_timeout(
+                    metrics_util::MetricKindMask::GAUGE,
+                    Some(std::time::Duration::from_secs(120)),
+                )
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS)
                 .and_then(|b| {
                     b.set_buckets_for_metric(Matcher::Full("c3s_sync_error_ms".into()), &SYNC_MS)

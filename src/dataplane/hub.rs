@@ -259,6 +259,8 @@ pub struct SceneHub {
     pub applying: tokio::sync::Mutex<()>,
     /// What changed, for the scene's watchers (see [`Change`]).
     changes: broadcast::Sender<Change>,
+    /// Since when the scene has had no phone here (none: it has phones).
+    empty_since: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl SceneHub {
@@ -371,6 +373,7 @@ impl Hub {
                     applied_seq: AtomicI64::new(seq),
                     applying: tokio::sync::Mutex::new(()),
                     changes: broadcast::channel(CHANGES_CAPACITY).0,
+                    empty_since: std::sync::Mutex::new(Some(std::time::Instant::now())),
                 })
             })
             .value()
@@ -414,6 +417,7 @@ impl Hub {
             old.close_with(CloseReason::Replaced);
         }
         conns.insert(conn.clone());
+        *scene.empty_since.lock().expect("empty_since lock") = None;
         (conn, rx)
     }
 
@@ -424,6 +428,24 @@ impl Hub {
                 conns.by_pixel.remove(&conn.pixel_id);
             }
         }
+        if conns.list.is_empty() {
+            *scene.empty_since.lock().expect("empty_since lock") = Some(std::time::Instant::now());
+        }
+    }
+
+    /// Forgets the scenes that have had no phone for `idle` and that nobody holds (no phone
+    /// joining, no page watching, no task using it): a node that served many scenes does not
+    /// keep them all. A scene asked for again is loaded afresh from its log. Returns how many
+    /// were freed.
+    pub fn free_idle(&self, idle: std::time::Duration) -> usize {
+        let before = self.scenes.len();
+        // under the map's write lock: nobody can clone a hub out while it is checked
+        self.scenes.retain(|_, hub| {
+            let unused = Arc::strong_count(hub) == 1 && hub.conn_count() == 0;
+            let empty_since = *hub.empty_since.lock().expect("empty_since lock");
+            !(unused && empty_since.is_some_and(|t| t.elapsed() >= idle))
+        });
+        before - self.scenes.len()
     }
 
     /// The live connection of one pixel in a scene on this node.
@@ -468,6 +490,28 @@ mod tests {
         assert!(slow.closing().is_cancelled());
         assert_eq!(slow.close_reason(), CloseReason::Lagging);
         assert!(!fast.closing().is_cancelled());
+    }
+
+    #[test]
+    fn idle_scenes_nobody_holds_are_freed() {
+        let hub = Hub::default();
+        let (busy, idle, held) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let scene = hub.scene_or_insert(busy, snapshot);
+        let (_conn, _rx) = hub.connect(&scene, Uuid::new_v4(), None, 2);
+        drop(scene);
+        hub.scene_or_insert(idle, snapshot);
+        let holder = hub.scene_or_insert(held, snapshot);
+        assert_eq!(
+            hub.free_idle(std::time::Duration::from_secs(60)),
+            0,
+            "not idle long enough"
+        );
+        assert_eq!(hub.free_idle(std::time::Duration::ZERO), 1);
+        assert!(hub.scene(idle).is_none());
+        assert!(hub.scene(busy).is_some(), "a scene with a phone stays");
+        assert!(hub.scene(held).is_some(), "a scene somebody holds stays");
+        drop(holder);
+        assert_eq!(hub.free_idle(std::time::Duration::ZERO), 1);
     }
 
     #[test]

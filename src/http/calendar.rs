@@ -625,18 +625,37 @@ async fn list_calendar(
     }))
 }
 
-/// Shows of a venue or organizer from a month ago on, as an iCalendar file.
-async fn ics(state: &AppState, filter: CalendarFilter, title: &str) -> Result<Response> {
-    let filter = CalendarFilter {
-        from: Some(Utc::now() - chrono::Duration::days(31)),
-        ..filter
+/// Shows of a venue or organizer from a month ago on, as an iCalendar file. Feeds are
+/// anonymous and polled by every subscriber's calendar app: each is built once per catalog
+/// version (and at most every `ICS_MAX_AGE`), then served from the cache (`X-Cache: hit`).
+async fn ics(
+    state: &AppState,
+    key: crate::search::FeedKey,
+    filter: CalendarFilter,
+    title: &str,
+) -> Result<Response> {
+    let version = cal::catalog_version(&state.db).await?;
+    let (body, hit) = match state.ics_cache.get(&key, version) {
+        Some(body) => (body, true),
+        None => {
+            let filter = CalendarFilter {
+                from: Some(Utc::now() - chrono::Duration::days(31)),
+                ..filter
+            };
+            let shows = cal::calendar(&state.db, &filter, 5000, 0).await?;
+            let body = bytes::Bytes::from(crate::ics::calendar(title, &shows, Utc::now()));
+            state.ics_cache.put(key, version, body.clone());
+            (body, false)
+        }
     };
-    let shows = cal::calendar(&state.db, &filter, 5000, 0).await?;
-    let body = crate::ics::calendar(title, &shows, Utc::now());
     Ok((
         [
             (header::CONTENT_TYPE, "text/calendar; charset=utf-8"),
             (header::CACHE_CONTROL, "max-age=300"),
+            (
+                header::HeaderName::from_static("x-cache"),
+                if hit { "hit" } else { "miss" },
+            ),
         ],
         body,
     )
@@ -654,7 +673,8 @@ async fn venue_ics(State(state): State<AppState>, Path(venue_id): Path<Uuid>) ->
         venue_id: Some(venue_id),
         ..CalendarFilter::default()
     };
-    ics(&state, filter, &venue.name).await
+    let key = crate::search::FeedKey::Venue(venue_id);
+    ics(&state, key, filter, &venue.name).await
 }
 
 /// The organizer's shows as iCalendar (`.ics`), to subscribe to.
@@ -672,7 +692,8 @@ async fn organizer_ics(
         organizer_id: Some(organizer_id),
         ..CalendarFilter::default()
     };
-    ics(&state, filter, &organizer.name).await
+    let key = crate::search::FeedKey::Organizer(organizer_id);
+    ics(&state, key, filter, &organizer.name).await
 }
 
 // ---------------------------------------------------------------- registrations

@@ -5,11 +5,13 @@
 //!   by a transaction that also lists the frames, so the dump and the list agree exactly;
 //! - `frames/<gridfs id>`: the bytes of every GridFS file a frame row names, each checked
 //!   against the row's SHA-256 as it is written;
-//! - `manifest.json`: what is in it (counts, bytes, each frame file's id and SHA-256).
+//! - `manifest.json`: what is in it (counts, bytes, the dump's and each frame file's SHA-256).
 //!
-//! A restore refuses databases that are not empty unless forced, restores the dump with
-//! `pg_restore`, then writes every frame file back under its own id after checking its
-//! SHA-256, so the restored rows and bytes are the backed-up ones exactly.
+//! A restore first verifies the whole backup (the dump's SHA-256 and every frame file's)
+//! without touching anything; it refuses databases that are not empty unless forced, and a
+//! forced restore refuses while a node of the deployment is running (its heartbeat is
+//! fresh). Then it restores the dump with `pg_restore` and writes every frame file back under
+//! its own id, so the restored rows and bytes are the backed-up ones exactly.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -36,6 +38,9 @@ pub struct Manifest {
     pub events: i64,
     pub frames: Vec<FrameFile>,
     pub frame_bytes: u64,
+    /// Hex SHA-256 of `postgres.dump` (absent in backups made before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dump_sha256: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -147,7 +152,12 @@ pub async fn backup(config: &Config, dir: &Path) -> anyhow::Result<Report> {
     .fetch_one(&mut db)
     .await?;
     let mut dump = Command::new(pg_tool("pg_dump"));
+    // which nodes run, and their phones, are the running deployment's, not its data
     dump.args(["--format=custom", "--no-owner", "--no-privileges"])
+        .args([
+            "--exclude-table-data=node",
+            "--exclude-table-data=node_presence",
+        ])
         .arg(format!("--snapshot={snapshot}"))
         .arg("--file")
         .arg(dir.join("postgres.dump"));
@@ -178,7 +188,9 @@ pub async fn backup(config: &Config, dir: &Path) -> anyhow::Result<Report> {
     }
     dumped.await??;
     sqlx::query("commit").execute(&mut db).await?;
+    let dump_sha256 = Some(hex_sha256_of_file(&dir.join("postgres.dump")).await?);
     let manifest = Manifest {
+        dump_sha256,
         format: FORMAT,
         created_at: chrono::Utc::now(),
         scenes,
@@ -212,6 +224,8 @@ pub async fn restore(config: &Config, dir: &Path, force: bool) -> anyhow::Result
         "backup format {} is not {FORMAT}",
         manifest.format
     );
+    // the whole backup is checked before anything is touched: a damaged one replaces nothing
+    verify(dir, &manifest).await?;
     let mut db = PgConnection::connect(config.database_url.expose_secret())
         .await
         .context("connecting to PostgreSQL")?;
@@ -231,6 +245,27 @@ pub async fn restore(config: &Config, dir: &Path, force: bool) -> anyhow::Result
              restore into empty databases, or pass --force to replace what is there",
             files.len()
         );
+    }
+    if force && tables > 0 {
+        let running: i64 = sqlx::query_scalar(
+            "select count(*) from information_schema.tables
+             where table_schema = 'public' and table_name = 'node'",
+        )
+        .fetch_one(&mut db)
+        .await?;
+        if running > 0 {
+            let fresh: i64 = sqlx::query_scalar(
+                "select count(*) from node where seen_at > now() - make_interval(secs => $1)",
+            )
+            .bind(NODE_FRESH_S)
+            .fetch_one(&mut db)
+            .await?;
+            ensure!(
+                fresh == 0,
+                "{fresh} node(s) of this deployment are running (a heartbeat in the last \
+                 {NODE_FRESH_S} s): stop every node before a forced restore"
+            );
+        }
     }
     if force {
         sqlx::query("drop schema public cascade")
@@ -252,14 +287,7 @@ pub async fn restore(config: &Config, dir: &Path, force: bool) -> anyhow::Result
     connect_to(&mut restore, config);
     tokio::task::spawn_blocking(move || run(restore, "pg_restore")).await??;
     for file in &manifest.frames {
-        let bytes = tokio::fs::read(dir.join("frames").join(&file.gridfs_id))
-            .await
-            .with_context(|| format!("frame file {} is missing from the backup", file.gridfs_id))?;
-        ensure!(
-            hex::encode(Sha256::digest(&bytes)) == file.sha256,
-            "frame file {} in the backup is damaged (SHA-256 differs)",
-            file.gridfs_id
-        );
+        let bytes = frame_file(dir, file).await?;
         store
             .put_with_id(
                 ObjectId::parse_str(&file.gridfs_id)?,
@@ -276,6 +304,60 @@ pub async fn restore(config: &Config, dir: &Path, force: bool) -> anyhow::Result
         scenes: manifest.scenes,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// A node whose heartbeat is younger than this is running (heartbeats come every 2 s).
+const NODE_FRESH_S: f64 = 30.0;
+
+/// Checks the dump and every frame file against the manifest.
+async fn verify(dir: &Path, manifest: &Manifest) -> anyhow::Result<()> {
+    let dump = dir.join("postgres.dump");
+    ensure!(
+        dump.exists(),
+        "{} is missing from the backup",
+        dump.display()
+    );
+    if let Some(expected) = &manifest.dump_sha256 {
+        ensure!(
+            &hex_sha256_of_file(&dump).await? == expected,
+            "postgres.dump in the backup is damaged (SHA-256 differs); nothing was changed"
+        );
+    }
+    for file in &manifest.frames {
+        frame_file(dir, file).await?;
+    }
+    Ok(())
+}
+
+/// One frame file of the backup, checked against its SHA-256.
+async fn frame_file(dir: &Path, file: &FrameFile) -> anyhow::Result<Vec<u8>> {
+    let bytes = tokio::fs::read(dir.join("frames").join(&file.gridfs_id))
+        .await
+        .with_context(|| format!("frame file {} is missing from the backup", file.gridfs_id))?;
+    ensure!(
+        hex::encode(Sha256::digest(&bytes)) == file.sha256,
+        "frame file {} in the backup is damaged (SHA-256 differs); nothing was changed",
+        file.gridfs_id
+    );
+    Ok(bytes)
+}
+
+/// Hex SHA-256 of a file, read in pieces (a dump can be large).
+async fn hex_sha256_of_file(path: &Path) -> anyhow::Result<String> {
+    use tokio::io::AsyncReadExt;
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .with_context(|| format!("reading {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
 }
 
 #[cfg(test)]

@@ -167,3 +167,59 @@ async fn a_backup_restored_into_empty_stores_serves_the_same_deployment() {
     drop(phone);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A forced restore checks the whole backup before it touches anything, and refuses while a
+/// node of the target deployment runs.
+#[tokio::test]
+async fn a_forced_restore_verifies_first_and_never_runs_under_a_live_node() {
+    let app = spawn_app().await;
+    let (op, _) = app.register("keeper").await;
+    let scene = app.create_scene(&op, "Kept").await;
+    let (status, _) = app
+        .upload(&op, scene, "image/png", images::png(8, 8), "")
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let dir = std::env::temp_dir().join(format!("c3s-backup-{}", Uuid::new_v4().simple()));
+    let dir_arg = dir.to_str().unwrap();
+    let (db, mongo) = (
+        app.config.database_url.expose_secret().to_owned(),
+        app.config.mongodb_database.clone(),
+    );
+    let (ok, _, err) = c3s(&app, &db, &mongo, &["backup", dir_arg]);
+    assert!(ok, "backup failed: {err}");
+
+    // the deployment's node is running: refused, and everything is still there
+    let (ok, _, err) = c3s(&app, &db, &mongo, &["restore", dir_arg, "--force"]);
+    assert!(!ok && err.contains("running"), "{err}");
+    assert_eq!(app.storage_counts().await, (1, 1));
+
+    // into another deployment (no node), with a damaged frame file: refused before anything
+    let target_db = fresh_database().await.unwrap();
+    let target_mongo = format!("c3s_restored_{}", Uuid::new_v4().simple());
+    let (ok, _, err) = c3s(&app, &target_db, &target_mongo, &["restore", dir_arg]);
+    assert!(ok, "restore failed: {err}");
+    let frame = std::fs::read_dir(dir.join("frames"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&frame).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(&frame, &bytes).unwrap();
+    let (ok, _, err) = c3s(
+        &app,
+        &target_db,
+        &target_mongo,
+        &["restore", dir_arg, "--force"],
+    );
+    assert!(!ok && err.contains("damaged"), "{err}");
+    let mut target = <sqlx::PgConnection as sqlx::Connection>::connect(&target_db)
+        .await
+        .unwrap();
+    let (scenes,): (i64,) = sqlx::query_as("select count(*) from scene")
+        .fetch_one(&mut target)
+        .await
+        .unwrap();
+    assert_eq!(scenes, 1, "the first restore is untouched");
+}

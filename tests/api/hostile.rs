@@ -739,3 +739,49 @@ async fn a_trickling_upload_is_cut_off_and_frees_its_slot_for_another_operator()
         .expect("an answer");
     assert_eq!(slow.status(), StatusCode::REQUEST_TIMEOUT);
 }
+
+#[tokio::test]
+async fn anonymous_calendar_feeds_are_built_once_per_change() {
+    let app = spawn_app().await;
+    let (op, _) = app.register("oper").await;
+    let (_, body) = app
+        .call(
+            Method::POST,
+            "/api/organizers",
+            Some(&op),
+            Some(json!({"name": "Club"})),
+        )
+        .await;
+    let organizer = body["organizer_id"].as_str().unwrap().to_owned();
+    let (_, body) = app
+        .call(
+            Method::POST,
+            "/api/venues",
+            Some(&op),
+            Some(json!({"organizer_id": organizer, "name": "Arena", "lat": 55.0, "lon": 37.0, "capacity": 10})),
+        )
+        .await;
+    let venue = body["venue_id"].as_str().unwrap().to_owned();
+    let feed = || {
+        app.client
+            .get(app.url(&format!("/api/venues/{venue}/calendar.ics")))
+            .send()
+    };
+    let cache = |r: &reqwest::Response| r.headers()["x-cache"].to_str().unwrap().to_owned();
+    assert_eq!(cache(&feed().await.unwrap()), "miss");
+    for _ in 0..20 {
+        assert_eq!(cache(&feed().await.unwrap()), "hit");
+    }
+    let (status, _) = app
+        .call(
+            Method::PUT,
+            &format!("/api/venues/{venue}"),
+            Some(&op),
+            Some(json!({"organizer_id": organizer, "name": "Arena Two", "lat": 55.0, "lon": 37.0, "capacity": 10})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let changed = feed().await.unwrap();
+    assert_eq!(cache(&changed), "miss", "a change is seen at once");
+    assert!(changed.text().await.unwrap().contains("Arena Two"));
+}
