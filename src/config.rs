@@ -69,6 +69,10 @@ pub struct Config {
     #[arg(long, env = "C3S_MAX_FRAME_PIXELS", default_value_t = 40_000_000)]
     pub max_frame_pixels: u64,
 
+    /// Shortest a frame may be shown, in ms (60 Hz screens show a frame at least 16 ms).
+    #[arg(long, env = "C3S_MIN_FRAME_MS", default_value_t = 16)]
+    pub min_frame_ms: u32,
+
     /// Most frames one animated upload may split into.
     #[arg(long, env = "C3S_MAX_ANIMATION_FRAMES", default_value_t = 1000)]
     pub max_animation_frames: usize,
@@ -320,6 +324,7 @@ impl std::fmt::Debug for Config {
             .field("web_root", &self.web_root)
             .field("max_upload_bytes", &self.max_upload_bytes)
             .field("max_frame_pixels", &self.max_frame_pixels)
+            .field("min_frame_ms", &self.min_frame_ms)
             .field("max_animation_frames", &self.max_animation_frames)
             .field("max_animation_pixels", &self.max_animation_pixels)
             .field("min_body_bytes_per_s", &self.min_body_bytes_per_s)

@@ -71,7 +71,13 @@ pub struct Follower {
     hub: Arc<Hub>,
     frames: Arc<FrameCache>,
     scheduler: Waker,
+    /// Bounds the shows being preloaded at once: a burst of show builds queues its preloads
+    /// (each decodes every frame of its show) instead of decoding them all at once.
+    preloads: Arc<tokio::sync::Semaphore>,
 }
+
+/// Shows preloaded at once on one node.
+const PRELOADS_AT_ONCE: usize = 2;
 
 fn rgb(color: &str) -> [u8; 3] {
     let v = parse_color(color).unwrap_or(0);
@@ -103,6 +109,7 @@ impl Follower {
             hub,
             frames,
             scheduler,
+            preloads: Arc::new(tokio::sync::Semaphore::new(PRELOADS_AT_ONCE)),
         }
     }
 
@@ -284,7 +291,11 @@ impl Follower {
     fn preload(&self, show: Arc<Show>) {
         let cache = self.frames.clone();
         let scheduler = self.scheduler.clone();
+        let preloads = self.preloads.clone();
         tokio::spawn(async move {
+            let Ok(_slot) = preloads.acquire_owned().await else {
+                return;
+            };
             cache.preload(&show).await;
             scheduler.wake();
         });

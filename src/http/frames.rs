@@ -60,13 +60,16 @@ pub struct UploadParams {
     pub name: Option<String>,
 }
 
-fn check_duration(ms: u32) -> Result<i32> {
-    if (1..=MAX_FRAME_DURATION_MS).contains(&ms) {
+/// A frame's duration: at least `min_frame_ms` (a phone cannot show faster than its screen,
+/// and a show of thousands of 1 ms frames would cost the scheduler for nothing).
+fn check_duration(ms: u32, min_frame_ms: u32) -> Result<i32> {
+    let min = min_frame_ms.max(1);
+    if (min..=MAX_FRAME_DURATION_MS).contains(&ms) {
         Ok(ms as i32)
     } else {
         Err(Error::invalid(
             "invalid_duration",
-            format!("duration_ms is 1 to {MAX_FRAME_DURATION_MS}"),
+            format!("duration_ms is {min} to {MAX_FRAME_DURATION_MS}"),
         ))
     }
 }
@@ -158,7 +161,11 @@ async fn upload_frames(
 ) -> Result<(StatusCode, Json<Vec<Frame>>)> {
     scene_with_right(&state, &me, scene_id, Permission::Operator).await?;
     state.rate_limits.uploads.check(&me.user_id)?;
-    let requested_duration = params.duration_ms.map(check_duration).transpose()?;
+    let min_frame_ms = state.config.min_frame_ms;
+    let requested_duration = params
+        .duration_ms
+        .map(|ms| check_duration(ms, min_frame_ms))
+        .transpose()?;
     let name = Rule::line("name", MAX_FRAME_NAME_CHARS).clean_opt(params.name.as_deref())?;
 
     let (bytes, permit) = read_body_limited(
@@ -356,7 +363,7 @@ async fn update_frame(
     Json(body): Json<FrameUpdate>,
 ) -> Result<Json<Frame>> {
     scene_with_right(&state, &me, scene_id, Permission::Operator).await?;
-    let duration = check_duration(body.duration_ms)?;
+    let duration = check_duration(body.duration_ms, state.config.min_frame_ms)?;
     let mut command = state.commands.begin(scene_id).await?;
     let tx = command.tx();
     let frame = store::frames::set_duration(&mut **tx, scene_id, frame_id, duration)

@@ -42,7 +42,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 #[openapi(
     info(title = "C3S — Cloud Scene Screen Service", description = "Scenes, pixels, frames and the people who run them. Every error is `{error, message}`."),
     components(schemas(ErrorBody)),
-    modifiers(&BearerAuth, &SharedResponses),
+    modifiers(&BearerAuth),
     tags((name = "accounts"), (name = "scenes"), (name = "frames"), (name = "shows"), (name = "locating"), (name = "calendar"), (name = "realtime"), (name = "health"))
 )]
 struct ApiDoc;
@@ -146,12 +146,15 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(log::router())
         .merge(calendar::router())
         .merge(search::router());
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .merge(crate::ws::router())
         .nest("/api", api)
-        .split_for_parts()
+        .split_for_parts();
+    // on the whole document: the paths are merged in only now
+    SharedResponses.modify(&mut openapi);
+    (router, openapi)
 }
 
 pub fn router(state: AppState) -> Router {

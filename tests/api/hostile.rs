@@ -785,3 +785,44 @@ async fn anonymous_calendar_feeds_are_built_once_per_change() {
     assert_eq!(cache(&changed), "miss", "a change is seen at once");
     assert!(changed.text().await.unwrap().contains("Arena Two"));
 }
+
+/// Every status the shared layers can answer is in each operation's OpenAPI entry.
+#[tokio::test]
+async fn every_operation_lists_the_statuses_the_shared_layers_answer() {
+    let app = spawn_app().await;
+    let doc: Value = app
+        .client
+        .get(app.url("/api/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if !path.starts_with("/api/") {
+            continue;
+        }
+        for (method, op) in item.as_object().unwrap() {
+            let listed = |status: &str| op["responses"].get(status).is_some();
+            let needs = [
+                (
+                    "400",
+                    op.get("parameters").is_some() || op.get("requestBody").is_some(),
+                ),
+                ("401", op.get("security").is_some()),
+                ("415", op.get("requestBody").is_some()),
+                ("503", true),
+            ];
+            for (status, needed) in needs {
+                assert!(
+                    !needed || listed(status),
+                    "{method} {path} does not list {status}"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 50, "{checked} operations");
+}

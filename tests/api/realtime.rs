@@ -485,6 +485,7 @@ async fn a_slow_phone_is_dropped_without_delaying_others() {
         c.lookahead_ms = 40;
         c.ws_queue_capacity = 4;
         c.socket_send_buffer = 4096;
+        c.min_frame_ms = 1;
     })
     .await;
     let (op, scene) = two_frame_scene(&app, true, 100).await;
