@@ -32,6 +32,8 @@ pub struct AppState {
     pub frame_store: FrameStore,
     /// Bounds uploads decoded at once (each may hold `max_upload_bytes` in memory).
     pub upload_slots: Arc<Semaphore>,
+    /// MiB of decode memory (`decode_memory_mb`), taken by each image decode for its need.
+    pub decode_memory: Arc<Semaphore>,
     /// Bounds observers' clips read at once (each uses every core and up to
     /// `video_decoded_mb`).
     pub video_slots: Arc<Semaphore>,
@@ -128,6 +130,9 @@ impl App {
         let rate_limits = Arc::new(config.rate_limits());
         let state = AppState {
             upload_slots: Arc::new(Semaphore::new(config.upload_concurrency.max(1))),
+            decode_memory: Arc::new(Semaphore::new(
+                config.decode_memory_mb.clamp(1, u64::from(u32::MAX >> 4)) as usize,
+            )),
             video_slots: Arc::new(Semaphore::new(config.video_concurrency.max(1))),
             config: Arc::new(config),
             placements: Placements::new(commands.clone()),

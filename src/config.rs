@@ -92,6 +92,11 @@ pub struct Config {
     #[arg(long, env = "C3S_BODY_RATE_GRACE_MS", default_value_t = 10_000)]
     pub body_rate_grace_ms: u64,
 
+    /// Memory all image decodes of this node may hold at once, in MiB (each decode's need is
+    /// estimated from its header: a 6000 × 6000 GIF needs about 410).
+    #[arg(long, env = "C3S_DECODE_MEMORY_MB", default_value_t = 1024)]
+    pub decode_memory_mb: u64,
+
     /// Uploads decoded at the same time; each may hold up to `max_upload_bytes` in memory.
     #[arg(long, env = "C3S_UPLOAD_CONCURRENCY", default_value_t = 4)]
     pub upload_concurrency: usize,
@@ -330,6 +335,7 @@ impl std::fmt::Debug for Config {
             .field("min_body_bytes_per_s", &self.min_body_bytes_per_s)
             .field("body_rate_grace_ms", &self.body_rate_grace_ms)
             .field("upload_concurrency", &self.upload_concurrency)
+            .field("decode_memory_mb", &self.decode_memory_mb)
             .field("max_video_bytes", &self.max_video_bytes)
             .field("max_video_seconds", &self.max_video_seconds)
             .field("max_video_pixels", &self.max_video_pixels)

@@ -170,6 +170,23 @@ pub fn prepare_upload(
     }])
 }
 
+/// What decoding `bytes` may hold in memory at once, in MiB, from its header alone (no
+/// pixel is decoded): an animation holds its canvas, the previous canvas and the frame being
+/// composited (RGBA8), a still image its 16-bit RGBA buffer; 16 MiB of slack either way.
+/// `None` when the header cannot be read (the decode itself then says why).
+pub fn decode_memory_mib(bytes: &[u8]) -> Option<u64> {
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .ok()?;
+    let format = reader.format()?;
+    let (w, h) = reader.into_dimensions().ok()?;
+    let per_pixel = match format {
+        ImageFormat::Gif | ImageFormat::WebP => 12,
+        _ => 8,
+    };
+    Some((u64::from(w) * u64::from(h) * per_pixel >> 20) + 16)
+}
+
 fn undecodable(e: image::ImageError) -> FrameError {
     FrameError::Undecodable(e.to_string())
 }

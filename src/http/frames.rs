@@ -184,10 +184,22 @@ async fn upload_frames(
         max_animation_frames: state.config.max_animation_frames,
         max_animation_pixels: state.config.max_animation_pixels,
     };
-    // the slot goes with the decode: a client that hangs up does not free it while the
-    // decode goes on
+    // the decode's memory, from the header, out of the node's budget (a huge canvas waits
+    // for room rather than adding to the others)
+    let budget = state.config.decode_memory_mb.max(1);
+    let need = crate::frames::decode_memory_mib(&bytes)
+        .unwrap_or(16)
+        .min(budget);
+    let memory = state
+        .decode_memory
+        .clone()
+        .acquire_many_owned(need as u32)
+        .await
+        .map_err(|e| Error::Internal(e.into()))?;
+    // the slot and the memory go with the decode: a client that hangs up does not free them
+    // while the decode goes on
     let prepared = tokio::task::spawn_blocking(move || {
-        let _slot = permit;
+        let _held = (permit, memory);
         prepare_upload(bytes, declared.as_deref(), limits)
     })
     .await

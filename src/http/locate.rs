@@ -490,10 +490,19 @@ async fn upload_photo(
     let read_ms = started.elapsed().as_millis() as u64;
     let homography = Homography::fit(&points)
         .map_err(|e| Error::invalid("invalid_reference_points", e.to_string()))?;
+    let need = crate::frames::decode_memory_mib(&photo)
+        .unwrap_or(16)
+        .min(state.config.decode_memory_mb.max(1));
+    let memory = state
+        .decode_memory
+        .clone()
+        .acquire_many_owned(need as u32)
+        .await
+        .map_err(|e| Error::Internal(e.into()))?;
     let (width, height, found) = tokio::task::spawn_blocking(move || {
-        // the slot is held by the work itself: a request that times out does not free it
-        // while its scan still runs
-        let _permit = _permit;
+        // the slot and the memory are held by the work itself: a request that times out
+        // does not free them while its scan still runs
+        let _held = (_permit, memory);
         let gray = qr::decode_gray(&photo, MAX_PHOTO_PIXELS)?;
         let (w, h) = gray.dimensions();
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());

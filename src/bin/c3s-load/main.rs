@@ -117,7 +117,16 @@ struct Args {
     /// Extra server settings, `NAME=value`, repeatable (e.g. C3S_TICK_MS=250).
     #[arg(long = "server-env")]
     server_env: Vec<String>,
+    /// A command run (by `sh -c`) once the show plays, with `C3S_SERVER` (the server's base
+    /// URL), `C3S_SCENE` and `C3S_PID` (the server's) in its environment: an attack on the
+    /// server while the phones watch. The measured show lasts until it ends, and at least
+    /// `--duration-s`; its last line (JSON) goes into the report as `attack`.
+    #[arg(long)]
+    attack: Option<String>,
 }
+
+/// Longest an `--attack` command may run.
+const ATTACK_TIMEOUT: Duration = Duration::from_secs(600);
 
 const ADMIN: &str = "loadadmin";
 const ADMIN_PASSWORD: &str = "load-admin-password";
@@ -125,6 +134,36 @@ const ADMIN_PASSWORD: &str = "load-admin-password";
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(300);
 const PLAY_LEAD_MS: i64 = 3000;
+
+/// Runs the attack command to its end (or `ATTACK_TIMEOUT`); its last output line as JSON
+/// (or as text), with its exit status.
+async fn run_attack(command: &str, base: &str, scene_id: Uuid, pid: u32) -> Value {
+    let child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .env("C3S_SERVER", base)
+        .env("C3S_SCENE", scene_id.to_string())
+        .env("C3S_PID", pid.to_string())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn();
+    let child = match child {
+        Ok(child) => child,
+        Err(e) => return json!({"error": format!("the attack did not start: {e}")}),
+    };
+    match tokio::time::timeout(ATTACK_TIMEOUT, child.wait_with_output()).await {
+        Err(_) => json!({"error": "the attack ran past its timeout"}),
+        Ok(Err(e)) => json!({"error": format!("the attack failed: {e}")}),
+        Ok(Ok(out)) => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let last = text.lines().last().unwrap_or("");
+            json!({
+                "exit": out.status.code(),
+                "report": serde_json::from_str::<Value>(last).unwrap_or_else(|_| json!(last)),
+            })
+        }
+    }
+}
 
 /// The server process; killed (by its PID) when dropped.
 struct Server {
@@ -430,10 +469,17 @@ async fn main() -> anyhow::Result<()> {
             None,
         )
         .await?;
-    tokio::time::sleep(
-        Duration::from_millis(PLAY_LEAD_MS as u64) + Duration::from_secs(args.duration_s),
-    )
-    .await;
+    let show_started = Instant::now();
+    let attack = match &args.attack {
+        None => Value::Null,
+        Some(command) => {
+            tokio::time::sleep(Duration::from_millis(PLAY_LEAD_MS as u64)).await;
+            run_attack(command, &server.base, scene_id, pid).await
+        }
+    };
+    let until = Duration::from_millis(PLAY_LEAD_MS as u64) + Duration::from_secs(args.duration_s);
+    tokio::time::sleep(until.saturating_sub(show_started.elapsed())).await;
+    let measured_s = show_started.elapsed().as_secs_f64() - PLAY_LEAD_MS as f64 / 1000.0;
     let (cpu_after, rss_end_kb, rss_peak_kb) = proc_usage(pid)?;
     stop.cancel();
 
@@ -473,7 +519,7 @@ async fn main() -> anyhow::Result<()> {
         "late_chunks": late,
         "late_chunk_ratio": if stream > 0 { late as f64 / stream as f64 } else { f64::NAN },
         "min_chunk_lead_ms": min_lead,
-        "bytes_per_phone_per_s": round3(bytes as f64 / phones_f / args.duration_s as f64),
+        "bytes_per_phone_per_s": round3(bytes as f64 / phones_f / measured_s.max(1.0)),
         "sync_err_p50_ms": round3(percentile(&errs, 0.5)),
         "sync_err_p99_ms": round3(percentile(&errs, 0.99)),
         "sync_err_max_ms": round3(errs.last().copied().unwrap_or(f64::NAN)),
@@ -492,6 +538,8 @@ async fn main() -> anyhow::Result<()> {
         "up_delay_ms": up.delay.as_millis() as u64,
         "up_jitter_ms": up.jitter.as_millis() as u64,
         "sync_samples": args.sync_samples,
+        "measured_s": round3(measured_s),
+        "attack": attack,
     });
     println!("{line}");
     Ok(())
