@@ -66,6 +66,8 @@ pub struct AppState {
     pub passwords: Arc<crate::budget::WorkQueue>,
     /// Requests per minute per client address or account.
     pub rate_limits: Arc<crate::budget::RateLimits>,
+    /// Each scene's allowance of placements from its phones (seat, GPS) on this node.
+    pub phone_writes: Arc<dashmap::DashMap<uuid::Uuid, std::sync::Mutex<crate::budget::Bucket>>>,
     /// Sockets per client address that have not said hello yet.
     pub pending_sockets: Arc<dashmap::DashMap<std::net::IpAddr, u32>>,
 }
@@ -154,6 +156,7 @@ impl App {
             passwords,
             rate_limits,
             pending_sockets: Arc::default(),
+            phone_writes: Arc::default(),
         };
         tokio::spawn(sweep_orphans(state.clone()));
         tokio::spawn(forget_idle(state.clone()));
@@ -259,6 +262,9 @@ async fn forget_idle(state: AppState) {
         }
         state.rate_limits.forget_idle();
         let freed = state.hub.free_idle(idle);
+        state
+            .phone_writes
+            .retain(|id, _| state.hub.scene(*id).is_some());
         if freed > 0 {
             tracing::info!(freed, "idle scenes freed");
         }

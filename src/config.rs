@@ -204,6 +204,12 @@ pub struct Config {
     #[arg(long, env = "C3S_IDLE_SCENE_S", default_value_t = 600)]
     pub idle_scene_s: u64,
 
+    /// Placements (seat, GPS) a scene's phones may write per second on one node, after a
+    /// burst of ten seconds' worth: a crowd typing its seats fits, a flood of new phones does
+    /// not grow the scene's log without bound (0: no limit).
+    #[arg(long, env = "C3S_SCENE_PHONE_WRITES_PER_S", default_value_t = 500)]
+    pub scene_phone_writes_per_s: u32,
+
     /// Memory for cached search results, in MiB (weighed by their JSON size).
     #[arg(long, env = "C3S_SEARCH_CACHE_MB", default_value_t = 32)]
     pub search_cache_mb: u64,
@@ -363,6 +369,7 @@ impl std::fmt::Debug for Config {
                 &self.pending_sockets_per_address,
             )
             .field("idle_scene_s", &self.idle_scene_s)
+            .field("scene_phone_writes_per_s", &self.scene_phone_writes_per_s)
             .field("search_cache_mb", &self.search_cache_mb)
             .field("ics_cache_mb", &self.ics_cache_mb)
             .field("password_workers", &self.password_workers)

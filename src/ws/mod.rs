@@ -390,10 +390,10 @@ async fn run(
                     Some(ClientMsg::SyncReport { .. }) => {}
                     // seat and GPS attempts each write to the scene: a phone has a few, then
                     // one every few seconds (the others are told to wait, not closed)
-                    Some(ClientMsg::Seat { .. }) if !locating.take() => {
+                    Some(ClientMsg::Seat { .. }) if !locating.take() || !scene_may_write(state, scene_id) => {
                         refuse(socket, LocationMethod::Seat, Some(TOO_MANY_ATTEMPTS.into())).await?;
                     }
-                    Some(ClientMsg::Gps { .. }) if !locating.take() => {
+                    Some(ClientMsg::Gps { .. }) if !locating.take() || !scene_may_write(state, scene_id) => {
                         refuse(socket, LocationMethod::Gps, Some(TOO_MANY_ATTEMPTS.into())).await?;
                     }
                     Some(ClientMsg::Seat { section, row, seat }) => {
@@ -434,6 +434,22 @@ async fn run(
             }
         }
     }
+}
+
+/// Whether the scene's phones may write one more placement now (`scene_phone_writes_per_s`).
+fn scene_may_write(state: &AppState, scene_id: Uuid) -> bool {
+    let per_s = state.config.scene_phone_writes_per_s;
+    if per_s == 0 {
+        return true;
+    }
+    let bucket = state.phone_writes.entry(scene_id).or_insert_with(|| {
+        std::sync::Mutex::new(Bucket::new(f64::from(per_s), f64::from(per_s) * 10.0))
+    });
+    let allowed = bucket.lock().expect("bucket lock").take();
+    if !allowed {
+        metrics::counter!("c3s_scene_writes_refused_total").increment(1);
+    }
+    allowed
 }
 
 /// Sends `msg`, unless the phone is dropped while its socket is stalled: a phone that stopped

@@ -826,3 +826,40 @@ async fn every_operation_lists_the_statuses_the_shared_layers_answer() {
     }
     assert!(checked > 50, "{checked} operations");
 }
+
+#[tokio::test]
+async fn a_scene_s_phones_write_to_its_log_within_a_budget() {
+    let app = spawn_app_with(shared_mongodb_url(), |c| c.scene_phone_writes_per_s = 1).await;
+    let (op, _) = app.register("oper").await;
+    let scene = app.create_scene_sized(&op, "Stand", 100.0, 60.0).await;
+    app.call(
+        Method::PATCH,
+        &format!("/api/scenes/{scene}"),
+        Some(&op),
+        Some(json!({"location_methods": ["seat"]})),
+    )
+    .await;
+    app.open_scene(&op, scene).await;
+    let csv: String = (1..=12).map(|s| format!("A,1,{s},{s},5\n")).collect();
+    let resp = app
+        .client
+        .put(app.url(&format!("/api/scenes/{scene}/seats")))
+        .bearer_auth(&op)
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut located = 0;
+    for s in 1..=12 {
+        let mut phone = Phone::join(&app, scene, None).await;
+        if seat_reply(&mut phone, &s.to_string()).await["type"] == "located" {
+            located += 1;
+        }
+    }
+    assert_eq!(
+        located, 10,
+        "a burst of ten seconds' worth, then one a second"
+    );
+}
