@@ -851,15 +851,22 @@ async fn a_scene_s_phones_write_to_its_log_within_a_budget() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    let mut located = 0;
+    let started = std::time::Instant::now();
+    let (mut located, mut refused) = (0, 0);
     for s in 1..=12 {
         let mut phone = Phone::join(&app, scene, None).await;
-        if seat_reply(&mut phone, &s.to_string()).await["type"] == "located" {
-            located += 1;
+        match seat_reply(&mut phone, &s.to_string()).await["type"].as_str() {
+            Some("located") => located += 1,
+            _ => refused += 1,
         }
     }
-    assert_eq!(
-        located, 10,
-        "a burst of ten seconds' worth, then one a second"
+    // a burst of ten seconds' worth, then one a second
+    let refilled = started.elapsed().as_secs_f64().ceil() as i32;
+    assert!(
+        located >= 10 && located <= 10 + refilled,
+        "{located} located in {refilled} s"
     );
+    if refilled < 2 {
+        assert!(refused > 0, "past the burst, seats are refused");
+    }
 }
