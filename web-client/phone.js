@@ -173,7 +173,7 @@ function onMessage(msg) {
       describe();
       break;
     case 'locate_refused':
-      say(msg.method === 'seat' ? 'That seat was not found.' : 'Your location could not be used.', msg.reason);
+      say(msg.method === 'seat' ? 'That seat could not be used.' : 'Your location could not be used.', msg.reason);
       break;
     case 'qr':
       showQr(msg);

@@ -97,6 +97,17 @@ async fn scene_socket(
                 // queue, which only a flush writes
                 let _ = timeout(CLOSE_TIMEOUT, futures::SinkExt::flush(&mut socket)).await;
             }
+            // what the phone still sends is read (and dropped) until its close frame: a
+            // connection closed with bytes unread is reset, and the reset loses the close
+            // frame the phone has not read yet
+            let drain = async {
+                while let Some(Ok(msg)) = socket.recv().await {
+                    if matches!(msg, Message::Close(_)) {
+                        break;
+                    }
+                }
+            };
+            let _ = timeout(CLOSE_TIMEOUT, drain).await;
         })
 }
 
@@ -402,8 +413,15 @@ async fn run(
                         refuse(socket, LocationMethod::Seat, refused).await?;
                     }
                     Some(ClientMsg::ShowQr) => {
-                        let msg = qr_message(&state.secret, scene_id, pixel.pixel_id);
-                        send(socket, Message::Text(msg.into())).await?;
+                        // as `POST .../qr-codes` does: only where the scene locates by QR
+                        let scene = current(state, &scene).await;
+                        if scene.location_methods.contains(&LocationMethod::Qr) {
+                            let msg = qr_message(&state.secret, scene_id, pixel.pixel_id);
+                            send(socket, Message::Text(msg.into())).await?;
+                        } else {
+                            let refused = Some("this scene does not locate phones by QR code".to_owned());
+                            refuse(socket, LocationMethod::Qr, refused).await?;
+                        }
                     }
                     Some(ClientMsg::Gps { lat, lon, accuracy_m }) => {
                         let scene = current(state, &scene).await;

@@ -61,7 +61,7 @@ const SHAPES = {
   scene: (m) => sceneShape(m.scene),
   sync: (m) => isNum(m.t0) && isNum(m.t1) && isNum(m.t2),
   located: (m) => isNum(m.x) && isNum(m.y),
-  locate_refused: (m) => ['seat', 'gps'].includes(m.method) && typeof m.reason === 'string',
+  locate_refused: (m) => ['seat', 'gps', 'qr'].includes(m.method) && typeof m.reason === 'string',
   qr: (m) => m.side === 25 && typeof m.modules === 'string' && m.modules.length === 625 && isNum(m.expires_us),
   identify: (m) => isNum(m.until_us),
   flash: (m) => isId(m.session_id) && isNum(m.starts_at_us) && isNum(m.symbol_us) && typeof m.slots === 'string' && /^[01]{63}$/.test(m.slots),
@@ -612,6 +612,30 @@ describe('the phone protocol (docs/protocol.md)', { concurrency: true }, () => {
     assert.deepEqual(failures, []);
   });
 
+  test('the close frame reaches a phone that is still sending (1009, 4000)', async (t) => {
+    const cases = [
+      [1009, 'message too big', '{"type":"sync","t0":1' + ' '.repeat(MAX_MESSAGE_BYTES + 100) + '}'],
+      [4000, 'not a message of this protocol', '{"type":"zebra_crossing_x9"}'],
+    ];
+    const seen = [];
+    const failures = [];
+    await Promise.all(cases.flatMap(([code, sentence, bad]) => [0, 1, 2, 3].map(async (k) => {
+      const phone = new Phone(scenes.plain.scene_id);
+      await phone.hello();
+      // the bad message, then ten good ones already on their way (as a busy phone's would be)
+      phone.send(bad);
+      for (let i = 0; i < 10; i++) phone.send({ type: 'sync', t0: i });
+      try {
+        await expectClose(phone, code, sentence, 5000);
+      } catch (e) {
+        failures.push(`${code} #${k}: ${e.message}`);
+      }
+      seen.push(`${code} #${k} → ${phone.closeInfo?.code}`);
+    })));
+    t.diagnostic(seen.sort().join('; '));
+    assert.deepEqual(failures, []);
+  });
+
   test('a client that closes first is answered with a close frame (before and after hello)', async (t) => {
     const results = [];
     const failures = [];
@@ -624,10 +648,9 @@ describe('the phone protocol (docs/protocol.md)', { concurrency: true }, () => {
       const what = `${helloFirst ? 'after' : 'before'} hello, the client's close ${JSON.stringify(args)}`;
       results.push(`${what} → ${info ? `${info.code} "${info.reason}"` : 'nothing within 5 s'}`);
       if (!info) { failures.push(`${what}: no close within 5 s`); continue; }
+      // the document: the server answers a phone's close with the phone's own frame (RFC 6455)
       if (info.code === 1006) failures.push(`${what}: no close frame from the server (1006)`);
-      else if (!REASONS[info.code]) failures.push(`${what}: the server's close has ${info.code === 1005 ? 'no code (1005)' : `code ${info.code}, not a documented one`}`);
-      if (info.reason.includes('client-reason')) failures.push(`${what}: the server's reason repeats the client's text: "${info.reason}"`);
-      else if (info.code !== 1006 && !(REASONS[info.code] ?? []).includes(info.reason)) failures.push(`${what}: reason "${info.reason}" is not a documented sentence`);
+      else if (info.code !== (args[0] ?? 1005)) failures.push(`${what}: the server answered ${info.code}, not the phone's own code`);
     }
     t.diagnostic(results.join('; '));
     assert.deepEqual(failures, []);
@@ -866,11 +889,10 @@ describe('the phone protocol (docs/protocol.md)', { concurrency: true }, () => {
     const gps = await phone.nextOfType('locate_refused');
     assert.equal(gps.method, 'gps');
     assert.ok(gps.reason.length > 0);
-    const before = phone.messages.length;
     phone.send({ type: 'show_qr' });
-    await sleep(1000);
-    const answer = phone.messages.slice(before).map((m) => m.msg);
-    t.diagnostic(`seat: "${seat.reason}"; gps: "${gps.reason}"; show_qr answered with ${JSON.stringify(answer)} (the document names no answer here)`);
+    const qr = await phone.nextOfType('locate_refused');
+    assert.equal(qr.method, 'qr');
+    t.diagnostic(`seat: "${seat.reason}"; gps: "${gps.reason}"; show_qr: "${qr.reason}"`);
     assert.ok(phone.open, 'show_qr is a message of the protocol: the session goes on');
     assert.ok(!phone.messages.some((m) => m.msg.type === 'located'), 'never located');
     phone.ws.close(1000);
@@ -1066,7 +1088,8 @@ describe('the phone protocol (docs/protocol.md)', { concurrency: true }, () => {
         (isCatchup ? leads.catchup : leads.regular).push(lead);
         if (!isCatchup) {
           if (c.start !== prev.start + prev.length) problems.push(`${name}: window ${i} starts at ${c.start}, not where the one before ends (${prev.start + prev.length})`);
-          if (c.length !== tick) problems.push(`${name}: regular window ${i} is ${c.length} ms, not tick_ms ${tick}`);
+          // normally tick_ms; around a catch-up in the phone's cell one or two differ
+          if (!(c.length > 0 && c.length <= 2 * tick)) problems.push(`${name}: regular window ${i} is ${c.length} ms, not within (0, 2 × tick_ms ${tick}]`);
         }
         prev = c;
       }
@@ -1121,9 +1144,13 @@ describe('the phone protocol (docs/protocol.md)', { concurrency: true }, () => {
       if (!twin.equals(c.bytes)) problems.push(`two phones in one cell got different bytes for window ${c.start}`);
     }
     if (!compared) problems.push('no window that two phones of one cell both got');
-    // the document's lead: each regular chunk at least lookahead_ms before its first instant
-    const short = leads.regular.filter((l) => l < lookahead);
-    if (short.length) problems.push(`${short.length} of ${leads.regular.length} regular chunks arrived less than lookahead_ms (${lookahead} ms) before their first instant (least ${Math.min(...short).toFixed(0)} ms)`);
+    // the document's lead: each regular chunk at least lookahead_ms − tick_ms before its first
+    // instant (and about lookahead_ms in the steady state); the sync error is a few ms here
+    const floor = lookahead - tick - 20;
+    const short = leads.regular.filter((l) => l < floor);
+    if (short.length) problems.push(`${short.length} of ${leads.regular.length} regular chunks arrived less than lookahead_ms − tick_ms (${floor + 20} ms) before their first instant (least ${Math.min(...short).toFixed(0)} ms)`);
+    const median = [...leads.regular].sort((a, b) => a - b)[Math.floor(leads.regular.length / 2)];
+    if (!(Math.abs(median - lookahead) < 50)) problems.push(`the median lead ${median?.toFixed(0)} ms is not about lookahead_ms (${lookahead})`);
 
     for (const p of [unlocated, early, again]) p.ws.close(1000);
     assert.deepEqual(problems, []);
