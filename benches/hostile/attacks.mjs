@@ -112,7 +112,7 @@ function gif(side, tiny) {
   return Buffer.from(out);
 }
 
-await attack('gif_bomb', [413, 422, 429], async (count) => {
+await attack('gif_bomb', [413, 422, 429, 'hung_up'], async (count) => {
   // 6000 × 6000, then 19 one-pixel frames: 720 million pixels to decode
   const bomb = gif(6000, 19);
   count((await call('POST', `/api/scenes/${myScene}/frames`, { token, body: bomb, headers: { 'content-type': 'image/gif' } })).status);
@@ -153,13 +153,14 @@ function phone(scene) {
   });
 }
 
-await attack('same_seat_200_times', ['located', 'locate_refused', 'closed_4029'], async (count) => {
+await attack('same_seat_200_times', ['located', 'slowed', 'closed_4029'], async (count) => {
   const ws = await phone(myScene);
   if (!ws) return count('no_socket');
   ws.on('message', (data, binary) => {
     if (!binary) {
       const t = JSON.parse(String(data)).type;
-      if (t === 'located' || t === 'locate_refused') count(t);
+      if (t === 'located') count(t);
+      if (t === 'locate_refused') count(JSON.parse(String(data)).reason.startsWith('too many') ? 'slowed' : 'refused');
     }
   });
   const closed = new Promise((r) => ws.on('close', (code) => r(code)));

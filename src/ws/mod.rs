@@ -380,6 +380,15 @@ async fn run(
             _ = state.shutdown.cancelled() => {
                 return Ok(end(close::GOING_AWAY, "server shutting down"));
             }
+            // control text before the phone's own messages: small, the newest of each kind,
+            // and never starved by a phone that floods
+            _ = conn.control_ready() => {
+                for text in conn.take_control() {
+                    texts_out.increment(1);
+                    bytes_out.increment(text.len() as u64);
+                    send_while_open(socket, Message::Text(text.into()), &conn).await?;
+                }
+            }
             msg = socket.recv() => {
                 let t1 = clock::now_us();
                 let Some(msg) = msg else { return Err(end(close::GOING_AWAY, "closed")) };
@@ -428,14 +437,6 @@ async fn run(
                         let refused = locate_by_gps(state, &scene, &conn, lat, lon, accuracy_m).await;
                         refuse(socket, LocationMethod::Gps, refused).await?;
                     }
-                }
-            }
-            // control text first: small, and the newest of each kind
-            _ = conn.control_ready() => {
-                for text in conn.take_control() {
-                    texts_out.increment(1);
-                    bytes_out.increment(text.len() as u64);
-                    send_while_open(socket, Message::Text(text.into()), &conn).await?;
                 }
             }
             chunk = queue.recv() => {
