@@ -329,7 +329,7 @@ function flashColour(now, at) {
   const lit = f.slots[slot] === '1';
   const last = state.flashLog[state.flashLog.length - 1];
   if (!last || last.session !== f.session || last.slot !== slot) {
-    state.flashLog.push({ session: f.session, slot, lit, at: now, wall: Date.now() });
+    state.flashLog.push({ session: f.session, slot, lit, at: now, wall: frameWall });
     if (state.flashLog.length > 1000) state.flashLog.splice(0, 500);
   }
   return lit ? [255, 255, 255] : [0, 0, 0];
@@ -347,7 +347,11 @@ function idleRgb() {
 }
 
 let lastFrame = 0;
+// this refresh's instant by the device's wall clock (for tests): the callback may run some ms
+// after the refresh began, and `at` is the refresh's own instant
+let frameWall = 0;
 function frame(ts) {
+  frameWall = Date.now() - (performance.now() - ts);
   // the refresh period, smoothed: a colour is drawn on the refresh nearest its instant
   if (lastFrame && ts - lastFrame < 100) state.frameMs += (ts - lastFrame - state.frameMs) * 0.05;
   lastFrame = ts;
@@ -371,7 +375,7 @@ function frame(ts) {
     screen.style.background = css(rgb);
     state.shown = key;
     // `at` by the synced clock; `wall` by this device's own wall clock, for tests
-    state.changes.push({ at: now, wall: Date.now(), color: key });
+    state.changes.push({ at: now, wall: frameWall, color: key });
     if (state.changes.length > 500) state.changes.splice(0, 250);
   }
   state.refreshes.push({ local, at: now, color: key });

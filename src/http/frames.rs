@@ -92,6 +92,21 @@ impl From<FrameError> for Error {
 
 /// Reads a request body into memory, refusing it as soon as it passes `limit` bytes (and
 /// before reading anything when its declared length already does).
+/// The memory decoding `bytes` needs (estimated from its header), out of the node's budget
+/// (`decode_memory_mb`): a huge canvas waits for room rather than adding to the others. The
+/// decode itself holds it.
+pub(crate) async fn decode_memory(state: &AppState, bytes: &[u8]) -> Result<OwnedSemaphorePermit> {
+    let need = crate::frames::decode_memory_mib(bytes)
+        .unwrap_or(16)
+        .min(state.config.decode_memory_mb.max(1));
+    state
+        .decode_memory
+        .clone()
+        .acquire_many_owned(need as u32)
+        .await
+        .map_err(|e| Error::Internal(e.into()))
+}
+
 /// Reads a body of at most `limit` bytes. The upload slot is taken once its first bytes have
 /// arrived (a client that connects and sends nothing holds no slot), and stays with the
 /// caller.
@@ -184,18 +199,7 @@ async fn upload_frames(
         max_animation_frames: state.config.max_animation_frames,
         max_animation_pixels: state.config.max_animation_pixels,
     };
-    // the decode's memory, from the header, out of the node's budget (a huge canvas waits
-    // for room rather than adding to the others)
-    let budget = state.config.decode_memory_mb.max(1);
-    let need = crate::frames::decode_memory_mib(&bytes)
-        .unwrap_or(16)
-        .min(budget);
-    let memory = state
-        .decode_memory
-        .clone()
-        .acquire_many_owned(need as u32)
-        .await
-        .map_err(|e| Error::Internal(e.into()))?;
+    let memory = decode_memory(&state, &bytes).await?;
     // the slot and the memory go with the decode: a client that hangs up does not free them
     // while the decode goes on
     let prepared = tokio::task::spawn_blocking(move || {

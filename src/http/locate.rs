@@ -490,15 +490,7 @@ async fn upload_photo(
     let read_ms = started.elapsed().as_millis() as u64;
     let homography = Homography::fit(&points)
         .map_err(|e| Error::invalid("invalid_reference_points", e.to_string()))?;
-    let need = crate::frames::decode_memory_mib(&photo)
-        .unwrap_or(16)
-        .min(state.config.decode_memory_mb.max(1));
-    let memory = state
-        .decode_memory
-        .clone()
-        .acquire_many_owned(need as u32)
-        .await
-        .map_err(|e| Error::Internal(e.into()))?;
+    let memory = super::frames::decode_memory(&state, &photo).await?;
     let (width, height, found) = tokio::task::spawn_blocking(move || {
         // the slot and the memory are held by the work itself: a request that times out
         // does not free them while its scan still runs

@@ -373,17 +373,7 @@ async fn seat_scene(app: &TestApp) -> (String, Uuid) {
 
 async fn seat_reply(phone: &mut Phone, seat: &str) -> Value {
     let msg = json!({"type": "seat", "section": "A", "row": "1", "seat": seat});
-    phone
-        .socket
-        .send(Message::text(msg.to_string()))
-        .await
-        .unwrap();
-    loop {
-        let v = next_json(&mut phone.socket).await;
-        if v["type"] == "located" || v["type"] == "locate_refused" {
-            return v;
-        }
-    }
+    crate::locating::say(phone, msg).await
 }
 
 #[tokio::test]
@@ -457,6 +447,29 @@ async fn a_claimed_seat_is_not_taken_by_a_second_phone() {
     assert_eq!(seat_reply(&mut first, "1").await["type"], "located");
 }
 
+/// An organizer of `token`'s and a venue of it called Arena: their ids.
+async fn organizer_and_venue(app: &TestApp, token: &str, capacity: u32) -> (String, String) {
+    let (_, body) = app
+        .call(
+            Method::POST,
+            "/api/organizers",
+            Some(token),
+            Some(json!({"name": "Club"})),
+        )
+        .await;
+    let organizer = body["organizer_id"].as_str().unwrap().to_owned();
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/api/venues",
+            Some(token),
+            Some(json!({"organizer_id": organizer, "name": "Arena", "lat": 55.0, "lon": 37.0, "capacity": capacity})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    (organizer, body["venue_id"].as_str().unwrap().to_owned())
+}
+
 #[tokio::test]
 async fn schedules_with_a_pool_of_two_never_wait_on_themselves_and_phones_still_join() {
     let app = spawn_app_with(shared_mongodb_url(), |c| {
@@ -466,25 +479,7 @@ async fn schedules_with_a_pool_of_two_never_wait_on_themselves_and_phones_still_
     })
     .await;
     let (op, _) = app.register("oper").await;
-    let (_, body) = app
-        .call(
-            Method::POST,
-            "/api/organizers",
-            Some(&op),
-            Some(json!({"name": "Club"})),
-        )
-        .await;
-    let organizer = body["organizer_id"].as_str().unwrap().to_owned();
-    let (status, body) = app
-        .call(
-            Method::POST,
-            "/api/venues",
-            Some(&op),
-            Some(json!({"organizer_id": organizer, "name": "Arena", "lat": 55.0, "lon": 37.0, "capacity": 1000})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let venue = body["venue_id"].as_str().unwrap().to_owned();
+    let (organizer, venue) = organizer_and_venue(&app, &op, 1000).await;
     let scene = app.create_scene(&op, "Night").await;
     app.open_scene(&op, scene).await;
     let starts = Utc::now() + chrono::Duration::hours(3);
@@ -744,24 +739,7 @@ async fn a_trickling_upload_is_cut_off_and_frees_its_slot_for_another_operator()
 async fn anonymous_calendar_feeds_are_built_once_per_change() {
     let app = spawn_app().await;
     let (op, _) = app.register("oper").await;
-    let (_, body) = app
-        .call(
-            Method::POST,
-            "/api/organizers",
-            Some(&op),
-            Some(json!({"name": "Club"})),
-        )
-        .await;
-    let organizer = body["organizer_id"].as_str().unwrap().to_owned();
-    let (_, body) = app
-        .call(
-            Method::POST,
-            "/api/venues",
-            Some(&op),
-            Some(json!({"organizer_id": organizer, "name": "Arena", "lat": 55.0, "lon": 37.0, "capacity": 10})),
-        )
-        .await;
-    let venue = body["venue_id"].as_str().unwrap().to_owned();
+    let (organizer, venue) = organizer_and_venue(&app, &op, 10).await;
     let feed = || {
         app.client
             .get(app.url(&format!("/api/venues/{venue}/calendar.ics")))

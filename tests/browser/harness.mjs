@@ -58,6 +58,12 @@ export class Server {
       C3S_BOOTSTRAP_ADMIN: `${ADMIN.login}:${ADMIN.password}`,
       RUST_LOG: 'warn',
       C3S_METRICS_LISTEN: 'none',
+      // every page and test client is one loopback address: no per-address or per-account
+      // request limits (the API tests of those limits turn them on)
+      C3S_LOGINS_PER_MIN: '0',
+      C3S_GUESTS_PER_MIN: '0',
+      C3S_SEARCHES_PER_MIN: '0',
+      C3S_UPLOADS_PER_MIN: '0',
       ...env,
     };
     await s.run();
