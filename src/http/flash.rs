@@ -411,7 +411,7 @@ impl From<AnalysisError> for Error {
 /// (marked on the frame at `still_at_s`, default the session's middle), and placed.
 #[utoipa::path(post, path = "/scenes/{scene_id}/videos", tag = "locating", params(("scene_id" = Uuid, Path)),
     request_body(content_type = "multipart/form-data",
-        description = "`session_id`: the flash session; `points`: JSON `[{px, py, x, y}, ...]`, at least 4, in video pixels of the still; `still_at_s` (optional): the clip time of that still; `video`: the clip (MP4, MOV, WebM, ...). Send `session_id` and `points` before `video`."),
+        description = "`session_id`: the flash session; `points`: JSON `[{px, py, x, y}, ...]`, at least 4, in video pixels of the still (from its top-left corner (0, 0) to its bottom-right corner (width, height): a pixel's centre is at +0.5); `still_at_s` (optional): the clip time of that still; `video`: the clip (MP4, MOV, WebM, ...). Send `session_id` and `points` before `video`."),
     responses((status = 200, body = VideoResult), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 410, body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),

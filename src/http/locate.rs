@@ -460,7 +460,7 @@ impl From<crate::locate::qr::PhotoError> for Error {
 /// through the reference points' homography, and recorded as an observation.
 #[utoipa::path(post, path = "/scenes/{scene_id}/photos", tag = "locating", params(("scene_id" = Uuid, Path)),
     request_body(content_type = "multipart/form-data",
-        description = "`photo`: a JPEG or PNG; `points`: JSON `[{px, py, x, y}, ...]`, at least 4"),
+        description = "`photo`: a JPEG or PNG; `points`: JSON `[{px, py, x, y}, ...]`, at least 4: `px, py` in photo pixels measured from the photo's top-left corner (0, 0) to its bottom-right corner (width, height), so a pixel's centre is at +0.5 (as the observer page measures a click); `x, y` in scene units"),
     responses((status = 200, body = PhotoResult), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
         (status = 422, body = ErrorBody), (status = 429, body = ErrorBody, description = "too many uploads by this account; see `Retry-After`")),
