@@ -848,3 +848,185 @@ async fn a_scene_s_phones_write_to_its_log_within_a_budget() {
         assert!(refused > 0, "past the burst, seats are refused");
     }
 }
+
+/// A show playing to a few phones goes on unharmed while the attacks run against the same
+/// server: every colour arrives before its instant, and no phone is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_show_plays_on_unharmed_while_the_attacks_run() {
+    let app = spawn_app_with(shared_mongodb_url(), |c| {
+        c.password_workers = 1;
+        c.password_queue = 4;
+        c.logins_per_min = 30;
+        c.searches_per_min = 100;
+        c.pending_sockets_per_address = 40;
+        c.min_body_bytes_per_s = 10_000;
+        c.body_rate_grace_ms = 1000;
+    })
+    .await;
+    let (op, scene) = crate::realtime::two_frame_scene(&app, true, 100).await;
+    let mut phones = Vec::new();
+    for i in 0..3 {
+        let phone = Phone::join(&app, scene, None).await;
+        app.place(&op, scene, phone.pixel_id(), 0.5 + f64::from(i % 2), 0.5)
+            .await;
+        phones.push(phone);
+    }
+    let state = crate::realtime::command(
+        &app,
+        &op,
+        scene,
+        json!({"command": "play", "start_in_ms": 1000}),
+    )
+    .await;
+    let t0 = state["timeline"]["current"]["anchor_ms"].as_i64().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    // each phone reads everything, and says how many colours came late and how it ended
+    let watchers: Vec<_> = phones
+        .into_iter()
+        .map(|mut phone| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let (mut late, mut chunks) = (0, 0);
+                loop {
+                    let msg = tokio::select! {
+                        _ = stop.cancelled() => return (late, chunks, None),
+                        msg = phone.socket.next() => msg,
+                    };
+                    match msg {
+                        Some(Ok(Message::Binary(bytes))) => {
+                            let arrived = c3s::clock::now_ms();
+                            let c = c3s::dataplane::chunk::decode(&bytes).unwrap();
+                            chunks += 1;
+                            late += c
+                                .entries
+                                .iter()
+                                .filter(|(at, _)| *at >= t0 && *at < arrived)
+                                .count();
+                        }
+                        Some(Ok(Message::Close(frame))) => {
+                            return (late, chunks, Some(format!("{frame:?}")))
+                        }
+                        Some(Ok(_)) => {}
+                        other => return (late, chunks, Some(format!("{other:?}"))),
+                    }
+                }
+            })
+        })
+        .collect();
+
+    let (attacker, _) = app.register("mallory").await;
+    // the attacks start once the show plays
+    let until_play = (t0 + 100 - c3s::clock::now_ms()).max(0) as u64;
+    tokio::time::sleep(Duration::from_millis(until_play)).await;
+    let nul = async {
+        for _ in 0..20 {
+            let (status, _) = app
+                .call(
+                    Method::POST,
+                    "/api/scenes",
+                    Some(&attacker),
+                    Some(json!({"name": "a\u{0}b", "width": 1, "height": 1})),
+                )
+                .await;
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        }
+    };
+    let logins = async {
+        let all = (0..100).map(|i| {
+            app.client
+                .post(app.url("/api/auth/login"))
+                .json(&json!({"login": format!("nobody{i}"), "password": "a long password"}))
+                .send()
+        });
+        for answer in futures::future::join_all(all).await {
+            let status = answer.unwrap().status();
+            assert!(
+                status == StatusCode::UNAUTHORIZED || status == StatusCode::TOO_MANY_REQUESTS,
+                "{status}"
+            );
+        }
+    };
+    let searches = async {
+        let all = (0..300).map(|i| {
+            app.client
+                .get(app.url(&format!(
+                    "/api/search?from=2030-01-01T00:00:00.{:09}Z",
+                    i + 1
+                )))
+                .send()
+        });
+        for answer in futures::future::join_all(all).await {
+            let status = answer.unwrap().status();
+            assert!(
+                status == StatusCode::OK || status == StatusCode::TOO_MANY_REQUESTS,
+                "{status}"
+            );
+        }
+    };
+    let silent = async {
+        let mut sockets = Vec::new();
+        for _ in 0..60 {
+            if let Ok((socket, _)) = tokio_tungstenite::connect_async(ws_url(&app, scene)).await {
+                sockets.push(socket);
+            }
+        }
+        assert_eq!(
+            sockets.len(),
+            40,
+            "the silent sockets past the bound are refused"
+        );
+    };
+    let malformed = async {
+        for _ in 0..10 {
+            let mut phone = Phone::join(&app, scene, None).await;
+            phone
+                .socket
+                .send(Message::text(json!({"type": "x".repeat(3000)}).to_string()))
+                .await
+                .unwrap();
+            assert!(matches!(
+                phone.ended(Duration::from_secs(5)).await,
+                Ended::Closed(4000, _)
+            ));
+        }
+    };
+    let trickle = async {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+        let body =
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+        let feed = async move {
+            for _ in 0..20 {
+                if tx.send(Ok(vec![0u8; 100])).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        };
+        let upload = app
+            .client
+            .post(app.url(&format!("/api/scenes/{scene}/frames")))
+            .bearer_auth(&op)
+            .header("content-type", "image/png")
+            .body(reqwest::Body::wrap_stream(body))
+            .send();
+        let (answer, _) = tokio::join!(upload, feed);
+        assert_eq!(answer.unwrap().status(), StatusCode::REQUEST_TIMEOUT);
+    };
+    tokio::join!(nul, logins, searches, silent, trickle);
+    // (after the silent sockets are gone: these phones say hello through the same bound)
+    malformed.await;
+    // the show must have been playing through the attacks
+    let ran_until = c3s::clock::now_ms();
+    assert!(
+        ran_until > t0 + 1000,
+        "the attacks ran while the show played"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    for watcher in watchers {
+        let (late, chunks, ended) = watcher.await.unwrap();
+        assert_eq!(ended, None, "a phone of the show was closed");
+        assert!(chunks > 3, "{chunks} chunks");
+        assert_eq!(late, 0, "colours arrived late");
+    }
+}
