@@ -282,6 +282,35 @@ mod tests {
         );
     }
 
+    /// The outline is in the documented convention of photo coordinates: pixel corners, from
+    /// the photo's top-left corner (a pixel's centre is at +0.5), as the observer page
+    /// measures a click.
+    #[test]
+    fn the_outline_names_pixel_corners() {
+        let t = sign(SECRET, Uuid::new_v4(), Uuid::new_v4(), 1_800_000_000);
+        let (side, modules) = render(&t);
+        for px in [4u32, 6, 10] {
+            let size = (side as u32 + 8) * px;
+            let img = GrayImage::from_fn(size, size, |x, y| {
+                let (mx, my) = ((x / px) as i64 - 4, (y / px) as i64 - 4);
+                let dark = (0..side as i64).contains(&mx)
+                    && (0..side as i64).contains(&my)
+                    && modules.as_bytes()[(my as usize) * side + mx as usize] == b'1';
+                image::Luma([if dark { 0 } else { 255 }])
+            });
+            let (near, far) = (f64::from(4 * px), f64::from((4 + side as u32) * px));
+            let found = detect(&img, 2);
+            let expected = [(near, near), (far, near), (far, far), (near, far)];
+            for ((x, y), (ex, ey)) in found[0].outline.iter().zip(expected) {
+                assert!(
+                    (x - ex).abs() <= 0.25 && (y - ey).abs() <= 0.25,
+                    "{px} px/module: {:?}",
+                    found[0].outline
+                );
+            }
+        }
+    }
+
     /// Draws a code centred at (cx, cy), `px` pixels per module, turned by `angle`, with a
     /// two-module light margin.
     fn draw_turned(
