@@ -298,11 +298,20 @@ async fn bootstrap_admin(db: &PgPool, spec: &str) -> anyhow::Result<()> {
         .split_once(':')
         .context("C3S_BOOTSTRAP_ADMIN is login:password")?;
     let login = auth::parse_login(login).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let user = match store::users::user_by_login(db, &login).await? {
-        // an existing account becomes admin only by its own password: anybody may have
-        // registered the login before this start
-        Some(user) => {
-            let (password, stored) = (password.to_owned(), user.password_hash.clone());
+    // an existing account becomes admin only by its own password: anybody may have
+    // registered the login before this start (or while this node hashed the password)
+    let existing = |user: store::users::UserRow| {
+        let (password, login) = (password.to_owned(), login.clone());
+        async move {
+            let admin = store::users::grants_of(db, user.user_id)
+                .await?
+                .iter()
+                .any(|g| g.permission == Permission::Admin && g.scene_id.is_none());
+            if admin {
+                // already the admin (its password may have changed since): nothing to grant
+                return Ok(user);
+            }
+            let stored = user.password_hash.clone();
             let same = tokio::task::spawn_blocking(move || {
                 auth::verify_password(&password, stored.as_deref())
             })
@@ -312,8 +321,11 @@ async fn bootstrap_admin(db: &PgPool, spec: &str) -> anyhow::Result<()> {
                 "C3S_BOOTSTRAP_ADMIN names the existing account '{login}' with another password: \
                  refusing to make it admin (choose another login, or give that account's password)"
             );
-            user
+            Ok::<_, anyhow::Error>(user)
         }
+    };
+    let user = match store::users::user_by_login(db, &login).await? {
+        Some(user) => existing(user).await?,
         None => {
             let password = password.to_owned();
             let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
@@ -329,9 +341,10 @@ async fn bootstrap_admin(db: &PgPool, spec: &str) -> anyhow::Result<()> {
                 // several nodes starting at once: another one created it first
                 Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                     drop(tx);
-                    store::users::user_by_login(db, &login)
+                    let user = store::users::user_by_login(db, &login)
                         .await?
-                        .context("the bootstrap admin vanished")?
+                        .context("the bootstrap admin vanished")?;
+                    existing(user).await?
                 }
                 Err(e) => return Err(e.into()),
             }

@@ -184,7 +184,10 @@ pub fn decode_memory_mib(bytes: &[u8]) -> Option<u64> {
         ImageFormat::Gif | ImageFormat::WebP => 12,
         _ => 8,
     };
-    Some(((u64::from(w) * u64::from(h) * per_pixel) >> 20) + 16)
+    let bytes = u64::from(w)
+        .saturating_mul(u64::from(h))
+        .saturating_mul(per_pixel);
+    Some((bytes >> 20).saturating_add(16))
 }
 
 fn undecodable(e: image::ImageError) -> FrameError {

@@ -44,32 +44,40 @@ pub async fn min_rate(State(state): State<AppState>, request: Request, next: Nex
         .await
 }
 
-/// `body`, ending with [`TooSlow`] once fewer than `min_bytes_per_s` × (elapsed − `grace`)
-/// bytes have arrived.
+/// `body`, ending with [`TooSlow`] once fewer than `min_bytes_per_s` × (waited − `grace`)
+/// bytes have arrived, where `waited` is the time spent waiting for the client's bytes only:
+/// a handler that waits for an upload slot before it reads on is not the client's fault.
 pub fn at_least(body: Body, min_bytes_per_s: u64, grace: Duration) -> Body {
-    let start = Instant::now();
     let stream = body.into_data_stream();
-    let state = (stream, 0u64, false);
-    let limited = futures::stream::unfold(state, move |(mut stream, received, done)| async move {
-        if done {
-            return None;
-        }
-        // the next bytes must come before the average falls under the minimum
-        let due = start + grace + Duration::from_secs_f64(received as f64 / min_bytes_per_s as f64);
-        match tokio::time::timeout_at(due, stream.next()).await {
-            Ok(Some(Ok(chunk))) => {
-                let received = received + chunk.len() as u64;
-                Some((Ok(chunk), (stream, received, false)))
+    let state = (stream, 0u64, Duration::ZERO, false);
+    let limited = futures::stream::unfold(
+        state,
+        move |(mut stream, received, waited, done)| async move {
+            if done {
+                return None;
             }
-            Ok(Some(Err(e))) => Some((Err(axum::Error::new(e)), (stream, received, true))),
-            Ok(None) => None,
-            Err(_) => {
-                metrics::counter!("c3s_slow_bodies_total").increment(1);
-                let slow = axum::Error::new(TooSlow { min_bytes_per_s });
-                Some((Err(slow), (stream, received, true)))
+            // the next bytes must come before the average falls under the minimum
+            let allowed = grace + Duration::from_secs_f64(received as f64 / min_bytes_per_s as f64);
+            let asked = Instant::now();
+            let next = tokio::time::timeout(allowed.saturating_sub(waited), stream.next()).await;
+            let waited = waited + asked.elapsed();
+            match next {
+                Ok(Some(Ok(chunk))) => {
+                    let received = received + chunk.len() as u64;
+                    Some((Ok(chunk), (stream, received, waited, false)))
+                }
+                Ok(Some(Err(e))) => {
+                    Some((Err(axum::Error::new(e)), (stream, received, waited, true)))
+                }
+                Ok(None) => None,
+                Err(_) => {
+                    metrics::counter!("c3s_slow_bodies_total").increment(1);
+                    let slow = axum::Error::new(TooSlow { min_bytes_per_s });
+                    Some((Err(slow), (stream, received, waited, true)))
+                }
             }
-        }
-    });
+        },
+    );
     Body::from_stream(limited)
 }
 

@@ -95,8 +95,11 @@ pub async fn form_text(mut field: axum::extract::multipart::Field<'_>) -> Result
 }
 
 /// The client's address: the socket's peer, or, when the peer is one of the configured
-/// `trusted_proxies`, the address that proxy says it forwarded for (`X-Forwarded-For`, the
-/// nearest entry that is not itself a trusted proxy). A header from anybody else is ignored.
+/// `trusted_proxies`, the address that proxy says it forwarded for (`X-Forwarded-For`, read
+/// from the right: the nearest entry that is not itself a trusted proxy; an entry that cannot
+/// be read stops the walk at the proxy's own address). A header from anybody else is ignored.
+/// IPv4-mapped IPv6 addresses count as IPv4, and an IPv6 client as its /64 (one host holds a
+/// whole /64), so the per-address limits key on what one client controls.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp {
     pub ip: std::net::IpAddr,
@@ -109,31 +112,112 @@ impl ClientIp {
         let peer = parts
             .extensions
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
-        if !trusted.contains(&peer) {
+            .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| {
+                c.0.ip().to_canonical()
+            });
+        let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|t| t.to_canonical() == *ip);
+        if !is_trusted(&peer) {
             return ClientIp {
-                ip: peer,
+                ip: limit_key(peer),
                 via_proxy: false,
             };
         }
-        let forwarded = parts
+        let entries: Vec<&str> = parts
             .headers
             .get_all("x-forwarded-for")
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
-            .collect::<Vec<_>>();
-        let ip = forwarded
-            .iter()
-            .rev()
-            .find(|a| !trusted.contains(a))
-            .copied()
-            .unwrap_or(peer);
+            .collect();
+        let mut ip = peer;
+        for entry in entries.iter().rev() {
+            let Some(address) = forwarded_address(entry) else {
+                break;
+            };
+            ip = address;
+            if !is_trusted(&address) {
+                break;
+            }
+        }
         ClientIp {
-            ip,
+            ip: limit_key(ip),
             via_proxy: true,
         }
+    }
+}
+
+/// One `X-Forwarded-For` entry as an address: bare, `host:port`, or `[v6]:port`.
+fn forwarded_address(entry: &str) -> Option<std::net::IpAddr> {
+    let entry = entry.trim();
+    if let Ok(ip) = entry.parse::<std::net::IpAddr>() {
+        return Some(ip.to_canonical());
+    }
+    if let Ok(socket) = entry.parse::<std::net::SocketAddr>() {
+        return Some(socket.ip().to_canonical());
+    }
+    let bracketed = entry.strip_prefix('[').and_then(|e| e.split(']').next());
+    bracketed
+        .and_then(|e| e.parse::<std::net::IpAddr>().ok())
+        .map(|ip| ip.to_canonical())
+}
+
+/// What the per-address limits count by: an IPv4 address, or an IPv6 address's /64.
+fn limit_key(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            std::net::IpAddr::V6(prefix.into())
+        }
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(peer: &str, forwarded: &[&str]) -> Parts {
+        let mut request = axum::http::Request::builder();
+        for f in forwarded {
+            request = request.header("x-forwarded-for", *f);
+        }
+        let (mut parts, ()) = request.body(()).unwrap().into_parts();
+        let peer: std::net::SocketAddr = peer.parse().unwrap();
+        parts.extensions.insert(axum::extract::ConnectInfo(peer));
+        parts
+    }
+
+    #[test]
+    fn forwarded_addresses_count_only_from_trusted_proxies_and_from_the_right() {
+        let proxy: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        let ip = |peer: &str, forwarded: &[&str]| {
+            ClientIp::of(&parts(peer, forwarded), &[proxy])
+                .ip
+                .to_string()
+        };
+        assert_eq!(
+            ip("192.0.2.9:5000", &["203.0.113.5"]),
+            "192.0.2.9",
+            "not a proxy: ignored"
+        );
+        assert_eq!(ip("10.0.0.1:5000", &["203.0.113.5"]), "203.0.113.5");
+        // the client's own entry on the left does not win over what the proxy appended
+        assert_eq!(
+            ip("10.0.0.1:5000", &["6.6.6.6, 203.0.113.5"]),
+            "203.0.113.5"
+        );
+        assert_eq!(
+            ip("10.0.0.1:5000", &["6.6.6.6", "203.0.113.5:4711"]),
+            "203.0.113.5"
+        );
+        // an entry that cannot be read stops the walk at the proxy
+        assert_eq!(ip("10.0.0.1:5000", &["6.6.6.6, unknown"]), "10.0.0.1");
+        // IPv4-mapped peers are IPv4; IPv6 clients count by their /64
+        assert_eq!(
+            ip("[::ffff:10.0.0.1]:5000", &["203.0.113.5"]),
+            "203.0.113.5"
+        );
+        assert_eq!(ip("[2001:db8:1:2:aaaa::1]:5000", &[]), "2001:db8:1:2::");
     }
 }
 

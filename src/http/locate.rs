@@ -130,8 +130,14 @@ async fn put_seats(
     state.rate_limits.uploads.check(&me.user_id)?;
     let bytes = axum::body::to_bytes(body, MAX_SEAT_MAP_BYTES)
         .await
-        .map_err(|_| Error::PayloadTooLarge {
-            limit: MAX_SEAT_MAP_BYTES as u64,
+        .map_err(|e| {
+            if super::body::is_too_slow(&e) {
+                Error::TooSlow(e.to_string())
+            } else {
+                Error::PayloadTooLarge {
+                    limit: MAX_SEAT_MAP_BYTES as u64,
+                }
+            }
         })?;
     let seats = match seat::parse(&bytes, scene.width, scene.height) {
         Ok(seats) => seats,

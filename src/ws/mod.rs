@@ -86,7 +86,7 @@ async fn scene_socket(
         .write_buffer_size(0)
         .on_upgrade(move |socket| async move {
             let mut socket = socket;
-            let end = session(&state, scene_id, &mut socket, pending).await;
+            let end = session(&state, scene_id, &mut socket, pending, client.ip).await;
             let (code, reason) = end;
             let close = Message::Close(Some(CloseFrame {
                 code,
@@ -130,8 +130,9 @@ async fn session(
     scene_id: Uuid,
     socket: &mut WebSocket,
     pending: PendingHello,
+    ip: std::net::IpAddr,
 ) -> End {
-    let (code, reason) = match run(state, scene_id, socket, pending).await {
+    let (code, reason) = match run(state, scene_id, socket, pending, ip).await {
         Ok(end) | Err(end) => end,
     };
     (code, bounded_reason(reason))
@@ -221,6 +222,7 @@ async fn run(
     scene_id: Uuid,
     socket: &mut WebSocket,
     pending: PendingHello,
+    ip: std::net::IpAddr,
 ) -> Result<End, End> {
     // 1. hello
     let hello = match timeout(HELLO_TIMEOUT, socket.recv()).await {
@@ -267,13 +269,20 @@ async fn run(
     }
     // one transaction for a new phone's identity and its join: a crowd arriving at once is a
     // burst of these, and PostgreSQL's commits are what limit it
+    let known = match token.as_deref() {
+        Some(t) => store::users::identity_by_token(&state.phone_db, &auth::hash_token(t))
+            .await
+            .map_err(|e| unavailable(e.into()))?,
+        None => None,
+    };
+    // a new identity counts against the address's guest allowance, as `POST /auth/guest` does
+    if known.is_none() && state.rate_limits.guests.check(&ip).is_err() {
+        return Err(end(
+            close::UNAVAILABLE,
+            "too many new phones from this address; retry shortly",
+        ));
+    }
     let (user_id, new_token, pixel) = async {
-        let known = match token.as_deref() {
-            Some(t) => {
-                store::users::identity_by_token(&state.phone_db, &auth::hash_token(t)).await?
-            }
-            None => None,
-        };
         let mut tx = state.phone_db.begin().await?;
         let (user_id, new_token) = match known {
             Some(identity) => (identity.user_id, None),
@@ -410,11 +419,16 @@ async fn run(
                     Some(ClientMsg::SyncReport { .. }) => {}
                     // seat and GPS attempts each write to the scene: a phone has a few, then
                     // one every few seconds (the others are told to wait, not closed)
-                    Some(ClientMsg::Seat { .. }) if !locating.take() || !scene_may_write(state, scene_id) => {
+                    Some(ClientMsg::Seat { .. }) if !locating.take() => {
                         refuse(socket, LocationMethod::Seat, Some(TOO_MANY_ATTEMPTS.into())).await?;
                     }
-                    Some(ClientMsg::Gps { .. }) if !locating.take() || !scene_may_write(state, scene_id) => {
+                    Some(ClientMsg::Gps { .. }) if !locating.take() => {
                         refuse(socket, LocationMethod::Gps, Some(TOO_MANY_ATTEMPTS.into())).await?;
+                    }
+                    // each asks the database for the scene and renders a code: under the same
+                    // allowance
+                    Some(ClientMsg::ShowQr) if !locating.take() => {
+                        refuse(socket, LocationMethod::Qr, Some(TOO_MANY_ATTEMPTS.into())).await?;
                     }
                     Some(ClientMsg::Seat { section, row, seat }) => {
                         let scene = current(state, &scene).await;
@@ -585,6 +599,9 @@ async fn locate_by_seat(
             return Some("seats cannot be looked up right now; try again".into());
         }
     }
+    if !scene_may_write(state, scene.scene_id) {
+        return Some(TOO_MANY_ATTEMPTS.into());
+    }
     let obs = Observation {
         x,
         y,
@@ -638,6 +655,9 @@ async fn locate_by_gps(
     let (x, y) = fit.to_scene(lat, lon);
     if !scene.contains(x, y) {
         return Some("the position is outside the scene".into());
+    }
+    if !scene_may_write(state, scene.scene_id) {
+        return Some(TOO_MANY_ATTEMPTS.into());
     }
     let obs = Observation {
         x,
