@@ -172,6 +172,14 @@ fn limit_key(ip: std::net::IpAddr) -> std::net::IpAddr {
     }
 }
 
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        Ok(ClientIp::of(parts, &state.config.trusted_proxies))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,13 +226,5 @@ mod tests {
             "203.0.113.5"
         );
         assert_eq!(ip("[2001:db8:1:2:aaaa::1]:5000", &[]), "2001:db8:1:2::");
-    }
-}
-
-impl FromRequestParts<AppState> for ClientIp {
-    type Rejection = Error;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        Ok(ClientIp::of(parts, &state.config.trusted_proxies))
     }
 }
