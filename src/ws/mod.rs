@@ -37,6 +37,11 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// Largest message a phone may send; its messages are tiny JSON.
 const MAX_CLIENT_MESSAGE_BYTES: usize = 4096;
+/// What the socket itself reads of one message before it fails: well past the protocol's
+/// limit, so a message a little too big is read whole and refused by the session (1009 with
+/// its close frame delivered), and the socket stays readable to drain; only a gross one
+/// breaks the stream.
+const READ_LIMIT_BYTES: usize = 64 * 1024;
 /// Socket read buffer: small, because phones send little (the default would be 128 KiB each).
 const READ_BUFFER_BYTES: usize = 4096;
 /// How long a phone has to say hello.
@@ -80,8 +85,8 @@ async fn scene_socket(
         Ok(pending) => pending,
         Err(e) => return e.into_response(),
     };
-    ws.max_message_size(MAX_CLIENT_MESSAGE_BYTES)
-        .max_frame_size(MAX_CLIENT_MESSAGE_BYTES)
+    ws.max_message_size(READ_LIMIT_BYTES)
+        .max_frame_size(READ_LIMIT_BYTES)
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(0)
         .on_upgrade(move |socket| async move {
@@ -193,6 +198,9 @@ impl Drop for PendingHello {
 /// Reads the next message as a `ClientMsg`, mapping every way it can be wrong to a close.
 fn parse(msg: Result<Message, axum::Error>) -> Result<Option<ClientMsg>, End> {
     match msg {
+        Ok(Message::Text(text)) if text.len() > MAX_CLIENT_MESSAGE_BYTES => {
+            Err(end(close::TOO_BIG, "message too big"))
+        }
         Ok(Message::Text(text)) => serde_json::from_str(text.as_str())
             .map(Some)
             // a fixed reason: never the client's own text back (and always within the 123

@@ -264,7 +264,19 @@ mod tests {
         let (side, modules) = render(&t);
         assert_eq!(side, 25, "version 2");
         // draw it at 4 px per module with a quiet zone and read it back
-        let px = 4u32;
+        let (img, size) = draw_square(side, &modules, 4);
+        let found = detect(&img, 2);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].payload, t);
+        let (cx, cy) = found[0].centre();
+        assert!(
+            (cx - f64::from(size) / 2.0).abs() < 3.0 && (cy - f64::from(size) / 2.0).abs() < 3.0
+        );
+    }
+
+    /// A code drawn square, `px` pixels per module, with a quiet zone of 4 modules; and the
+    /// image's side.
+    fn draw_square(side: usize, modules: &str, px: u32) -> (GrayImage, u32) {
         let size = (side as u32 + 8) * px;
         let img = GrayImage::from_fn(size, size, |x, y| {
             let (mx, my) = ((x / px) as i64 - 4, (y / px) as i64 - 4);
@@ -273,13 +285,7 @@ mod tests {
                 && modules.as_bytes()[(my as usize) * side + mx as usize] == b'1';
             image::Luma([if dark { 0 } else { 255 }])
         });
-        let found = detect(&img, 2);
-        assert_eq!(found.len(), 1);
-        assert_eq!(found[0].payload, t);
-        let (cx, cy) = found[0].centre();
-        assert!(
-            (cx - f64::from(size) / 2.0).abs() < 3.0 && (cy - f64::from(size) / 2.0).abs() < 3.0
-        );
+        (img, size)
     }
 
     /// The outline is in the documented convention of photo coordinates: pixel corners, from
@@ -290,14 +296,7 @@ mod tests {
         let t = sign(SECRET, Uuid::new_v4(), Uuid::new_v4(), 1_800_000_000);
         let (side, modules) = render(&t);
         for px in [4u32, 6, 10] {
-            let size = (side as u32 + 8) * px;
-            let img = GrayImage::from_fn(size, size, |x, y| {
-                let (mx, my) = ((x / px) as i64 - 4, (y / px) as i64 - 4);
-                let dark = (0..side as i64).contains(&mx)
-                    && (0..side as i64).contains(&my)
-                    && modules.as_bytes()[(my as usize) * side + mx as usize] == b'1';
-                image::Luma([if dark { 0 } else { 255 }])
-            });
+            let (img, _) = draw_square(side, &modules, px);
             let (near, far) = (f64::from(4 * px), f64::from((4 + side as u32) * px));
             let found = detect(&img, 2);
             let expected = [(near, near), (far, near), (far, far), (near, far)];
