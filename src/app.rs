@@ -29,6 +29,8 @@ pub struct AppState {
     pub db: PgPool,
     /// The phones' pool for joins (`db_phone_connections`), apart from the API's.
     pub phone_db: PgPool,
+    /// Phones waiting to join, and the writer that joins them in batches.
+    pub joins: Arc<crate::ws::joins::Joins>,
     pub frame_store: FrameStore,
     /// Bounds uploads decoded at once (each may hold `max_upload_bytes` in memory).
     pub upload_slots: Arc<Semaphore>,
@@ -102,7 +104,12 @@ impl App {
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         let shutdown = CancellationToken::new();
-        let hub = Arc::new(Hub::default());
+        let scheduler_config = SchedulerConfig {
+            tick_ms: config.tick_ms.max(10),
+            lookahead_ms: config.lookahead_ms.max(0),
+            window_ms: config.window_ms.max(config.tick_ms.max(10)),
+        };
+        let hub = Arc::new(Hub::new(scheduler_config.groups()));
         let frame_cache = Arc::new(FrameCache::new(
             Arc::new(frame_store.clone()),
             config.frame_cache_mb * 1024 * 1024,
@@ -110,10 +117,7 @@ impl App {
         let scheduler = Scheduler::spawn(
             hub.clone(),
             frame_cache.clone(),
-            SchedulerConfig {
-                tick_ms: config.tick_ms.max(10),
-                lookahead_ms: config.lookahead_ms.max(0),
-            },
+            scheduler_config,
             shutdown.clone(),
         );
         let follower = Arc::new(Follower::new(
@@ -130,6 +134,12 @@ impl App {
         let passwords = Arc::new(config.password_queue());
         let ics_cache = Arc::new(crate::search::FeedCache::new(config.ics_cache_mb << 20));
         let rate_limits = Arc::new(config.rate_limits());
+        let joins = Arc::new(crate::ws::joins::Joins::start(
+            phone_db.clone(),
+            config.join_queue,
+            config.join_batch,
+            config.device_ttl_days,
+        ));
         let state = AppState {
             upload_slots: Arc::new(Semaphore::new(config.upload_concurrency.max(1))),
             decode_memory: Arc::new(Semaphore::new(
@@ -142,6 +152,7 @@ impl App {
             commands,
             follower,
             db,
+            joins,
             phone_db,
             frame_store,
             shutdown,

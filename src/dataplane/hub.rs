@@ -212,33 +212,48 @@ impl SceneSnapshot {
     }
 }
 
-/// A scene's connections: a dense list (the scheduler walks it every tick, and splits it
-/// across threads) with indexes by connection id and by pixel.
-#[derive(Default)]
+/// A scene's connections: dense lists, one per window group (the scheduler walks a group's
+/// list when its window is due, and splits a long one across threads), with indexes by
+/// connection id and by pixel. A phone's group is its connection id modulo the number of
+/// groups, so groups stay even as phones come and go.
 struct Conns {
-    list: Vec<Arc<Conn>>,
-    /// Position of each connection in `list`.
-    index: HashMap<u64, usize>,
+    groups: Vec<Vec<Arc<Conn>>>,
+    /// Group and position of each connection.
+    index: HashMap<u64, (usize, usize)>,
     /// The live connection of each pixel (a replaced one stays listed until it ends).
     by_pixel: HashMap<Uuid, u64>,
+    len: usize,
 }
 
 impl Conns {
+    fn new(groups: usize) -> Conns {
+        Conns {
+            groups: vec![Vec::new(); groups.max(1)],
+            index: HashMap::new(),
+            by_pixel: HashMap::new(),
+            len: 0,
+        }
+    }
+
     fn get(&self, id: u64) -> Option<&Arc<Conn>> {
-        self.index.get(&id).map(|&i| &self.list[i])
+        self.index.get(&id).map(|&(g, i)| &self.groups[g][i])
     }
 
     fn insert(&mut self, conn: Arc<Conn>) {
-        self.index.insert(conn.id, self.list.len());
-        self.list.push(conn);
+        let g = (conn.id % self.groups.len() as u64) as usize;
+        self.index.insert(conn.id, (g, self.groups[g].len()));
+        self.groups[g].push(conn);
+        self.len += 1;
     }
 
     fn remove(&mut self, id: u64) -> Option<Arc<Conn>> {
-        let i = self.index.remove(&id)?;
-        let conn = self.list.swap_remove(i);
-        if let Some(moved) = self.list.get(i) {
-            self.index.insert(moved.id, i);
+        let (g, i) = self.index.remove(&id)?;
+        let list = &mut self.groups[g];
+        let conn = list.swap_remove(i);
+        if let Some(moved) = list.get(i) {
+            self.index.insert(moved.id, (g, i));
         }
+        self.len -= 1;
         Some(conn)
     }
 }
@@ -301,14 +316,45 @@ impl SceneHub {
 
     /// Calls `f` with every connection, under a read lock (do not block in `f`).
     pub fn for_each_conn(&self, mut f: impl FnMut(&Arc<Conn>)) {
-        for conn in &self.conns.read().expect("conns lock").list {
+        for conn in self
+            .conns
+            .read()
+            .expect("conns lock")
+            .groups
+            .iter()
+            .flatten()
+        {
             f(conn);
         }
     }
 
-    /// Calls `f` with all connections as one slice, under a read lock (do not block in `f`).
-    pub fn with_conns<R>(&self, f: impl FnOnce(&[Arc<Conn>]) -> R) -> R {
-        f(&self.conns.read().expect("conns lock").list)
+    /// Calls `f` with every connection of each group in turn (the group's number first),
+    /// under a read lock (do not block in `f`).
+    pub fn for_each_conn_by_group(&self, mut f: impl FnMut(usize, &Arc<Conn>)) {
+        for (g, list) in self
+            .conns
+            .read()
+            .expect("conns lock")
+            .groups
+            .iter()
+            .enumerate()
+        {
+            for conn in list {
+                f(g, conn);
+            }
+        }
+    }
+
+    /// Calls `f` with one window group's connections as one slice, under a read lock (do not
+    /// block in `f`).
+    pub fn with_group<R>(&self, group: usize, f: impl FnOnce(&[Arc<Conn>]) -> R) -> R {
+        let conns = self.conns.read().expect("conns lock");
+        f(conns.groups.get(group).map_or(&[], Vec::as_slice))
+    }
+
+    /// How many window groups the scene's phones are spread over (see [`Hub::new`]).
+    pub fn groups(&self) -> usize {
+        self.conns.read().expect("conns lock").groups.len()
     }
 
     /// Tells the scene's watchers of a change (none watching: nothing to do).
@@ -322,7 +368,7 @@ impl SceneHub {
     }
 
     pub fn conn_count(&self) -> usize {
-        self.conns.read().expect("conns lock").list.len()
+        self.conns.read().expect("conns lock").len
     }
 
     /// The live connection of a pixel, if it has one here.
@@ -337,18 +383,29 @@ impl SceneHub {
 pub struct Hub {
     scenes: DashMap<Uuid, Arc<SceneHub>>,
     next_conn_id: AtomicU64,
+    /// Window groups of each scene (see [`Hub::new`]).
+    groups: usize,
 }
 
 impl Default for Hub {
+    /// One window group: every phone's window is due at once.
     fn default() -> Self {
-        Hub {
-            scenes: DashMap::new(),
-            next_conn_id: AtomicU64::new(1),
-        }
+        Hub::new(1)
     }
 }
 
 impl Hub {
+    /// A hub whose scenes spread their phones over `groups` window groups: the scheduler
+    /// sends each group its window on a different tick, so a tick serves a share of the
+    /// crowd and every phone still gets a long window.
+    pub fn new(groups: usize) -> Hub {
+        Hub {
+            scenes: DashMap::new(),
+            next_conn_id: AtomicU64::new(1),
+            groups: groups.max(1),
+        }
+    }
+
     pub fn scene(&self, scene_id: Uuid) -> Option<Arc<SceneHub>> {
         self.scenes.get(&scene_id).map(|s| s.value().clone())
     }
@@ -366,7 +423,7 @@ impl Hub {
                 let (snapshot, seq) = snapshot();
                 Arc::new(SceneHub {
                     scene_id,
-                    conns: RwLock::new(Conns::default()),
+                    conns: RwLock::new(Conns::new(self.groups)),
                     snapshot: RwLock::new(Arc::new(snapshot)),
                     needs_catch_up: AtomicBool::new(false),
                     ended: AtomicBool::new(false),
@@ -428,7 +485,7 @@ impl Hub {
                 conns.by_pixel.remove(&conn.pixel_id);
             }
         }
-        if conns.list.is_empty() {
+        if conns.len == 0 {
             *scene.empty_since.lock().expect("empty_since lock") = Some(std::time::Instant::now());
         }
     }
@@ -557,5 +614,38 @@ mod tests {
         );
         hub.disconnect(&scene, second.id);
         assert!(hub.conn_of_pixel(scene.scene_id, pixel).is_none());
+    }
+
+    #[test]
+    fn phones_spread_over_window_groups_and_leave_them_cleanly() {
+        let hub = Hub::new(3);
+        let scene = hub.scene_or_insert(Uuid::new_v4(), snapshot);
+        assert_eq!(scene.groups(), 3);
+        let conns: Vec<_> = (0..10)
+            .map(|_| hub.connect(&scene, Uuid::new_v4(), None, 2))
+            .collect();
+        for (conn, _) in conns.iter().step_by(3) {
+            hub.disconnect(&scene, conn.id);
+        }
+        let mut seen = Vec::new();
+        scene.for_each_conn_by_group(|g, c| {
+            assert_eq!(
+                c.id % 3,
+                g as u64,
+                "a phone's group is its id modulo the groups"
+            );
+            seen.push(c.id);
+        });
+        assert_eq!(seen.len(), 6);
+        assert_eq!(scene.conn_count(), 6);
+        for (conn, _) in &conns {
+            let listed = seen.contains(&conn.id);
+            assert_eq!(
+                hub.conn_of_pixel(scene.scene_id, conn.pixel_id).is_some(),
+                listed
+            );
+        }
+        let sizes: Vec<usize> = (0..3).map(|g| scene.with_group(g, <[_]>::len)).collect();
+        assert_eq!(sizes.iter().sum::<usize>(), 6);
     }
 }

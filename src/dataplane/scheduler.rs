@@ -7,9 +7,16 @@
 //! slices of one buffer), and one non-blocking `try_send` per phone. Nothing is allocated per
 //! phone: scratch space is kept between ticks.
 //!
-//! Windows are contiguous per scene: each tick covers `[horizon, now + lookahead + tick)`. A
-//! phone that joins, is located, or sees a new show version gets a catch-up chunk for
-//! `[now, horizon)` at once, so it never waits a tick to be right.
+//! Windows are contiguous per window group (a scene's phones are spread over `window_ms /
+//! tick_ms` groups, see `Hub::new`): a group's window is due when what its phones hold would
+//! run short of the lookahead before the next tick, and then covers `[horizon, end)`. Once a
+//! show version has held for `SETTLE_MS`, `end` is the next tick boundary of the group's own
+//! phase past `now + lookahead + tick`, so each phone gets about `window_ms` of show per
+//! message, and the groups fall due on different ticks (a tick serves a share of the crowd);
+//! right after a new version every group gets one tick's window at each tick, since an
+//! operator seeking or pausing would make longer windows stale at once. A phone that joins,
+//! is located, or sees a new show version gets a catch-up chunk for `[now, horizon)` of its
+//! group at once, so it never waits a tick to be right.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -23,7 +30,7 @@ use uuid::Uuid;
 use super::chunk;
 use super::framecache::FrameCache;
 use super::grid::{Grid, Raster};
-use super::hub::{Conn, Hub, SceneSnapshot};
+use super::hub::{Conn, Hub, SceneHub, SceneSnapshot};
 use crate::clock;
 use crate::playback::Segment;
 
@@ -36,7 +43,20 @@ pub struct SchedulerConfig {
     pub tick_ms: i64,
     /// How far ahead of its instant a colour reaches the phone (at least).
     pub lookahead_ms: i64,
+    /// How much show a phone gets in one message once the show version has settled (the
+    /// scene's phones are spread over `window_ms / tick_ms` groups).
+    pub window_ms: i64,
 }
+
+impl SchedulerConfig {
+    /// The window groups a hub needs for these settings.
+    pub fn groups(&self) -> usize {
+        (self.window_ms / self.tick_ms.max(1)).clamp(1, 64) as usize
+    }
+}
+
+/// How long a show version must hold before windows grow past one tick.
+pub const SETTLE_MS: i64 = 10_000;
 
 /// Wakes the scheduler early (a phone joined or was located, a show changed). Cheap to clone.
 #[derive(Clone)]
@@ -51,8 +71,13 @@ impl Waker {
 /// The scratch space of one scene, kept between ticks so a tick allocates nothing per phone.
 #[derive(Default)]
 pub struct SceneWork {
-    /// End of the last regular window sent.
-    horizon_ms: i64,
+    /// End of the last regular window sent, per window group.
+    horizons: Vec<i64>,
+    /// The show version the windows are of, and since when (server ms).
+    version: i64,
+    version_since_ms: i64,
+    /// Phones picked for a catch-up this tick, per group (kept for its capacity).
+    picked: Vec<Vec<Arc<Conn>>>,
     segments: Vec<Segment>,
     rasters: Vec<Option<Arc<Raster>>>,
     buf: Vec<u8>,
@@ -207,6 +232,21 @@ impl SceneWork {
     }
 }
 
+/// Where a window of group `group` (of `groups`) ends: at `min_end` while the version is not
+/// settled, else at the first boundary of the group's phase (tick boundaries `b` with
+/// `b / tick ≡ group (mod groups)`) at or after `min_end`, which is less than one full window
+/// later.
+pub fn window_end(min_end: i64, tick_ms: i64, group: usize, groups: usize, settled: bool) -> i64 {
+    if !settled || groups <= 1 {
+        return min_end;
+    }
+    let tick = tick_ms.max(1);
+    let slot = min_end.div_euclid(tick) + i64::from(min_end.rem_euclid(tick) != 0);
+    let groups = groups as i64;
+    let shift = (group as i64 - slot.rem_euclid(groups)).rem_euclid(groups);
+    (slot + shift) * tick
+}
+
 fn cell_of(conn: &Conn, snap: &SceneSnapshot, grid: Grid) -> Option<u32> {
     conn.position()
         .map(|(x, y)| grid.cell_of(x, y, snap.width, snap.height))
@@ -275,6 +315,109 @@ impl Scheduler {
         }
     }
 
+    /// One scene's catch-ups, and the regular window of each group where it is due.
+    fn serve_scene(&mut self, scene: &Arc<SceneHub>, now: i64) {
+        let config = self.config;
+        // the flag before the snapshot: a change between the two is then caught next time
+        let everyone = scene.needs_catch_up.swap(false, Ordering::AcqRel);
+        let snap = scene.snapshot();
+        let groups = scene.groups();
+        let work = self.scenes.entry(scene.scene_id).or_default();
+        work.horizons.resize(groups, now);
+        work.picked.resize_with(groups, Vec::new);
+        for h in &mut work.horizons {
+            *h = (*h).max(now);
+        }
+        if snap.timeline.version != work.version || work.version_since_ms == 0 {
+            work.version = snap.timeline.version;
+            work.version_since_ms = now;
+        }
+        let settled = now - work.version_since_ms >= SETTLE_MS;
+        let mut missing = Vec::new();
+
+        // a new version, or phones that joined or moved: [now, horizon) of their group at once
+        scene.for_each_conn_by_group(|g, c| {
+            if c.take_catch_up() || everyone {
+                work.picked[g].push(c.clone());
+            }
+        });
+        for g in 0..groups {
+            let picked = std::mem::take(&mut work.picked[g]);
+            let horizon = work.horizons[g];
+            if !picked.is_empty() && horizon > now {
+                let absent = work.prepare(&snap, &self.cache, now, horizon);
+                if absent.is_empty() {
+                    work.build_and_send(&snap, now, horizon, &picked);
+                } else {
+                    // try again on the next wake-up, when the frames are in
+                    picked.iter().for_each(|c| c.request_catch_up());
+                    if everyone {
+                        scene.needs_catch_up.store(true, Ordering::Release);
+                    }
+                    missing.extend(absent);
+                }
+            }
+            let mut picked = picked;
+            picked.clear();
+            work.picked[g] = picked;
+        }
+
+        // the regular windows: due when the phones' coverage would run short of the
+        // lookahead before the next tick (half a tick of slack for timer jitter); so each
+        // window reaches the phones a full lookahead before it starts
+        let target = now + config.lookahead_ms;
+        for g in 0..groups {
+            let from = work.horizons[g];
+            if from >= target + config.tick_ms / 2 || !missing.is_empty() {
+                continue;
+            }
+            let to = window_end(target + config.tick_ms, config.tick_ms, g, groups, settled);
+            missing = work.prepare(&snap, &self.cache, from, to);
+            // Wait for missing frames while they load; a frame the store has not given
+            // within LOAD_PATIENCE is shown as idle colour instead, so one unreadable frame
+            // does not stop the whole show.
+            let given_up = snap.show.as_ref().is_some_and(|show| {
+                missing.iter().any(|&i| {
+                    self.loading
+                        .get(&(show.frames[i].sha256.clone(), snap.grid))
+                        .is_some_and(|since| since.elapsed() > LOAD_PATIENCE)
+                })
+            });
+            if missing.is_empty() || given_up {
+                if !missing.is_empty() {
+                    tracing::warn!(scene_id = %scene.scene_id, frames = missing.len(), "frames not loaded in time; shown as idle");
+                    missing.clear();
+                }
+                if !work.all_idle() {
+                    scene.with_group(g, |conns| work.build_and_send(&snap, from, to, conns));
+                }
+                work.horizons[g] = to;
+            }
+        }
+        if let Some(show) = &snap.show {
+            for i in missing {
+                let frame = show.frames[i].clone();
+                let key = (frame.sha256.clone(), snap.grid);
+                let due = self
+                    .loading
+                    .get(&key)
+                    .is_none_or(|since| since.elapsed() > RELOAD_AFTER);
+                if due {
+                    self.loading.insert(key, Instant::now());
+                    let cache = self.cache.clone();
+                    let grid = snap.grid;
+                    let waker = self.waker.clone();
+                    self.runtime.spawn(async move {
+                        match cache.load(&frame, grid).await {
+                            Ok(_) => waker.wake(),
+                            Err(e) => tracing::warn!(frame_id = %frame.frame_id, error = ?e, "frame load failed"),
+                        }
+                    });
+                }
+            }
+        }
+    }
+
     /// One pass over every scene: catch-ups, and the regular window where it is due.
     pub fn tick(&mut self) {
         let started = Instant::now();
@@ -292,90 +435,324 @@ impl Scheduler {
                 .any(|s| s.scene_id == *id && s.conn_count() > 0)
         });
         for scene in scenes {
-            if scene.conn_count() == 0 {
-                continue;
-            }
-            // the flag before the snapshot: a change between the two is then caught next time
-            let everyone = scene.needs_catch_up.swap(false, Ordering::AcqRel);
-            let snap = scene.snapshot();
-            let work = self.scenes.entry(scene.scene_id).or_default();
-            if work.horizon_ms < now {
-                work.horizon_ms = now;
-            }
-            let mut missing = Vec::new();
-
-            // a new version, or phones that joined or moved: [now, horizon) at once
-            let mut picked: Vec<Arc<Conn>> = Vec::new();
-            scene.for_each_conn(|c| {
-                if c.take_catch_up() || everyone {
-                    picked.push(c.clone());
-                }
-            });
-            if !picked.is_empty() && work.horizon_ms > now {
-                missing = work.prepare(&snap, &self.cache, now, work.horizon_ms);
-                if missing.is_empty() {
-                    work.build_and_send(&snap, now, work.horizon_ms, &picked);
-                } else {
-                    // try again on the next wake-up, when the frames are in
-                    picked.iter().for_each(|c| c.request_catch_up());
-                    if everyone {
-                        scene.needs_catch_up.store(true, Ordering::Release);
-                    }
-                }
-            }
-
-            // the regular window: due when the phones' coverage would run short of the
-            // lookahead before the next tick (half a tick of slack for timer jitter); so each
-            // window reaches the phones a full lookahead before it starts
-            let target = now + self.config.lookahead_ms;
-            if work.horizon_ms < target + self.config.tick_ms / 2 && missing.is_empty() {
-                let (from, to) = (work.horizon_ms, target + self.config.tick_ms);
-                missing = work.prepare(&snap, &self.cache, from, to);
-                // Wait for missing frames while they load; a frame the store has not given
-                // within LOAD_PATIENCE is shown as idle colour instead, so one unreadable
-                // frame does not stop the whole show.
-                let given_up = snap.show.as_ref().is_some_and(|show| {
-                    missing.iter().any(|&i| {
-                        self.loading
-                            .get(&(show.frames[i].sha256.clone(), snap.grid))
-                            .is_some_and(|since| since.elapsed() > LOAD_PATIENCE)
-                    })
-                });
-                if missing.is_empty() || given_up {
-                    if !missing.is_empty() {
-                        tracing::warn!(scene_id = %scene.scene_id, frames = missing.len(), "frames not loaded in time; shown as idle");
-                    }
-                    if !work.all_idle() {
-                        scene.with_conns(|conns| work.build_and_send(&snap, from, to, conns));
-                    }
-                    work.horizon_ms = to;
-                }
-            }
-            if let Some(show) = &snap.show {
-                for i in missing {
-                    let frame = show.frames[i].clone();
-                    let key = (frame.sha256.clone(), snap.grid);
-                    let due = self
-                        .loading
-                        .get(&key)
-                        .is_none_or(|since| since.elapsed() > RELOAD_AFTER);
-                    if due {
-                        self.loading.insert(key, Instant::now());
-                        let cache = self.cache.clone();
-                        let grid = snap.grid;
-                        let waker = self.waker.clone();
-                        self.runtime.spawn(async move {
-                            match cache.load(&frame, grid).await {
-                                Ok(_) => waker.wake(),
-                                Err(e) => tracing::warn!(frame_id = %frame.frame_id, error = ?e, "frame load failed"),
-                            }
-                        });
-                    }
-                }
+            if scene.conn_count() > 0 {
+                self.serve_scene(&scene, now);
             }
         }
         let cache = &self.cache;
         self.loading
             .retain(|(sha, grid), _| !cache.contains(sha, *grid));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fmt::Write as _;
+
+    use super::*;
+    use crate::dataplane::framecache::{FetchError, FrameSource};
+    use crate::dataplane::hub::Outgoing;
+    use crate::playback::{Command, Show, ShowFrame, Timeline};
+
+    /// The recorded case: what every phone was sent for each window, one line per window and
+    /// phone (`window phone hex`), as the scheduler built it before windows were phased.
+    const RECORDED: &str = "tests/fixtures/scheduler_windows.txt";
+
+    struct NoFrames;
+
+    impl FrameSource for NoFrames {
+        fn fetch<'a>(
+            &'a self,
+            _: &'a str,
+        ) -> futures::future::BoxFuture<'a, Result<Vec<u8>, FetchError>> {
+            Box::pin(async { Err("nothing to fetch".into()) })
+        }
+    }
+
+    /// A 16 × 9 show of 7 frames of uneven lengths, looped, whose colours repeat in places
+    /// (so entries merge), played from 1 000 000 000 000 ms; 61 phones at fixed places (edges,
+    /// shared cells, one not located).
+    type Case = (
+        SceneSnapshot,
+        FrameCache,
+        Vec<Arc<Conn>>,
+        Vec<tokio::sync::mpsc::Receiver<Outgoing>>,
+    );
+
+    fn recorded_case(hub: &Hub) -> Case {
+        let durations = [33, 33, 34, 100, 500, 16, 200];
+        let show = Show {
+            frames: durations
+                .iter()
+                .enumerate()
+                .map(|(i, &d)| ShowFrame {
+                    frame_id: Uuid::from_u128(i as u128 + 1),
+                    sha256: format!("{i:064x}"),
+                    gridfs_id: String::new(),
+                    duration_ms: d,
+                    width: 16,
+                    height: 9,
+                })
+                .collect(),
+            looped: true,
+        };
+        let grid = Grid::for_show(&show);
+        let cache = FrameCache::new(Arc::new(NoFrames), 1 << 20);
+        for (i, f) in show.frames.iter().enumerate() {
+            let i = i as u32;
+            let rgb = (0..grid.cells() as u32)
+                .map(|c| {
+                    let (x, y) = (c % grid.w, c / grid.w);
+                    if x < 4 {
+                        [10, 20, 30] // a band that never changes
+                    } else {
+                        [
+                            (x * 16 + i) as u8,
+                            (y * 28) as u8,
+                            ((x + y) * i % 7 * 36) as u8,
+                        ]
+                    }
+                })
+                .collect();
+            cache.insert(&f.sha256, Arc::new(Raster { grid, rgb }));
+        }
+        let timeline = Timeline::NEW
+            .apply(
+                Command::Play {
+                    start_at_ms: 1_000_000_000_000,
+                    from_ms: 0,
+                },
+                &show,
+            )
+            .unwrap();
+        let snap = SceneSnapshot {
+            width: 160.0,
+            height: 90.0,
+            idle_rgb: [1, 2, 3],
+            show: Some(Arc::new(show)),
+            grid,
+            timeline,
+        };
+        let scene = hub.scene_or_insert(Uuid::from_u128(99), || (snap.clone(), 0));
+        let (mut conns, mut queues) = (Vec::new(), Vec::new());
+        for k in 0..61u32 {
+            let position = (k != 60).then(|| ((k * 37 % 170) as f32, (k * 13 % 95) as f32));
+            let (conn, rx) =
+                hub.connect(&scene, Uuid::from_u128(1000 + u128::from(k)), position, 64);
+            conns.push(conn);
+            queues.push(rx);
+        }
+        (snap, cache, conns, queues)
+    }
+
+    /// The windows of the case: regular ones, a catch-up's odd length, one across the loop's
+    /// end, one before the show starts.
+    const WINDOWS: [(i64, i64); 6] = [
+        (1_000_000_000_000, 1_000_000_000_500),
+        (1_000_000_000_500, 1_000_000_001_000),
+        (1_000_000_000_777, 1_000_000_002_011),
+        (1_000_000_000_900, 1_000_000_001_900),
+        (999_999_999_800, 1_000_000_000_300),
+        (1_000_000_004_000, 1_000_000_006_000),
+    ];
+
+    fn windows_sent() -> String {
+        let hub = Hub::default();
+        let (snap, cache, conns, mut queues) = recorded_case(&hub);
+        let mut work = SceneWork::default();
+        let mut out = String::new();
+        for (w, &(from, to)) in WINDOWS.iter().enumerate() {
+            assert!(work.prepare(&snap, &cache, from, to).is_empty());
+            work.build_and_send(&snap, from, to, &conns);
+            for (p, rx) in queues.iter_mut().enumerate() {
+                while let Ok(bytes) = rx.try_recv() {
+                    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                    writeln!(out, "{w} {p} {hex}").unwrap();
+                }
+            }
+        }
+        out
+    }
+
+    /// The bytes a window gives each phone are those recorded (`C3S_RECORD=1` writes them
+    /// anew: only when the chunk format itself is meant to change).
+    #[test]
+    fn windows_are_byte_identical_to_the_recorded_case() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(RECORDED);
+        let sent = windows_sent();
+        if std::env::var_os("C3S_RECORD").is_some() {
+            std::fs::write(&path, &sent).unwrap();
+        }
+        let recorded = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            sent.lines().count(),
+            6 * 60,
+            "every located phone, every window"
+        );
+        for (a, b) in sent.lines().zip(recorded.lines()) {
+            assert_eq!(a, b, "a window's bytes differ from the recorded case");
+        }
+        assert_eq!(sent.lines().count(), recorded.lines().count());
+    }
+
+    #[test]
+    fn window_ends_keep_each_group_to_its_phase() {
+        // not settled, or one group: the window ends where it must
+        assert_eq!(window_end(10_250, 500, 3, 4, false), 10_250);
+        assert_eq!(window_end(10_250, 500, 3, 1, true), 10_250);
+        for g in 0..4 {
+            let end = window_end(10_250, 500, g, 4, true);
+            assert!((10_250..10_250 + 2000).contains(&end), "{end}");
+            assert_eq!(end % 500, 0);
+            assert_eq!((end / 500) % 4, g as i64, "group {g} ends on its own ticks");
+        }
+        assert_eq!(
+            window_end(10_500, 500, 1, 4, true),
+            10_500,
+            "a boundary is its own end"
+        );
+    }
+
+    /// What each phone holds: the chunks it got, decoded, with the tick they came at.
+    struct Seen {
+        chunks: Vec<(i64, chunk::Chunk)>,
+    }
+
+    /// Ticks the scheduler through `ticks` ticks of 500 ms from `start` on a hub of `groups`
+    /// window groups; `at_tick` may change the scene before a tick.
+    fn run_ticks(
+        groups: usize,
+        start: i64,
+        ticks: usize,
+        mut at_tick: impl FnMut(usize, &SceneHub, &SceneSnapshot),
+    ) -> Vec<Seen> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let _guard = runtime.enter();
+        let hub = Arc::new(Hub::new(groups));
+        let (snap, cache, _conns, mut queues) = recorded_case(&hub);
+        let config = SchedulerConfig {
+            tick_ms: 500,
+            lookahead_ms: 1500,
+            window_ms: 500 * groups as i64,
+        };
+        let (tx, _rx) = std::sync::mpsc::sync_channel(1);
+        let mut scheduler = Scheduler {
+            hub: hub.clone(),
+            cache: Arc::new(cache),
+            config,
+            runtime: runtime.handle().clone(),
+            scenes: HashMap::new(),
+            waker: Waker(tx),
+            loading: HashMap::new(),
+        };
+        let scene = hub.scene(Uuid::from_u128(99)).unwrap();
+        let mut seen: Vec<Seen> = queues.iter().map(|_| Seen { chunks: Vec::new() }).collect();
+        for t in 0..ticks {
+            at_tick(t, &scene, &snap);
+            let now = start + 500 * t as i64;
+            scheduler.serve_scene(&scene, now);
+            for (p, rx) in queues.iter_mut().enumerate() {
+                while let Ok(bytes) = rx.try_recv() {
+                    seen[p].chunks.push((now, chunk::decode(&bytes).unwrap()));
+                }
+            }
+        }
+        seen
+    }
+
+    /// Once settled, each phone gets one window of `window_ms` per message, a group's windows
+    /// fall due on their own ticks (so a tick serves a share of the crowd), and no phone ever
+    /// holds less than the lookahead or has a gap.
+    #[test]
+    fn settled_windows_are_long_phased_and_never_short_of_the_lookahead() {
+        let start = 1_000_000_000_000;
+        let seen = run_ticks(4, start, 80, |_, _, _| {});
+        let located: Vec<&Seen> = seen.iter().filter(|s| !s.chunks.is_empty()).collect();
+        assert_eq!(located.len(), 60);
+        let mut per_tick: HashMap<i64, usize> = HashMap::new();
+        for phone in &located {
+            let mut covered_to = i64::MIN;
+            for (sent_at, c) in &phone.chunks {
+                let end = c.start_ms + i64::from(c.length_ms);
+                if covered_to != i64::MIN {
+                    assert!(c.start_ms <= covered_to, "a gap before {}", c.start_ms);
+                    assert!(end > covered_to);
+                }
+                covered_to = end;
+                assert!(
+                    covered_to >= sent_at + 1500,
+                    "short of the lookahead at {sent_at}"
+                );
+                if *sent_at >= start + SETTLE_MS + 2000 {
+                    assert_eq!(c.length_ms, 2000, "a settled window is window_ms long");
+                    *per_tick.entry(*sent_at).or_default() += 1;
+                }
+            }
+            // covered at every tick, up to the last
+            assert!(covered_to >= start + 500 * 79 + 1500);
+        }
+        // after settling: each phone once per four ticks, a quarter of the phones per tick
+        assert!(per_tick.values().all(|&n| n == 15), "{per_tick:?}");
+        let ticks_after = 80 - ((SETTLE_MS + 2000) / 500) as usize;
+        assert_eq!(per_tick.len(), ticks_after, "a group is due on every tick");
+    }
+
+    /// A new version reaches every phone at once (a catch-up of the new version), windows
+    /// shrink to a tick while it is new, and grow again once it has held.
+    #[test]
+    fn a_new_version_is_sent_at_once_and_windows_shrink_then_grow() {
+        let start = 1_000_000_000_000;
+        let change_tick = 40;
+        let seen = run_ticks(4, start, 80, |t, scene, snap| {
+            if t == change_tick {
+                let show = snap.show.as_ref().unwrap();
+                let at = start + 500 * t as i64;
+                let timeline = snap
+                    .timeline
+                    .apply(
+                        crate::playback::Command::Seek {
+                            position_ms: 100,
+                            at_ms: at,
+                        },
+                        show,
+                    )
+                    .unwrap();
+                scene.set_snapshot(SceneSnapshot {
+                    timeline,
+                    ..snap.clone()
+                });
+            }
+        });
+        let changed_at = start + 500 * change_tick as i64;
+        for phone in seen.iter().filter(|s| !s.chunks.is_empty()) {
+            let first_new = phone
+                .chunks
+                .iter()
+                .find(|(_, c)| c.version as i64 > snap_version())
+                .expect("the new version reached the phone");
+            assert_eq!(first_new.0, changed_at, "at the tick of the change");
+            assert_eq!(first_new.1.start_ms, changed_at, "from that instant");
+            let lengths: Vec<u32> = phone
+                .chunks
+                .iter()
+                .filter(|(at, _)| *at > changed_at && *at < changed_at + SETTLE_MS)
+                .map(|(_, c)| c.length_ms)
+                .collect();
+            assert!(
+                lengths.iter().all(|&l| l <= 500),
+                "short windows while new: {lengths:?}"
+            );
+            assert!(phone
+                .chunks
+                .iter()
+                .any(|(at, c)| *at > changed_at + SETTLE_MS && c.length_ms == 2000));
+        }
+    }
+
+    fn snap_version() -> i64 {
+        let hub = Hub::default();
+        recorded_case(&hub).0.timeline.version
     }
 }
