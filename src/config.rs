@@ -38,6 +38,15 @@ pub struct Config {
     #[arg(long, env = "C3S_DB_PHONE_CONNECTIONS", default_value_t = 4)]
     pub db_phone_connections: u32,
 
+    /// Phones that may wait to join on this node at once; past it a phone is told to come
+    /// back later (4005). Waiting phones hold only their socket.
+    #[arg(long, env = "C3S_JOIN_QUEUE", default_value_t = 50_000)]
+    pub join_queue: usize,
+
+    /// Most joins written in one batch (one transaction).
+    #[arg(long, env = "C3S_JOIN_BATCH", default_value_t = 1000)]
+    pub join_batch: usize,
+
     /// MongoDB connection string for the GridFS frame store. For a replica set include
     /// `replicaSet=...`; C3S writes frames with majority write concern.
     #[arg(long, env = "MONGODB_URL", default_value = "mongodb://127.0.0.1:27017", value_parser = secret)]
@@ -153,6 +162,13 @@ pub struct Config {
     /// drops shorter than this never show on screen.
     #[arg(long, env = "C3S_LOOKAHEAD_MS", default_value_t = 1500)]
     pub lookahead_ms: i64,
+
+    /// How much show each message to a phone carries once a show version has held for 10 s,
+    /// in ms (a multiple of the tick; right after a new version, one tick's worth). Longer
+    /// windows mean fewer sends per phone; the scene's phones are spread over
+    /// window / tick groups that are sent on different ticks.
+    #[arg(long, env = "C3S_WINDOW_MS", default_value_t = 2000)]
+    pub window_ms: i64,
 
     /// Messages queued per phone before it counts as too slow and is dropped.
     #[arg(long, env = "C3S_WS_QUEUE", default_value_t = crate::dataplane::hub::CONN_QUEUE_CAPACITY)]
@@ -328,6 +344,8 @@ impl std::fmt::Debug for Config {
             )
             .field("db_max_connections", &self.db_max_connections)
             .field("db_phone_connections", &self.db_phone_connections)
+            .field("join_queue", &self.join_queue)
+            .field("join_batch", &self.join_batch)
             .field("mongodb_url", &redact_url(self.mongodb_url.expose_secret()))
             .field("mongodb_database", &self.mongodb_database)
             .field("gridfs_bucket", &self.gridfs_bucket)
@@ -355,6 +373,7 @@ impl std::fmt::Debug for Config {
             .field("device_ttl_days", &self.device_ttl_days)
             .field("tick_ms", &self.tick_ms)
             .field("lookahead_ms", &self.lookahead_ms)
+            .field("window_ms", &self.window_ms)
             .field("ws_queue_capacity", &self.ws_queue_capacity)
             .field("frame_cache_mb", &self.frame_cache_mb)
             .field("socket_send_buffer", &self.socket_send_buffer)

@@ -156,6 +156,12 @@ function onMessage(msg) {
       clock.start();
       describe();
       break;
+    case 'queued':
+      // a crowd is joining at once: the server takes us in turn; keep waiting
+      state.welcomeDeadline = performance.now() + WELCOME_MS;
+      state.queuedAhead = msg.ahead;
+      say('Joining…', msg.ahead > 1 ? `${msg.ahead} phones are joining with you; it takes a moment.` : 'It takes a moment.');
+      break;
     case 'scene':
       // the operator changed the scene (its name, idle colour, locating methods); two quick
       // changes may arrive out of order, and the later one holds

@@ -88,6 +88,9 @@ pub enum ServerMsg<'a> {
         tick_ms: i64,
         lookahead_ms: i64,
     },
+    /// The phone's join is waiting its turn (a crowd is arriving): keep the socket open, the
+    /// welcome follows. `ahead`: about how many phones wait with it.
+    Queued { ahead: usize },
     /// The scene changed (name, size, idle colour, status, locating methods): the same
     /// fields as in `welcome`.
     Scene { scene: &'a ScenePublic },

@@ -15,6 +15,7 @@ pub mod events;
 pub mod flash;
 pub mod frames;
 pub mod gridfs;
+pub mod joins;
 pub mod listen;
 pub mod locate;
 pub mod log;

@@ -10,7 +10,7 @@ use crate::scene::{
 };
 
 #[derive(sqlx::FromRow)]
-struct SceneRow {
+pub(super) struct SceneRow {
     scene_id: Uuid,
     owner_id: Uuid,
     name: String,
@@ -65,7 +65,7 @@ impl Scene {
     }
 }
 
-const SCENE_COLUMNS: &str = "s.scene_id, s.owner_id, s.name, s.description, s.venue, s.width,
+pub(super) const SCENE_COLUMNS: &str = "s.scene_id, s.owner_id, s.name, s.description, s.venue, s.width,
     s.height, s.status, s.idle_color, s.created_at, s.updated_at,
     coalesce((select array_agg(m.location_method_id order by m.location_method_id)
               from scene_location_method m where m.scene_id = s.scene_id), '{}') as location_method_ids";
@@ -236,17 +236,17 @@ pub async fn delete_scene(
 }
 
 #[derive(sqlx::FromRow)]
-struct PixelRow {
-    pixel_id: Uuid,
-    scene_id: Uuid,
-    user_id: Uuid,
-    x: Option<f64>,
-    y: Option<f64>,
-    location_method_id: Option<i16>,
-    confidence: Option<f32>,
-    status: String,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
+pub(super) struct PixelRow {
+    pub pixel_id: Uuid,
+    pub scene_id: Uuid,
+    pub user_id: Uuid,
+    pub x: Option<f64>,
+    pub y: Option<f64>,
+    pub location_method_id: Option<i16>,
+    pub confidence: Option<f32>,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }
 
 impl From<PixelRow> for Pixel {
@@ -266,7 +266,8 @@ impl From<PixelRow> for Pixel {
     }
 }
 
-const PIXEL_COLUMNS: &str = "pixel_id, scene_id, user_id, x, y, location_method_id, confidence,
+pub(super) const PIXEL_COLUMNS: &str =
+    "pixel_id, scene_id, user_id, x, y, location_method_id, confidence,
     status, created_at, updated_at";
 
 pub async fn list_pixels(

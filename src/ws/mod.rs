@@ -29,7 +29,10 @@ use crate::locate::gps::GeoReference;
 use crate::locate::seat::normalise;
 use crate::locate::Observation;
 use crate::scene::{LocationMethod, PixelStatus, Scene, SceneStatus};
-use crate::store;
+use crate::store::{self, joins::Answer, joins::Ask};
+use joins::Unavailable;
+
+pub mod joins;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(scene_socket))
@@ -254,61 +257,49 @@ async fn run(
         ));
     }
 
-    // 2. identity and join
-    let unavailable = |e: Error| {
-        tracing::warn!(error = ?e, "socket join failed");
+    // 2. identity and join, in turn with the other phones arriving (`joins`)
+    let unavailable = || {
         end(
             close::UNAVAILABLE,
             "the server cannot take phones right now; retry shortly",
         )
     };
-    let scene = store::scenes::scene_by_id(&state.phone_db, scene_id)
-        .await
-        .map_err(|e| unavailable(e.into()))?
-        .ok_or_else(|| end(close::NOT_JOINABLE, "no such scene is open"))?;
-    match scene.status {
-        SceneStatus::Open | SceneStatus::Live => {}
-        // a phone that comes back after the end is told so, and stops retrying
-        SceneStatus::Ended => {
-            let (code, reason) = CloseReason::SceneEnded.close_frame();
-            return Err(end(code, reason));
-        }
-        SceneStatus::Draft => return Err(end(close::NOT_JOINABLE, "no such scene is open")),
-    }
-    // one transaction for a new phone's identity and its join: a crowd arriving at once is a
-    // burst of these, and PostgreSQL's commits are what limit it
-    let known = match token.as_deref() {
-        Some(t) => store::users::identity_by_token(&state.phone_db, &auth::hash_token(t))
-            .await
-            .map_err(|e| unavailable(e.into()))?,
-        None => None,
+    let mut ask = store::joins::Ask {
+        scene_id,
+        token_hash: token.as_deref().map(auth::hash_token),
     };
-    // a new identity counts against the address's guest allowance, as `POST /auth/guest` does
-    if known.is_none() && state.rate_limits.guests.check(&ip).is_err() {
-        return Err(end(
-            close::UNAVAILABLE,
-            "too many new phones from this address; retry shortly",
-        ));
-    }
-    let (user_id, new_token, pixel) = async {
-        let mut tx = state.phone_db.begin().await?;
-        let (user_id, new_token) = match known {
-            Some(identity) => (identity.user_id, None),
-            None => {
-                let expires =
-                    chrono::Utc::now() + chrono::Duration::days(state.config.device_ttl_days);
-                let (user, token) = store::users::create_guest(&mut tx, "phone", expires).await?;
-                (user.user_id, Some(token))
-            }
-        };
-        let pixel = store::scenes::join_scene(&mut tx, scene_id, user_id).await?;
-        if pixel.status != PixelStatus::Kicked {
-            tx.commit().await?;
+    let joined = loop {
+        // a new identity counts against the address's guest allowance, as `POST /auth/guest`
+        // does
+        if ask.token_hash.is_none() && state.rate_limits.guests.check(&ip).is_err() {
+            return Err(end(
+                close::UNAVAILABLE,
+                "too many new phones from this address; retry shortly",
+            ));
         }
-        Ok::<_, Error>((user_id, new_token, pixel))
-    }
-    .await
-    .map_err(unavailable)?;
+        match wait_for_join(state, socket, ask.clone()).await? {
+            Answer::NoScene => return Err(end(close::NOT_JOINABLE, "no such scene is open")),
+            // a phone that comes back after the end is told so, and stops retrying
+            Answer::NotJoinable(scene) if scene.status == SceneStatus::Ended => {
+                let (code, reason) = CloseReason::SceneEnded.close_frame();
+                return Err(end(code, reason));
+            }
+            Answer::NotJoinable(_) => {
+                return Err(end(close::NOT_JOINABLE, "no such scene is open"))
+            }
+            // a dead token: the phone joins as a new one
+            Answer::UnknownToken if ask.token_hash.is_some() => ask.token_hash = None,
+            Answer::UnknownToken => return Err(unavailable()),
+            Answer::Joined(joined) => break joined,
+        }
+    };
+    let store::joins::Joined {
+        scene,
+        user_id,
+        token: new_token,
+        pixel,
+        log_seq,
+    } = joined;
     if pixel.status == PixelStatus::Kicked {
         let (code, reason) = CloseReason::Kicked.close_frame();
         return Err(end(code, reason));
@@ -317,17 +308,13 @@ async fn run(
         Ok(hub) => hub,
         Err(e) => {
             tracing::warn!(error = ?e, "socket join failed");
-            return Err(end(
-                close::UNAVAILABLE,
-                "the server cannot take phones right now; retry shortly",
-            ));
+            return Err(unavailable());
         }
     };
-    let position = pixel.x.zip(pixel.y);
     let (conn, mut queue) = state.hub.connect(
         &scene_hub,
         pixel.pixel_id,
-        position.map(|(x, y)| (x as f32, y as f32)),
+        pixel.x.zip(pixel.y).map(|(x, y)| (x as f32, y as f32)),
         state.config.ws_queue_capacity,
     );
     let _leave = Leave {
@@ -339,20 +326,30 @@ async fn run(
         let (code, reason) = CloseReason::SceneEnded.close_frame();
         return Err(end(code, reason));
     }
-    // a placement or kick committed after the join read the pixel, and applied to the hub
-    // before this phone was in it, would be missed: read the pixel once more
-    let pixel = match store::scenes::pixel_by_id(&state.phone_db, scene_id, pixel.pixel_id).await {
-        Ok(Some(now)) if now.status == PixelStatus::Kicked => {
-            let (code, reason) = CloseReason::Kicked.close_frame();
-            return Err(end(code, reason));
-        }
-        Ok(Some(now)) => {
-            if now.x != pixel.x || now.y != pixel.y {
-                conn.set_position(now.x.zip(now.y).map(|(x, y)| (x as f32, y as f32)));
+    // A placement or kick the hub applied before this phone was in it would be missed. Every
+    // event applied from now on finds the phone (it is in the hub before the follower's lock
+    // is taken here); one applied already is either older than the pixel's row (so the row
+    // shows it) or newer, and then the row is read once more.
+    let applied = {
+        let _applying = scene_hub.applying.lock().await;
+        scene_hub.applied_seq()
+    };
+    let pixel = if applied > log_seq {
+        match store::scenes::pixel_by_id(&state.phone_db, scene_id, pixel.pixel_id).await {
+            Ok(Some(now)) if now.status == PixelStatus::Kicked => {
+                let (code, reason) = CloseReason::Kicked.close_frame();
+                return Err(end(code, reason));
             }
-            now
+            Ok(Some(now)) => {
+                if now.x != pixel.x || now.y != pixel.y {
+                    conn.set_position(now.x.zip(now.y).map(|(x, y)| (x as f32, y as f32)));
+                }
+                now
+            }
+            _ => pixel,
         }
-        _ => pixel,
+    } else {
+        pixel
     };
     let position = pixel.x.zip(pixel.y);
     let public = ScenePublic::from(&scene);
@@ -472,6 +469,40 @@ async fn run(
                     return Err(end(close::HEARTBEAT_TIMEOUT, "no answer to pings"));
                 }
                 send(socket, Message::Ping(Default::default())).await?;
+            }
+        }
+    }
+}
+
+/// How long a phone waits for its join before it is told it is queued, and how often again.
+const QUEUED_NOTICE: Duration = Duration::from_secs(1);
+const QUEUED_NOTICE_EVERY: Duration = Duration::from_secs(5);
+
+/// Queues the phone's join and waits for it, telling the phone it is queued (and roughly how
+/// many are ahead of it) when it waits more than a moment: its page says "joining…" and it
+/// keeps waiting instead of giving up.
+async fn wait_for_join(state: &AppState, socket: &mut WebSocket, ask: Ask) -> Result<Answer, End> {
+    let unavailable = end(
+        close::UNAVAILABLE,
+        "the server cannot take phones right now; retry shortly",
+    );
+    let Ok(answer) = state.joins.ask(ask) else {
+        return Err(unavailable);
+    };
+    tokio::pin!(answer);
+    let mut notice = tokio::time::interval_at(Instant::now() + QUEUED_NOTICE, QUEUED_NOTICE_EVERY);
+    loop {
+        tokio::select! {
+            got = &mut answer => {
+                return match got {
+                    Ok(Ok(answer)) => Ok(answer),
+                    Ok(Err(Unavailable)) | Err(_) => Err(unavailable),
+                };
+            }
+            _ = notice.tick() => {
+                let ahead = state.joins.waiting();
+                metrics::counter!("c3s_joins_queued_notices_total").increment(1);
+                send(socket, Message::Text(ServerMsg::Queued { ahead }.to_json().into())).await?;
             }
         }
     }

@@ -14,6 +14,7 @@ mod health;
 mod helpers;
 mod hostile;
 mod images;
+mod joins;
 mod live;
 mod locating;
 mod metrics;
