@@ -11,6 +11,7 @@ mod phone;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -23,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use netem::Leg;
-use phone::{PhoneReport, PhoneSpec};
+use phone::{Counters, PhoneReport, PhoneSpec};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -43,6 +44,13 @@ enum Mode {
     /// Only the delay relay: listens, relays every connection to `--to` with each direction
     /// delayed on its own, prints `{"listen": ADDR}`; `stall MS` on standard input stalls it.
     Relay(RelayArgs),
+    /// Starts server nodes on one fresh database with one scene playing its show in a loop;
+    /// prints `{"nodes": [{"addr", "pid"}], "scene_id", "token"}` and keeps them until
+    /// standard input closes (`scripts/load-many`).
+    Nodes(NodesArgs),
+    /// Phones on one node of the scene `nodes` set up: they join, are placed, watch the show;
+    /// prints one JSON line of figures.
+    Phones(PhonesArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -79,19 +87,64 @@ fn leg(delay_ms: f64, jitter_ms: f64) -> Leg {
 
 #[derive(clap::Args, Debug)]
 struct Args {
-    /// Simulated phones.
-    #[arg(long, default_value_t = 1000)]
-    phones: usize,
-    /// Seconds of show to measure.
-    #[arg(long, default_value_t = 20)]
-    duration_s: u64,
+    #[command(flatten)]
+    show: ShowArgs,
+    #[command(flatten)]
+    phones: PhoneArgs,
+    /// A command run (by `sh -c`) once the phones watch the show, with `C3S_SERVER` (the
+    /// server's base URL), `C3S_SCENE` and `C3S_PID` (the server's) in its environment: an
+    /// attack on the server while the phones watch. The measured show lasts until it ends,
+    /// and at least `--duration-s`; its last line (JSON) goes into the report as `attack`.
+    #[arg(long)]
+    attack: Option<String>,
+}
+
+/// The nodes and the show they play.
+#[derive(clap::Args, Debug)]
+struct ShowArgs {
     /// Frames per second of the show.
     #[arg(long, default_value_t = 30)]
     fps: u32,
-    /// Source addresses to spread connections over (127.0.0.1, 127.0.0.2, ...), past the
-    /// ephemeral-port limit of one address.
-    #[arg(long, default_value_t = 16)]
-    sources: u8,
+    /// The server binary to start.
+    #[arg(long, default_value = "target/release/c3s")]
+    server_bin: PathBuf,
+    /// Frame resolution (square).
+    #[arg(long, default_value_t = 64)]
+    frame_px: u32,
+    /// Extra server settings, `NAME=value`, repeatable (e.g. C3S_TICK_MS=250).
+    #[arg(long = "server-env")]
+    server_env: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+struct NodesArgs {
+    /// Server nodes, all on one database, all serving the one scene.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
+    #[command(flatten)]
+    show: ShowArgs,
+    /// Ends the nodes after this long even if standard input stays open.
+    #[arg(long, default_value_t = 3600)]
+    lifetime_s: u64,
+}
+
+/// One generator's phones, on one node.
+#[derive(clap::Args, Debug)]
+struct PhoneArgs {
+    /// Simulated phones.
+    #[arg(long, default_value_t = 1000)]
+    phones: usize,
+    /// Seconds of show to measure (after every phone joined and was placed).
+    #[arg(long, default_value_t = 20)]
+    duration_s: u64,
+    /// Source addresses to spread connections over (127.B.0.1, 127.B.0.2, ...), past the
+    /// ephemeral-port limit of one address and the per-address limits a crowd behind one
+    /// address would meet.
+    #[arg(long, default_value_t = 250)]
+    sources: u16,
+    /// B in the source addresses: generators on one machine each take their own block.
+    #[arg(long, default_value_t = 0)]
+    source_block: u8,
     /// New connections per second.
     #[arg(long, default_value_t = 2000)]
     connect_rate: u32,
@@ -108,21 +161,33 @@ struct Args {
     /// Clock-sync exchanges each phone makes (the least delayed one is trusted).
     #[arg(long, default_value_t = 8)]
     sync_samples: usize,
-    /// The server binary to start.
-    #[arg(long, default_value = "target/release/c3s")]
-    server_bin: PathBuf,
-    /// Frame resolution (square).
-    #[arg(long, default_value_t = 64)]
-    frame_px: u32,
-    /// Extra server settings, `NAME=value`, repeatable (e.g. C3S_TICK_MS=250).
-    #[arg(long = "server-env")]
-    server_env: Vec<String>,
-    /// A command run (by `sh -c`) once the show plays, with `C3S_SERVER` (the server's base
-    /// URL), `C3S_SCENE` and `C3S_PID` (the server's) in its environment: an attack on the
-    /// server while the phones watch. The measured show lasts until it ends, and at least
-    /// `--duration-s`; its last line (JSON) goes into the report as `attack`.
+    /// Also print a line of figures every this many seconds of the measured show (a soak).
     #[arg(long)]
-    attack: Option<String>,
+    report_every_s: Option<u64>,
+}
+
+/// Where `c3s-load phones` finds the scene `c3s-load nodes` set up.
+#[derive(clap::Args, Debug)]
+struct TargetArgs {
+    /// The node's address (host:port).
+    #[arg(long)]
+    server: SocketAddr,
+    /// The node's process id (its CPU and memory are read from /proc).
+    #[arg(long)]
+    server_pid: u32,
+    #[arg(long)]
+    scene: Uuid,
+    /// An operator's bearer token (the phones are placed through the API).
+    #[arg(long)]
+    token: String,
+}
+
+#[derive(clap::Args, Debug)]
+struct PhonesArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    #[command(flatten)]
+    phones: PhoneArgs,
 }
 
 /// Longest an `--attack` command may run.
@@ -208,43 +273,51 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-async fn start_server(args: &Args) -> anyhow::Result<Server> {
+/// Starts `n` nodes on one fresh database (and one GridFS database): one deployment.
+async fn start_nodes(show: &ShowArgs, n: usize) -> anyhow::Result<Vec<Server>> {
     let database_url = c3s::testkit::fresh_database().await?;
     let mongodb_url = c3s::testkit::shared_mongodb_url();
-    let port = free_port()?;
-    let mut cmd = Command::new(&args.server_bin);
-    cmd.env("DATABASE_URL", database_url)
-        .env("MONGODB_URL", mongodb_url)
-        .env(
-            "C3S_MONGODB_DATABASE",
-            format!("c3s_load_{}", Uuid::new_v4().simple()),
-        )
-        .env("C3S_LISTEN", format!("127.0.0.1:{port}"))
-        .env("C3S_BOOTSTRAP_ADMIN", format!("{ADMIN}:{ADMIN_PASSWORD}"))
-        .env("C3S_DB_MAX_CONNECTIONS", "8")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    for kv in &args.server_env {
-        let (k, v) = kv
-            .split_once('=')
-            .context("--server-env takes NAME=value")?;
-        cmd.env(k, v);
+    let mongodb_database = format!("c3s_load_{}", Uuid::new_v4().simple());
+    let mut servers = Vec::with_capacity(n);
+    for _ in 0..n.max(1) {
+        let port = free_port()?;
+        let mut cmd = Command::new(&show.server_bin);
+        cmd.env("DATABASE_URL", &database_url)
+            .env("MONGODB_URL", &mongodb_url)
+            .env("C3S_MONGODB_DATABASE", &mongodb_database)
+            .env("C3S_LISTEN", format!("127.0.0.1:{port}"))
+            .env("C3S_BOOTSTRAP_ADMIN", format!("{ADMIN}:{ADMIN_PASSWORD}"))
+            .env("C3S_DB_MAX_CONNECTIONS", "8")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for kv in &show.server_env {
+            let (k, v) = kv
+                .split_once('=')
+                .context("--server-env takes NAME=value")?;
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", show.server_bin.display()))?;
+        servers.push(Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+        });
+        // the first node migrates the database; the others start on it
+        wait_ready(servers.last().expect("just pushed")).await?;
     }
-    let child = cmd
-        .spawn()
-        .with_context(|| format!("starting {}", args.server_bin.display()))?;
-    let server = Server {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-        addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
-    };
+    Ok(servers)
+}
+
+async fn wait_ready(server: &Server) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         if let Ok(r) = client.get(format!("{}/readyz", server.base)).send().await {
             if r.status().is_success() {
-                return Ok(server);
+                return Ok(());
             }
         }
         if Instant::now() > deadline {
@@ -329,50 +402,28 @@ async fn build_show(op: &Operator, scene: Uuid, fps: u32, px: u32) -> anyhow::Re
     Ok(())
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i]
-}
-
-fn round3(v: f64) -> f64 {
-    (v * 1000.0).round() / 1000.0
-}
-
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    if let Some(Mode::Relay(r)) = cli.mode {
-        return netem::serve(
-            r.listen,
-            r.to,
-            leg(r.up_delay_ms, r.up_jitter_ms),
-            leg(r.down_delay_ms, r.down_jitter_ms),
-            r.seed,
-            Duration::from_secs(r.lifetime_s),
-        )
-        .await;
-    }
-    let args = cli.run;
-    let server = start_server(&args).await?;
-    let pid = server.child.id();
+/// Logs in as the load's admin on `base`.
+async fn operator(base: &str) -> anyhow::Result<Operator> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()?;
     let session: Value = client
-        .post(format!("{}/api/auth/login", server.base))
+        .post(format!("{base}/api/auth/login"))
         .json(&json!({"login": ADMIN, "password": ADMIN_PASSWORD}))
         .send()
         .await?
         .json()
         .await?;
-    let op = Operator {
+    Ok(Operator {
         client,
-        base: server.base.clone(),
+        base: base.to_owned(),
         token: session["token"].as_str().context("admin token")?.to_owned(),
-    };
+    })
+}
+
+/// One open scene with its show playing in a loop (from `PLAY_LEAD_MS` from now): the
+/// crowd joins a show already on, as a stadium's does.
+async fn set_up_scene(op: &Operator, show: &ShowArgs) -> anyhow::Result<Uuid> {
     let scene: Value = op
         .call(
             reqwest::Method::POST,
@@ -387,10 +438,52 @@ async fn main() -> anyhow::Result<()> {
         Some(json!({"status": "open"})),
     )
     .await?;
-    build_show(&op, scene_id, args.fps, args.frame_px).await?;
-    let (cpu_before, rss_before_kb, _) = proc_usage(pid)?;
+    build_show(op, scene_id, show.fps, show.frame_px).await?;
+    op.call(
+        reqwest::Method::POST,
+        &format!("/scenes/{scene_id}/playback"),
+        Some(json!({"command": "play", "start_in_ms": PLAY_LEAD_MS})),
+    )
+    .await?;
+    Ok(scene_id)
+}
 
-    // phones connect at the given rate
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+/// (user + system CPU seconds, RSS kB) of this process.
+fn own_usage() -> (f64, u64) {
+    proc_usage(std::process::id()).map_or((0.0, 0), |(cpu, rss, _)| (cpu, rss))
+}
+
+/// The node the phones go to.
+struct Target {
+    addr: SocketAddr,
+    pid: u32,
+    scene_id: Uuid,
+}
+
+/// Connects the phones, places them, measures `duration_s` of show (and the attack, if
+/// any); the JSON line of figures.
+async fn run_phones(
+    target: &Target,
+    op: &Operator,
+    args: &PhoneArgs,
+    attack: Option<&str>,
+) -> anyhow::Result<Value> {
+    let pid = target.pid;
+    let scene_id = target.scene_id;
+    let (cpu_before, rss_before_kb, _) = proc_usage(pid)?;
+    let (own_cpu_before, _) = own_usage();
     let down = Leg {
         delay: Duration::from_millis(args.delay_ms),
         jitter: Duration::from_millis(args.jitter_ms),
@@ -400,38 +493,49 @@ async fn main() -> anyhow::Result<()> {
         jitter: Duration::from_millis(args.up_jitter_ms.unwrap_or(args.jitter_ms)),
     };
     let stop = CancellationToken::new();
+    let counters = Arc::new(Counters::default());
     let (joined_tx, mut joined_rx) = mpsc::unbounded_channel();
     let started = Instant::now();
-    let mut tasks = Vec::with_capacity(args.phones);
-    let pace = Duration::from_secs_f64(1.0 / f64::from(args.connect_rate.max(1)));
-    let mut rng = rand::thread_rng();
-    for index in 0..args.phones {
-        let spec = PhoneSpec {
-            index,
-            server: server.addr,
-            source: IpAddr::V4(Ipv4Addr::new(
-                127,
-                0,
-                0,
-                1 + (index % usize::from(args.sources.max(1))) as u8,
-            )),
-            scene_id,
-            up,
-            down,
-            clock_skew_ms: rng.gen_range(-5000.0..5000.0),
-            sync_samples: args.sync_samples,
-        };
-        tasks.push(tokio::spawn(phone::run(
-            spec,
-            joined_tx.clone(),
-            stop.clone(),
-        )));
-        let due = started + pace * (index as u32 + 1);
-        tokio::time::sleep_until(due.into()).await;
-    }
-    drop(joined_tx);
     let mut pixels = Vec::with_capacity(args.phones);
-    let connect_deadline = Instant::now() + CONNECT_TIMEOUT;
+    let connect_deadline = started + CONNECT_TIMEOUT;
+    let pace = Duration::from_secs_f64(1.0 / f64::from(args.connect_rate.max(1)));
+    let sources = usize::from(args.sources.max(1));
+    let mut rng = rand::thread_rng();
+    // phones connect at the given rate; their welcomes are counted as they come
+    let tasks: Vec<_> = {
+        let mut tasks = Vec::with_capacity(args.phones);
+        for index in 0..args.phones {
+            let k = index % sources;
+            let spec = PhoneSpec {
+                index,
+                server: target.addr,
+                source: IpAddr::V4(Ipv4Addr::new(
+                    127,
+                    1 + args.source_block,
+                    (k / 250) as u8,
+                    1 + (k % 250) as u8,
+                )),
+                scene_id,
+                up,
+                down,
+                clock_skew_ms: rng.gen_range(-5000.0..5000.0),
+                sync_samples: args.sync_samples,
+            };
+            tasks.push(tokio::spawn(phone::run(
+                spec,
+                joined_tx.clone(),
+                counters.clone(),
+                stop.clone(),
+            )));
+            while let Ok(p) = joined_rx.try_recv() {
+                pixels.push(p);
+            }
+            let due = started + pace * (index as u32 + 1);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        tasks
+    };
+    drop(joined_tx);
     while pixels.len() < args.phones {
         match tokio::time::timeout_at(connect_deadline.into(), joined_rx.recv()).await {
             Ok(Some(p)) => pixels.push(p),
@@ -440,9 +544,9 @@ async fn main() -> anyhow::Result<()> {
     }
     let join_s = started.elapsed().as_secs_f64();
     let connected = pixels.len();
+    let (cpu_joined, rss_joined_kb, _) = proc_usage(pid)?;
 
-    // locate everyone (as an observer placing them), then play
-    let mut rng = rand::thread_rng();
+    // locate everyone (as an observer placing them)
     for batch in pixels.chunks(10_000) {
         let positions: Vec<Value> = batch
             .iter()
@@ -455,13 +559,6 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?;
     }
-    let (_, rss_connected_kb, _) = proc_usage(pid)?;
-    op.call(
-        reqwest::Method::POST,
-        &format!("/scenes/{scene_id}/playback"),
-        Some(json!({"command": "play", "start_in_ms": PLAY_LEAD_MS})),
-    )
-    .await?;
     let presence = op
         .call(
             reqwest::Method::GET,
@@ -469,26 +566,64 @@ async fn main() -> anyhow::Result<()> {
             None,
         )
         .await?;
+    // the placements' catch-ups, and the show's start when it has not started yet
+    tokio::time::sleep(Duration::from_millis(PLAY_LEAD_MS as u64)).await;
+
+    // the measured show
     let show_started = Instant::now();
-    let attack = match &args.attack {
-        None => Value::Null,
-        Some(command) => {
-            tokio::time::sleep(Duration::from_millis(PLAY_LEAD_MS as u64)).await;
-            run_attack(command, &server.base, scene_id, pid).await
+    let (cpu_show, _, _) = proc_usage(pid)?;
+    let (own_cpu_show, _) = own_usage();
+    let counted_before = counters.read();
+    let attack_run = async {
+        match attack {
+            None => Value::Null,
+            Some(command) => run_attack(command, &op.base, scene_id, pid).await,
         }
     };
-    let until = Duration::from_millis(PLAY_LEAD_MS as u64) + Duration::from_secs(args.duration_s);
-    tokio::time::sleep(until.saturating_sub(show_started.elapsed())).await;
-    let measured_s = show_started.elapsed().as_secs_f64() - PLAY_LEAD_MS as f64 / 1000.0;
+    let per_phone_s =
+        |cpu: f64, secs: f64| round3(cpu * 1e6 / (connected.max(1) as f64 * secs.max(1e-3)));
+    let minutes = async {
+        let Some(every) = args.report_every_s.filter(|&s| s > 0) else {
+            return;
+        };
+        let mut last = (counted_before, cpu_show, show_started);
+        for i in 1.. {
+            tokio::time::sleep_until((show_started + Duration::from_secs(every * i)).into()).await;
+            let Ok((cpu, rss_kb, _)) = proc_usage(pid) else {
+                return;
+            };
+            let now = counters.read();
+            let d = now - last.0;
+            println!(
+                "{}",
+                json!({
+                    "bench": "soak", "at_s": every * i, "phones": connected,
+                    "server_rss_mb": round3(rss_kb as f64 / 1024.0),
+                    "dropped_total": now.dropped - counted_before.dropped,
+                    "late_chunks": d.late_chunks, "stream_chunks": d.stream_chunks,
+                    "late_total": now.late_chunks - counted_before.late_chunks,
+                    "server_cpu_us_per_phone_s": per_phone_s(cpu - last.1, last.2.elapsed().as_secs_f64()),
+                })
+            );
+            last = (now, cpu, Instant::now());
+        }
+    };
+    let until = Duration::from_secs(args.duration_s);
+    let attack = tokio::select! {
+        // the attack and the duration both run out (the minutes never do)
+        (attack, ()) = async { tokio::join!(attack_run, tokio::time::sleep(until)) } => attack,
+        () = minutes => Value::Null,
+    };
+    let measured_s = show_started.elapsed().as_secs_f64();
     let (cpu_after, rss_end_kb, rss_peak_kb) = proc_usage(pid)?;
+    let (own_cpu_after, own_rss_kb) = own_usage();
+    let counted = counters.read() - counted_before;
     stop.cancel();
 
     let mut reports: Vec<PhoneReport> = Vec::with_capacity(tasks.len());
     for t in tasks {
         reports.push(t.await.unwrap_or_default());
     }
-    drop(server);
-
     let mut errs: Vec<f64> = reports.iter().filter_map(|r| r.sync_err_ms).collect();
     errs.sort_by(f64::total_cmp);
     let mut signed: Vec<f64> = reports
@@ -496,11 +631,6 @@ async fn main() -> anyhow::Result<()> {
         .filter_map(|r| r.sync_signed_err_ms)
         .collect();
     signed.sort_by(f64::total_cmp);
-    let chunks: u64 = reports.iter().map(|r| r.chunks).sum();
-    let stream: u64 = reports.iter().map(|r| r.stream_chunks).sum();
-    let late: u64 = reports.iter().map(|r| r.late_chunks).sum();
-    let bytes: u64 = reports.iter().map(|r| r.bytes).sum();
-    let dropped = reports.iter().filter(|r| r.close.is_some()).count();
     let failed: Vec<&str> = reports
         .iter()
         .filter_map(|r| r.error.as_deref())
@@ -508,30 +638,37 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     let min_lead = reports.iter().filter_map(|r| r.min_lead_ms).min();
     let phones_f = args.phones.max(1) as f64;
-    let line = json!({
+    Ok(json!({
         "bench": "load",
         "phones": args.phones,
         "connected": connected,
         "located_seen_by_server": presence["located"],
+        "join_s": round3(join_s),
         "join_per_s": round3(connected as f64 / join_s),
-        "chunks": chunks,
-        "stream_chunks": stream,
-        "late_chunks": late,
-        "late_chunk_ratio": if stream > 0 { late as f64 / stream as f64 } else { f64::NAN },
+        "queued_joins": reports.iter().filter(|r| r.queued).count(),
+        "join_retries": reports.iter().map(|r| u64::from(r.join_retries)).sum::<u64>(),
+        "chunks": counted.chunks,
+        "stream_chunks": counted.stream_chunks,
+        "late_chunks": counted.late_chunks,
+        "late_chunk_ratio": if counted.stream_chunks > 0 { counted.late_chunks as f64 / counted.stream_chunks as f64 } else { f64::NAN },
         "min_chunk_lead_ms": min_lead,
-        "bytes_per_phone_per_s": round3(bytes as f64 / phones_f / measured_s.max(1.0)),
+        "bytes_per_phone_per_s": round3(counted.bytes as f64 / phones_f / measured_s.max(1.0)),
         "sync_err_p50_ms": round3(percentile(&errs, 0.5)),
         "sync_err_p99_ms": round3(percentile(&errs, 0.99)),
         "sync_err_max_ms": round3(errs.last().copied().unwrap_or(f64::NAN)),
         "display_spread_ms": round3(signed.last().copied().unwrap_or(0.0) - signed.first().copied().unwrap_or(0.0)),
         "server_cpu_s": round3(cpu_after - cpu_before),
+        "server_join_cpu_s": round3(cpu_joined - cpu_before),
+        "server_show_cpu_s": round3(cpu_after - cpu_show),
+        "server_cpu_us_per_phone_s": per_phone_s(cpu_after - cpu_show, measured_s),
+        "generator_cpu_s": round3(own_cpu_after - own_cpu_before),
+        "generator_show_cpu_us_per_phone_s": per_phone_s(own_cpu_after - own_cpu_show, measured_s),
+        "generator_rss_mb": round3(own_rss_kb as f64 / 1024.0),
         "server_rss_mb": round3(rss_end_kb as f64 / 1024.0),
         "server_peak_rss_mb": round3(rss_peak_kb as f64 / 1024.0),
-        "rss_per_phone_kb": round3((rss_connected_kb.saturating_sub(rss_before_kb)) as f64 / phones_f),
-        "dropped": dropped,
-        "join_retries": reports.iter().map(|r| u64::from(r.join_retries)).sum::<u64>(),
+        "rss_per_phone_kb": round3((rss_joined_kb.saturating_sub(rss_before_kb)) as f64 / phones_f),
+        "dropped": counted.dropped,
         "errors": failed,
-        "fps": args.fps,
         "duration_s": args.duration_s,
         "delay_ms": args.delay_ms,
         "jitter_ms": args.jitter_ms,
@@ -540,7 +677,86 @@ async fn main() -> anyhow::Result<()> {
         "sync_samples": args.sync_samples,
         "measured_s": round3(measured_s),
         "attack": attack,
-    });
-    println!("{line}");
+    }))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.mode {
+        Some(Mode::Relay(r)) => {
+            netem::serve(
+                r.listen,
+                r.to,
+                leg(r.up_delay_ms, r.up_jitter_ms),
+                leg(r.down_delay_ms, r.down_jitter_ms),
+                r.seed,
+                Duration::from_secs(r.lifetime_s),
+            )
+            .await
+        }
+        Some(Mode::Nodes(n)) => serve_nodes(n).await,
+        Some(Mode::Phones(p)) => {
+            let t = &p.target;
+            let op = Operator {
+                client: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(120))
+                    .build()?,
+                base: format!("http://{}", t.server),
+                token: t.token.clone(),
+            };
+            let target = Target {
+                addr: t.server,
+                pid: t.server_pid,
+                scene_id: t.scene,
+            };
+            let mut line = run_phones(&target, &op, &p.phones, None).await?;
+            line["node_pid"] = json!(t.server_pid);
+            println!("{line}");
+            Ok(())
+        }
+        None => {
+            let args = cli.run;
+            let servers = start_nodes(&args.show, 1).await?;
+            let server = &servers[0];
+            let op = operator(&server.base).await?;
+            let scene_id = set_up_scene(&op, &args.show).await?;
+            let target = Target {
+                addr: server.addr,
+                pid: server.child.id(),
+                scene_id,
+            };
+            let mut line = run_phones(&target, &op, &args.phones, args.attack.as_deref()).await?;
+            line["fps"] = json!(args.show.fps);
+            drop(servers);
+            println!("{line}");
+            Ok(())
+        }
+    }
+}
+
+/// `c3s-load nodes`: the nodes and the scene, until standard input closes.
+async fn serve_nodes(n: NodesArgs) -> anyhow::Result<()> {
+    let servers = start_nodes(&n.show, n.nodes).await?;
+    let op = operator(&servers[0].base).await?;
+    let scene_id = set_up_scene(&op, &n.show).await?;
+    let nodes: Vec<Value> = servers
+        .iter()
+        .map(|s| json!({"addr": s.addr.to_string(), "pid": s.child.id()}))
+        .collect();
+    println!(
+        "{}",
+        json!({"nodes": nodes, "scene_id": scene_id, "token": op.token})
+    );
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
+    let mut line = String::new();
+    let until_eof = async {
+        use tokio::io::AsyncBufReadExt;
+        while stdin.read_line(&mut line).await.is_ok_and(|n| n > 0) {
+            line.clear();
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(n.lifetime_s), until_eof).await;
+    drop(servers);
     Ok(())
 }

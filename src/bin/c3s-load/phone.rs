@@ -3,6 +3,8 @@
 //! machine's clock.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use c3s::clock::{self, best_estimate, SyncSample};
@@ -56,6 +58,55 @@ pub struct PhoneReport {
     pub bytes: u64,
     pub close: Option<String>,
     pub join_retries: u32,
+    /// The server said its join was queued before it was welcomed.
+    pub queued: bool,
+}
+
+/// What all phones of the process received so far (read at intervals: a soak's minutes, the
+/// measured part of a run).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub chunks: AtomicU64,
+    pub stream_chunks: AtomicU64,
+    pub late_chunks: AtomicU64,
+    pub bytes: AtomicU64,
+    /// Phones whose socket the server closed or lost after they joined.
+    pub dropped: AtomicU64,
+}
+
+/// A reading of [`Counters`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counted {
+    pub chunks: u64,
+    pub stream_chunks: u64,
+    pub late_chunks: u64,
+    pub bytes: u64,
+    pub dropped: u64,
+}
+
+impl Counters {
+    pub fn read(&self) -> Counted {
+        Counted {
+            chunks: self.chunks.load(Ordering::Relaxed),
+            stream_chunks: self.stream_chunks.load(Ordering::Relaxed),
+            late_chunks: self.late_chunks.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl std::ops::Sub for Counted {
+    type Output = Counted;
+    fn sub(self, o: Counted) -> Counted {
+        Counted {
+            chunks: self.chunks - o.chunks,
+            stream_chunks: self.stream_chunks - o.stream_chunks,
+            late_chunks: self.late_chunks - o.late_chunks,
+            bytes: self.bytes - o.bytes,
+            dropped: self.dropped - o.dropped,
+        }
+    }
 }
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -69,12 +120,13 @@ fn phone_now_ms(skew_ms: f64) -> f64 {
 pub async fn run(
     spec: PhoneSpec,
     joined: mpsc::UnboundedSender<(usize, Uuid)>,
+    counters: Arc<Counters>,
     stop: CancellationToken,
 ) -> PhoneReport {
     let mut report = PhoneReport::default();
     // like the web client: a join that fails is retried with backoff and jitter
     for attempt in 0..JOIN_ATTEMPTS {
-        match session(&spec, &joined, &stop, &mut report).await {
+        match session(&spec, &joined, &counters, &stop, &mut report).await {
             Ok(()) => break,
             Err(e) if report.connected || attempt + 1 == JOIN_ATTEMPTS || stop.is_cancelled() => {
                 report.error = Some(e.to_string());
@@ -95,6 +147,7 @@ pub async fn run(
 async fn session(
     spec: &PhoneSpec,
     joined: &mpsc::UnboundedSender<(usize, Uuid)>,
+    counters: &Counters,
     stop: &CancellationToken,
     report: &mut PhoneReport,
 ) -> anyhow::Result<()> {
@@ -121,12 +174,21 @@ async fn session(
         json!({"type": "hello", "protocol": 1}).to_string(),
     ))
     .await?;
-    let welcome = next_text(&mut ws).await?;
+    // (a crowd's join may be queued first: `queued` until `welcome`)
+    let welcome = loop {
+        let v = next_text(&mut ws).await?;
+        if v["type"] != "queued" {
+            break v;
+        }
+        report.queued = true;
+    };
     let pixel_id: Uuid = welcome["pixel_id"]
         .as_str()
         .ok_or_else(|| anyhow::anyhow!("no welcome: {welcome}"))?
         .parse()?;
     report.connected = true;
+    // joined when welcomed; its clock syncs while the others join
+    let _ = joined.send((spec.index, pixel_id));
 
     // clock sync, as the web client does it: a few exchanges, trust the least delayed
     let mut samples = Vec::with_capacity(spec.sync_samples);
@@ -158,7 +220,6 @@ async fn session(
         json!({"type": "sync_report", "offset_ms": offset, "error_ms": bound}).to_string(),
     ))
     .await?;
-    let _ = joined.send((spec.index, pixel_id));
 
     let mut last_end: Option<i64> = None;
     loop {
@@ -168,13 +229,25 @@ async fn session(
         };
         let Some(msg) = msg else {
             report.close = Some("dropped".into());
+            counters.dropped.fetch_add(1, Ordering::Relaxed);
             break;
         };
-        match msg? {
+        let msg = match msg {
+            Ok(msg) => msg,
+            Err(e) => {
+                counters.dropped.fetch_add(1, Ordering::Relaxed);
+                return Err(e.into());
+            }
+        };
+        match msg {
             Message::Binary(bytes) => {
                 let arrived = clock::now_ms();
                 report.bytes += bytes.len() as u64;
                 report.chunks += 1;
+                counters
+                    .bytes
+                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                counters.chunks.fetch_add(1, Ordering::Relaxed);
                 let c = chunk::decode(&bytes)?;
                 let end = c.start_ms + i64::from(c.length_ms);
                 // A chunk that continues the stream is a regular window, due before its
@@ -182,10 +255,12 @@ async fn session(
                 // starts at the moment it was built.
                 if last_end == Some(c.start_ms) {
                     report.stream_chunks += 1;
+                    counters.stream_chunks.fetch_add(1, Ordering::Relaxed);
                     let lead = c.start_ms - arrived;
                     report.min_lead_ms = Some(report.min_lead_ms.map_or(lead, |m| m.min(lead)));
                     if lead < 0 {
                         report.late_chunks += 1;
+                        counters.late_chunks.fetch_add(1, Ordering::Relaxed);
                     }
                 } else {
                     report.catch_up_chunks += 1;
@@ -194,6 +269,7 @@ async fn session(
             }
             Message::Close(frame) => {
                 report.close = Some(format!("{frame:?}"));
+                counters.dropped.fetch_add(1, Ordering::Relaxed);
                 break;
             }
             _ => {}
