@@ -231,6 +231,7 @@ impl App {
         }
         let stop = shutdown.clone();
         let shutdown_all = state.shutdown.clone();
+        let hub = state.hub.clone();
         let send_buffer = state.config.socket_send_buffer;
         let listener = self.listener.tap_io(move |tcp| {
             // clock-sync replies are tiny and must not wait for Nagle's algorithm
@@ -246,7 +247,10 @@ impl App {
         .with_graceful_shutdown(async move {
             stop.cancelled().await;
             // sockets end on this, so the server's graceful shutdown does not wait for them
+            // (phones in the hub are closed through it: a phone's session waits on its own
+            // token only, not on one shared by the whole crowd)
             shutdown_all.cancel();
+            hub.close_all(crate::dataplane::protocol::CloseReason::ShuttingDown);
         })
         .await
         .context("serving")?;

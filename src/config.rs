@@ -167,7 +167,7 @@ pub struct Config {
     /// in ms (a multiple of the tick; right after a new version, one tick's worth). Longer
     /// windows mean fewer sends per phone; the scene's phones are spread over
     /// window / tick groups that are sent on different ticks.
-    #[arg(long, env = "C3S_WINDOW_MS", default_value_t = 2000)]
+    #[arg(long, env = "C3S_WINDOW_MS", default_value_t = 4000)]
     pub window_ms: i64,
 
     /// Messages queued per phone before it counts as too slow and is dropped.

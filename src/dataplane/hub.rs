@@ -28,7 +28,9 @@ use crate::playback::{Show, Timeline};
 use crate::scene::Scene;
 
 /// Messages waiting for one phone's socket. Chunks are a few hundred bytes; eight of them is
-/// two to four seconds of show at the default tick, more than any live phone falls behind.
+/// four seconds of show right after a new version (a tick's window each) and 32 s once it has
+/// settled (4 s windows), more than any live phone falls behind; a phone whose socket stops
+/// taking them is closed by the send timeout first.
 pub const CONN_QUEUE_CAPACITY: usize = 8;
 
 /// What goes out to a phone through its queue: a binary colour chunk (`crate::chunk`), often
@@ -56,8 +58,11 @@ pub struct Conn {
     close_reason: AtomicU8,
     /// Last reported clock-sync error bound, in µs (`u32::MAX` before the first report).
     sync_error_us: AtomicU32,
-    /// Set when the phone must get a catch-up chunk (it joined, or was located or moved).
+    /// Set when the phone must get a catch-up chunk (it joined, or was located or moved); its
+    /// id is then in its scene's list of catch-ups, so the scheduler finds the few phones
+    /// that need one without looking at every phone each tick.
     catch_up: AtomicBool,
+    catch_ups: Arc<std::sync::Mutex<Vec<u64>>>,
     /// Control messages not sent yet, the newest of each kind, oldest kind first.
     control: std::sync::Mutex<Vec<String>>,
     /// Wakes the session when `control` gains a message.
@@ -78,7 +83,9 @@ impl Conn {
     }
 
     pub fn request_catch_up(&self) {
-        self.catch_up.store(true, Ordering::Release);
+        if !self.catch_up.swap(true, Ordering::AcqRel) {
+            self.catch_ups.lock().expect("catch-ups lock").push(self.id);
+        }
     }
 
     pub fn take_catch_up(&self) -> bool {
@@ -214,8 +221,8 @@ impl SceneSnapshot {
 
 /// A scene's connections: dense lists, one per window group (the scheduler walks a group's
 /// list when its window is due, and splits a long one across threads), with indexes by
-/// connection id and by pixel. A phone's group is its connection id modulo the number of
-/// groups, so groups stay even as phones come and go.
+/// connection id and by pixel. Phones are dealt to the groups in turn as they join, so the
+/// groups of every scene stay even.
 struct Conns {
     groups: Vec<Vec<Arc<Conn>>>,
     /// Group and position of each connection.
@@ -223,6 +230,8 @@ struct Conns {
     /// The live connection of each pixel (a replaced one stays listed until it ends).
     by_pixel: HashMap<Uuid, u64>,
     len: usize,
+    /// Phones dealt so far (the next one goes to group `dealt % groups`).
+    dealt: usize,
 }
 
 impl Conns {
@@ -232,6 +241,7 @@ impl Conns {
             index: HashMap::new(),
             by_pixel: HashMap::new(),
             len: 0,
+            dealt: 0,
         }
     }
 
@@ -240,7 +250,8 @@ impl Conns {
     }
 
     fn insert(&mut self, conn: Arc<Conn>) {
-        let g = (conn.id % self.groups.len() as u64) as usize;
+        let g = self.dealt % self.groups.len();
+        self.dealt = self.dealt.wrapping_add(1);
         self.index.insert(conn.id, (g, self.groups[g].len()));
         self.groups[g].push(conn);
         self.len += 1;
@@ -266,6 +277,8 @@ pub struct SceneHub {
     /// Set when the snapshot changed in a way phones must hear about at once (a new show
     /// version): the scheduler sends every phone a catch-up chunk and clears it.
     pub needs_catch_up: AtomicBool,
+    /// Phones that asked for a catch-up since the scheduler last looked (see `Conn`).
+    catch_ups: Arc<std::sync::Mutex<Vec<u64>>>,
     /// Set once the scene has ended (or was deleted).
     ended: AtomicBool,
     /// The last event of the scene's log applied here (`seq`); see `live::catch_up`.
@@ -352,6 +365,32 @@ impl SceneHub {
         f(conns.groups.get(group).map_or(&[], Vec::as_slice))
     }
 
+    /// Calls `f` with each phone that asked for a catch-up since the last call (and is still
+    /// here), its group first, clearing its request.
+    pub fn take_catch_ups(&self, mut f: impl FnMut(usize, &Arc<Conn>)) {
+        let ids = std::mem::take(&mut *self.catch_ups.lock().expect("catch-ups lock"));
+        let conns = self.conns.read().expect("conns lock");
+        for id in ids {
+            if let Some(&(g, i)) = conns.index.get(&id) {
+                let conn = &conns.groups[g][i];
+                if conn.take_catch_up() {
+                    f(g, conn);
+                }
+            }
+        }
+    }
+
+    /// Forgets every phone's catch-up request (all of them get one anyway).
+    pub fn clear_catch_ups(&self) {
+        let ids = std::mem::take(&mut *self.catch_ups.lock().expect("catch-ups lock"));
+        let conns = self.conns.read().expect("conns lock");
+        for id in ids {
+            if let Some(conn) = conns.get(id) {
+                conn.take_catch_up();
+            }
+        }
+    }
+
     /// How many window groups the scene's phones are spread over (see [`Hub::new`]).
     pub fn groups(&self) -> usize {
         self.conns.read().expect("conns lock").groups.len()
@@ -426,6 +465,7 @@ impl Hub {
                     conns: RwLock::new(Conns::new(self.groups)),
                     snapshot: RwLock::new(Arc::new(snapshot)),
                     needs_catch_up: AtomicBool::new(false),
+                    catch_ups: Arc::default(),
                     ended: AtomicBool::new(false),
                     applied_seq: AtomicI64::new(seq),
                     applying: tokio::sync::Mutex::new(()),
@@ -460,11 +500,14 @@ impl Hub {
             close: CancellationToken::new(),
             close_reason: AtomicU8::new(CloseReason::None as u8),
             sync_error_us: AtomicU32::new(u32::MAX),
-            catch_up: AtomicBool::new(true),
+            catch_up: AtomicBool::new(false),
+            catch_ups: scene.catch_ups.clone(),
             control: std::sync::Mutex::new(Vec::new()),
             control_ready: tokio::sync::Notify::new(),
         });
-        conn.set_position(position);
+        if let Some((x, y)) = position {
+            conn.position.store(pack(x, y), Ordering::Relaxed);
+        }
         let mut conns = scene.conns.write().expect("conns lock");
         if let Some(old) = conns
             .by_pixel
@@ -474,6 +517,9 @@ impl Hub {
             old.close_with(CloseReason::Replaced);
         }
         conns.insert(conn.clone());
+        drop(conns);
+        // listed first, so the scheduler finds it: the new phone's catch-up
+        conn.request_catch_up();
         *scene.empty_since.lock().expect("empty_since lock") = None;
         (conn, rx)
     }
@@ -516,6 +562,13 @@ impl Hub {
             if reason == CloseReason::SceneEnded {
                 scene.end();
             }
+            scene.for_each_conn(|c| c.close_with(reason));
+        }
+    }
+
+    /// Closes every phone of every scene with `reason` (the node is shutting down).
+    pub fn close_all(&self, reason: CloseReason) {
+        for scene in self.scenes() {
             scene.for_each_conn(|c| c.close_with(reason));
         }
     }
@@ -629,11 +682,7 @@ mod tests {
         }
         let mut seen = Vec::new();
         scene.for_each_conn_by_group(|g, c| {
-            assert_eq!(
-                c.id % 3,
-                g as u64,
-                "a phone's group is its id modulo the groups"
-            );
+            assert!(g < 3);
             seen.push(c.id);
         });
         assert_eq!(seen.len(), 6);
@@ -646,6 +695,7 @@ mod tests {
             );
         }
         let sizes: Vec<usize> = (0..3).map(|g| scene.with_group(g, <[_]>::len)).collect();
-        assert_eq!(sizes.iter().sum::<usize>(), 6);
+        // dealt in turn: 0, 1, 2, 0, ...; the 1st, 4th, 7th and 10th left, all of group 0
+        assert_eq!(sizes, [0, 3, 3]);
     }
 }

@@ -165,6 +165,7 @@ pub enum CloseReason {
     Kicked = 2,
     SceneEnded = 3,
     Replaced = 4,
+    ShuttingDown = 5,
 }
 
 impl CloseReason {
@@ -174,6 +175,7 @@ impl CloseReason {
             2 => CloseReason::Kicked,
             3 => CloseReason::SceneEnded,
             4 => CloseReason::Replaced,
+            5 => CloseReason::ShuttingDown,
             _ => CloseReason::None,
         }
     }
@@ -185,6 +187,7 @@ impl CloseReason {
             CloseReason::Kicked => (close::KICKED, "removed from the scene"),
             CloseReason::SceneEnded => (close::SCENE_ENDED, "the scene has ended"),
             CloseReason::Replaced => (close::REPLACED, "this phone connected again elsewhere"),
+            CloseReason::ShuttingDown => (close::GOING_AWAY, "server shutting down"),
             CloseReason::None => (close::BYE, "bye"),
         }
     }

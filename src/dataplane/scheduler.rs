@@ -55,7 +55,8 @@ impl SchedulerConfig {
     }
 }
 
-/// How long a show version must hold before windows grow past one tick.
+/// How long a show version must hold (from the instant it takes over) before windows grow
+/// past one tick.
 pub const SETTLE_MS: i64 = 10_000;
 
 /// Wakes the scheduler early (a phone joined or was located, a show changed). Cheap to clone.
@@ -164,8 +165,9 @@ impl SceneWork {
     /// Builds the prepared window `[from, to)` for `conns` and queues it. Returns how many
     /// chunks were queued.
     ///
-    /// When phones outnumber half the grid's cells every cell is built up front (cheaper than
-    /// a second walk over the phones), and a large crowd is served by two threads at once.
+    /// When phones outnumber twice the grid's cells (then nearly every cell has a phone) every
+    /// cell is built up front (cheaper than a second walk over the phones); a large crowd is
+    /// served by two threads at once.
     pub fn build_and_send(
         &mut self,
         snap: &SceneSnapshot,
@@ -176,7 +178,7 @@ impl SceneWork {
         let grid = snap.grid;
         self.start_build(grid.cells());
         let version = snap.timeline.version as u32;
-        if conns.len() * 2 >= grid.cells() {
+        if conns.len() >= 2 * grid.cells() {
             // one allocation for the whole tick: header and up to 5 bytes per segment a cell
             self.buf
                 .reserve(grid.cells() * (chunk::HEADER_BYTES + 5 * self.segments.len()));
@@ -329,18 +331,29 @@ impl Scheduler {
             *h = (*h).max(now);
         }
         if snap.timeline.version != work.version || work.version_since_ms == 0 {
+            // since the version took over (a node that starts serving a show long on sees
+            // it settled at once; one that takes over later, from when it was seen), and
+            // never before it was seen here less SETTLE_MS
             work.version = snap.timeline.version;
-            work.version_since_ms = now;
+            work.version_since_ms = snap
+                .timeline
+                .current
+                .effective_ms
+                .min(now)
+                .max(now - SETTLE_MS);
         }
         let settled = now - work.version_since_ms >= SETTLE_MS;
-        let mut missing = Vec::new();
+        // frames a catch-up lacked: fetched, but they hold up only those phones' catch-ups
+        // (tried again at the next wake-up), never the regular windows
+        let mut catch_up_missing = Vec::new();
 
         // a new version, or phones that joined or moved: [now, horizon) of their group at once
-        scene.for_each_conn_by_group(|g, c| {
-            if c.take_catch_up() || everyone {
-                work.picked[g].push(c.clone());
-            }
-        });
+        if everyone {
+            scene.clear_catch_ups();
+            scene.for_each_conn_by_group(|g, c| work.picked[g].push(c.clone()));
+        } else {
+            scene.take_catch_ups(|g, c| work.picked[g].push(c.clone()));
+        }
         for g in 0..groups {
             let picked = std::mem::take(&mut work.picked[g]);
             let horizon = work.horizons[g];
@@ -354,7 +367,7 @@ impl Scheduler {
                     if everyone {
                         scene.needs_catch_up.store(true, Ordering::Release);
                     }
-                    missing.extend(absent);
+                    catch_up_missing.extend(absent);
                 }
             }
             let mut picked = picked;
@@ -366,6 +379,7 @@ impl Scheduler {
         // lookahead before the next tick (half a tick of slack for timer jitter); so each
         // window reaches the phones a full lookahead before it starts
         let target = now + config.lookahead_ms;
+        let mut missing = Vec::new();
         for g in 0..groups {
             let from = work.horizons[g];
             if from >= target + config.tick_ms / 2 || !missing.is_empty() {
@@ -394,6 +408,9 @@ impl Scheduler {
                 work.horizons[g] = to;
             }
         }
+        missing.extend(catch_up_missing);
+        missing.sort_unstable();
+        missing.dedup();
         if let Some(show) = &snap.show {
             for i in missing {
                 let frame = show.frames[i].clone();

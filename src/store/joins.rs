@@ -95,7 +95,8 @@ pub async fn join_many(
 
     // the log heads before the pixels (see `Joined::log_seq`)
     let heads: HashMap<Uuid, i64> = sqlx::query_as(
-        "select scene_id, max(seq) from scene_event where scene_id = any($1) group by scene_id",
+        "select s, coalesce((select max(seq) from scene_event where scene_id = s), 0)
+         from unnest($1::uuid[]) as t (s)",
     )
     .bind(&scene_ids)
     .fetch_all(pool)
@@ -229,8 +230,12 @@ pub async fn join_many(
         if !need_grant.is_empty() {
             let (s, u): (Vec<Uuid>, Vec<Uuid>) = need_grant.iter().copied().unzip();
             sqlx::query(
+                // decided again here, with the pixel row locked: a phone kicked since the
+                // resume read gets no grant back
                 "insert into user_permission (user_id, permission_id, scene_id)
-                 select u, 1, s from unnest($1::uuid[], $2::uuid[]) as t (s, u)
+                 select t.u, 1, t.s from unnest($1::uuid[], $2::uuid[]) as t (s, u)
+                 join pixel p on p.scene_id = t.s and p.user_id = t.u and p.status <> 'kicked'
+                 for share of p
                  on conflict (user_id, permission_id, scene_id) do nothing",
             )
             .bind(&s)

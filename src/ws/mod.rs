@@ -45,8 +45,9 @@ const MAX_CLIENT_MESSAGE_BYTES: usize = 4096;
 /// its close frame delivered), and the socket stays readable to drain; only a gross one
 /// breaks the stream.
 const READ_LIMIT_BYTES: usize = 64 * 1024;
-/// Socket read buffer: small, because phones send little (the default would be 128 KiB each).
-const READ_BUFFER_BYTES: usize = 4096;
+/// Socket read buffer: small, because phones send little (the default would be 128 KiB each;
+/// it is allocated and zeroed for every phone, and grows for the rare longer message).
+const READ_BUFFER_BYTES: usize = 1024;
 /// How long a phone has to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the server pings; a phone silent for `IDLE_TIMEOUT` is dead.
@@ -326,6 +327,10 @@ async fn run(
         let (code, reason) = CloseReason::SceneEnded.close_frame();
         return Err(end(code, reason));
     }
+    // a node shutting down closed the phones it held before this one was among them
+    if state.shutdown.is_cancelled() {
+        return Err(end(close::GOING_AWAY, "server shutting down"));
+    }
     // A placement or kick the hub applied before this phone was in it would be missed. Every
     // event applied from now on finds the phone (it is in the hub before the follower's lock
     // is taken here); one applied already is either older than the pixel's row (so the row
@@ -384,23 +389,27 @@ async fn run(
         state.config.phone_locate_per_min as f64 / 60.0,
         PHONE_LOCATE_BURST,
     );
+    // made once, not at every message: the waits on the phone's token (the node's shutdown
+    // closes it too, see `Hub::close_all`) and on its control messages
+    let closing = conn.closing().cancelled();
+    tokio::pin!(closing);
+    let control = conn.control_ready();
+    tokio::pin!(control);
     loop {
         tokio::select! {
             biased;
-            _ = conn.closing().cancelled() => {
+            _ = &mut closing => {
                 let (code, reason) = conn.close_reason().close_frame();
                 return Ok(end(code, reason));
             }
-            _ = state.shutdown.cancelled() => {
-                return Ok(end(close::GOING_AWAY, "server shutting down"));
-            }
             // control text before the phone's own messages: small, the newest of each kind,
             // and never starved by a phone that floods
-            _ = conn.control_ready() => {
+            _ = &mut control => {
+                control.set(conn.control_ready());
                 for text in conn.take_control() {
                     texts_out.increment(1);
                     bytes_out.increment(text.len() as u64);
-                    send_while_open(socket, Message::Text(text.into()), &conn).await?;
+                    send_while_open(socket, Message::Text(text.into()), &conn, closing.as_mut()).await?;
                 }
             }
             msg = socket.recv() => {
@@ -462,7 +471,7 @@ async fn run(
                 let Some(chunk) = chunk else { return Ok(end(close::BYE, "bye")) };
                 chunks_out.increment(1);
                 bytes_out.increment(chunk.len() as u64);
-                send_while_open(socket, Message::Binary(chunk), &conn).await?;
+                send_while_open(socket, Message::Binary(chunk), &conn, closing.as_mut()).await?;
             }
             _ = ping.tick() => {
                 if last_heard.elapsed() > IDLE_TIMEOUT {
@@ -499,6 +508,9 @@ async fn wait_for_join(state: &AppState, socket: &mut WebSocket, ask: Ask) -> Re
                     Ok(Err(Unavailable)) | Err(_) => Err(unavailable),
                 };
             }
+            _ = state.shutdown.cancelled() => {
+                return Err(end(close::GOING_AWAY, "server shutting down"));
+            }
             _ = notice.tick() => {
                 let ahead = state.joins.waiting();
                 metrics::counter!("c3s_joins_queued_notices_total").increment(1);
@@ -526,10 +538,15 @@ fn scene_may_write(state: &AppState, scene_id: Uuid) -> bool {
 
 /// Sends `msg`, unless the phone is dropped while its socket is stalled: a phone that stopped
 /// reading fills its queue and is closed as lagging (4008), not after the send timeout.
-async fn send_while_open(socket: &mut WebSocket, msg: Message, conn: &Conn) -> Result<(), End> {
+async fn send_while_open(
+    socket: &mut WebSocket,
+    msg: Message,
+    conn: &Conn,
+    closing: std::pin::Pin<&mut tokio_util::sync::WaitForCancellationFuture<'_>>,
+) -> Result<(), End> {
     tokio::select! {
         sent = send(socket, msg) => sent,
-        _ = conn.closing().cancelled() => {
+        _ = closing => {
             let (code, reason) = conn.close_reason().close_frame();
             Err(end(code, reason))
         }
