@@ -161,6 +161,14 @@ struct PhoneArgs {
     /// Clock-sync exchanges each phone makes (the least delayed one is trusted).
     #[arg(long, default_value_t = 8)]
     sync_samples: usize,
+    /// Each phone makes its clock-sync exchanges at a random moment this many seconds after
+    /// its welcome at most, as a crowd's phones would, rather than all in the join storm.
+    #[arg(long, default_value_t = 10.0)]
+    sync_spread_s: f64,
+    /// Seconds between placing the phones and measuring (windows reach their settled length
+    /// 10 s after the show version took over).
+    #[arg(long, default_value_t = 10)]
+    settle_s: u64,
     /// Also print a line of figures every this many seconds of the measured show (a soak).
     #[arg(long)]
     report_every_s: Option<u64>,
@@ -520,6 +528,9 @@ async fn run_phones(
                 down,
                 clock_skew_ms: rng.gen_range(-5000.0..5000.0),
                 sync_samples: args.sync_samples,
+                sync_delay: Duration::from_secs_f64(
+                    rng.gen_range(0.0..args.sync_spread_s.max(1e-3)),
+                ),
             };
             tasks.push(tokio::spawn(phone::run(
                 spec,
@@ -566,8 +577,10 @@ async fn run_phones(
             None,
         )
         .await?;
-    // the placements' catch-ups, and the show's start when it has not started yet
+    // the placements' catch-ups, and the show's windows at their settled length (the
+    // server's `SETTLE_MS` after the show took over, which may be as late as now)
     tokio::time::sleep(Duration::from_millis(PLAY_LEAD_MS as u64)).await;
+    tokio::time::sleep(Duration::from_secs(args.settle_s)).await;
 
     // the measured show
     let show_started = Instant::now();
@@ -584,7 +597,7 @@ async fn run_phones(
         |cpu: f64, secs: f64| round3(cpu * 1e6 / (connected.max(1) as f64 * secs.max(1e-3)));
     let minutes = async {
         let Some(every) = args.report_every_s.filter(|&s| s > 0) else {
-            return;
+            return std::future::pending().await;
         };
         let mut last = (counted_before, cpu_show, show_started);
         for i in 1.. {

@@ -38,6 +38,8 @@ pub struct PhoneSpec {
     pub clock_skew_ms: f64,
     /// Clock-sync exchanges it makes when it joins.
     pub sync_samples: usize,
+    /// How long after its welcome it syncs.
+    pub sync_delay: Duration,
 }
 
 /// What one phone measured.
@@ -191,6 +193,20 @@ async fn session(
     let _ = joined.send((spec.index, pixel_id));
 
     // clock sync, as the web client does it: a few exchanges, trust the least delayed
+    // (what arrives meanwhile is the catch-up and the first windows: read, not measured)
+    let wait = tokio::time::sleep(spec.sync_delay);
+    tokio::pin!(wait);
+    loop {
+        tokio::select! {
+            () = &mut wait => break,
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Close(f))) => anyhow::bail!("closed: {f:?}"),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e.into()),
+                None => anyhow::bail!("socket ended"),
+            },
+        }
+    }
     let mut samples = Vec::with_capacity(spec.sync_samples);
     for _ in 0..spec.sync_samples.max(1) {
         let t0 = phone_now_ms(spec.clock_skew_ms);
