@@ -14,13 +14,12 @@ use std::time::{Duration, Instant};
 use c3s::clock;
 use c3s::dataplane::framecache::{FetchError, FrameCache, FrameSource};
 use c3s::dataplane::grid::{Grid, Raster};
-use c3s::dataplane::hub::{Conn, Hub, Outgoing, SceneSnapshot};
+use c3s::dataplane::hub::{ChunkReceiver, Conn, Hub, SceneSnapshot};
 use c3s::dataplane::scheduler::SceneWork;
 use c3s::playback::{Command, Show, ShowFrame, Timeline};
 use criterion::Criterion;
 use image::{ImageFormat, Rgb, RgbImage};
 use rand::{Rng, SeedableRng};
-use tokio::sync::mpsc::Receiver;
 use uuid::Uuid;
 
 const FPS: u32 = 30;
@@ -44,7 +43,7 @@ struct Setup {
     hub: Arc<Hub>,
     snapshot: SceneSnapshot,
     cache: FrameCache,
-    receivers: Vec<Receiver<Outgoing>>,
+    receivers: Vec<ChunkReceiver>,
     _conns: Vec<Arc<Conn>>,
 }
 
@@ -131,7 +130,7 @@ fn tick(s: &Setup, work: &mut SceneWork, from: i64, window_ms: i64, group: usize
 
 fn drain(s: &mut Setup) {
     for rx in &mut s.receivers {
-        while rx.try_recv().is_ok() {}
+        while rx.try_recv().is_some() {}
     }
 }
 

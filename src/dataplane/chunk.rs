@@ -17,6 +17,7 @@ pub const KIND_COLOURS: u8 = 1;
 pub const HEADER_BYTES: usize = 17;
 
 /// Appends a chunk's header to `out`; entries follow with [`push_entry`].
+#[inline]
 pub fn push_header(out: &mut Vec<u8>, version: u32, start_ms: i64, length_ms: u32) {
     let mut header = [0u8; HEADER_BYTES];
     header[0] = KIND_COLOURS;
@@ -26,6 +27,7 @@ pub fn push_header(out: &mut Vec<u8>, version: u32, start_ms: i64, length_ms: u3
     out.extend_from_slice(&header);
 }
 
+#[inline]
 pub fn push_entry(out: &mut Vec<u8>, dt_ms: u32, rgb: [u8; 3]) {
     if dt_ms < 0x80 {
         // the common case (frames under 128 ms): one 4-byte write

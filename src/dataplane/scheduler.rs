@@ -34,6 +34,9 @@ use super::hub::{Conn, Hub, SceneHub, SceneSnapshot};
 use crate::clock;
 use crate::playback::Segment;
 
+/// Build buffers kept for reuse, per scene.
+const SPENT_BUFFERS: usize = 4;
+
 /// From this many phones in a scene, a window is queued by two threads (the machine's cores).
 const PARALLEL_SEND_MIN_PHONES: usize = 20_000;
 
@@ -86,6 +89,10 @@ pub struct SceneWork {
     built_in: Vec<u32>,
     range: Vec<(u32, u32)>,
     build_no: u32,
+    /// The cells in use this build, a bit each (kept for its capacity).
+    wanted: Vec<u64>,
+    /// The buffers of the last builds, until every phone has sent its chunk of them.
+    spent: std::collections::VecDeque<Bytes>,
 }
 
 /// What one build produced: the bytes, and whether anything but idle colour is in them.
@@ -131,6 +138,16 @@ impl SceneWork {
     }
 
     fn start_build(&mut self, cells: usize) {
+        // the buffer of an earlier build whose chunks every phone has sent, when there is one:
+        // a fresh one of megabytes each tick costs its page faults (a tenth of a tick)
+        while self.spent.front().is_some_and(Bytes::is_unique) {
+            let spent = self.spent.pop_front().expect("front");
+            if let Ok(reused) = spent.try_into_mut() {
+                if reused.capacity() > self.buf.capacity() {
+                    self.buf = Vec::from(reused);
+                }
+            }
+        }
         self.buf.clear();
         if self.built_in.len() != cells {
             self.built_in = vec![0; cells];
@@ -186,8 +203,22 @@ impl SceneWork {
                 self.chunk_for(cell, version, from_ms, to_ms, snap.idle_rgb);
             }
         } else {
+            // mark the cells in use, then build them in cell order: a cell's colours are read
+            // from every raster of the window at the cell's offset, so neighbouring cells share
+            // those cache lines (built in the phones' order, each cell missed cache once per
+            // raster)
+            self.wanted.clear();
+            self.wanted.resize(grid.cells().div_ceil(64), 0);
             for conn in conns {
                 if let Some(cell) = cell_of(conn, snap, grid) {
+                    self.wanted[cell as usize / 64] |= 1u64 << (cell % 64);
+                }
+            }
+            for word in 0..self.wanted.len() {
+                let mut bits = self.wanted[word];
+                while bits != 0 {
+                    let cell = word as u32 * 64 + bits.trailing_zeros();
+                    bits &= bits - 1;
                     self.chunk_for(cell, version, from_ms, to_ms, snap.idle_rgb);
                 }
             }
@@ -196,6 +227,10 @@ impl SceneWork {
             return 0;
         }
         let bytes = Bytes::from(std::mem::take(&mut self.buf));
+        if self.spent.len() >= SPENT_BUFFERS {
+            self.spent.pop_front();
+        }
+        self.spent.push_back(bytes.clone());
         let (range, built_in, build_no) = (&self.range, &self.built_in, self.build_no);
         let send = |part: &[Arc<Conn>], bytes: &Bytes| {
             let mut sent = 0;
@@ -468,7 +503,6 @@ mod tests {
 
     use super::*;
     use crate::dataplane::framecache::{FetchError, FrameSource};
-    use crate::dataplane::hub::Outgoing;
     use crate::playback::{Command, Show, ShowFrame, Timeline};
 
     /// The recorded case: what every phone was sent for each window, one line per window and
@@ -493,7 +527,7 @@ mod tests {
         SceneSnapshot,
         FrameCache,
         Vec<Arc<Conn>>,
-        Vec<tokio::sync::mpsc::Receiver<Outgoing>>,
+        Vec<crate::dataplane::hub::ChunkReceiver>,
     );
 
     fn recorded_case(hub: &Hub) -> Case {
@@ -582,7 +616,7 @@ mod tests {
             assert!(work.prepare(&snap, &cache, from, to).is_empty());
             work.build_and_send(&snap, from, to, &conns);
             for (p, rx) in queues.iter_mut().enumerate() {
-                while let Ok(bytes) = rx.try_recv() {
+                while let Some(bytes) = rx.try_recv() {
                     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
                     writeln!(out, "{w} {p} {hex}").unwrap();
                 }
@@ -671,7 +705,7 @@ mod tests {
             let now = start + 500 * t as i64;
             scheduler.serve_scene(&scene, now);
             for (p, rx) in queues.iter_mut().enumerate() {
-                while let Ok(bytes) = rx.try_recv() {
+                while let Some(bytes) = rx.try_recv() {
                     seen[p].chunks.push((now, chunk::decode(&bytes).unwrap()));
                 }
             }
