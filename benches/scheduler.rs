@@ -70,6 +70,7 @@ fn setup(phones: usize, groups: usize) -> Setup {
                 duration_ms: 1000 / FPS,
                 width: FRAME_PX,
                 height: FRAME_PX,
+                clip: None,
             })
             .collect(),
         looped: true,

@@ -110,9 +110,10 @@ impl App {
             window_ms: config.window_ms.max(config.tick_ms.max(10)),
         };
         let hub = Arc::new(Hub::new(scheduler_config.groups()));
-        let frame_cache = Arc::new(FrameCache::new(
+        let frame_cache = Arc::new(FrameCache::with_clips(
             Arc::new(frame_store.clone()),
             config.frame_cache_mb * 1024 * 1024,
+            config.clip_settings(),
         ));
         let scheduler = Scheduler::spawn(
             hub.clone(),

@@ -142,6 +142,45 @@ pub struct Config {
     #[arg(long, env = "C3S_VIDEO_CONCURRENCY", default_value_t = 1)]
     pub video_concurrency: usize,
 
+    /// Largest show clip (a video an operator uploads), in bytes; streamed to GridFS and to a
+    /// local file, never held in memory.
+    #[arg(long, env = "C3S_MAX_CLIP_BYTES", default_value_t = 2 * 1024 * 1024 * 1024)]
+    pub max_clip_bytes: u64,
+
+    /// Longest show clip, in seconds.
+    #[arg(long, env = "C3S_MAX_CLIP_SECONDS", default_value_t = 600.0)]
+    pub max_clip_seconds: f64,
+
+    /// Largest show clip frame, in pixels (4096 × 2304: 4K with room).
+    #[arg(long, env = "C3S_MAX_CLIP_PIXELS", default_value_t = 4096 * 2304)]
+    pub max_clip_pixels: u64,
+
+    /// How long an upload of a clip may take, in seconds (other requests have 120 s).
+    #[arg(long, env = "C3S_CLIP_UPLOAD_TIMEOUT_S", default_value_t = 1800)]
+    pub clip_upload_timeout_s: u64,
+
+    /// Address space of each FFmpeg process playing a clip, in MiB.
+    #[arg(long, env = "C3S_CLIP_DECODER_MB", default_value_t = 1536)]
+    pub clip_decoder_mb: u64,
+
+    /// Clip decoders running at once on a node (each a process with two threads).
+    #[arg(long, env = "C3S_CLIP_DECODERS", default_value_t = 2)]
+    pub clip_decoders: usize,
+
+    /// How far ahead of the phones a clip is decoded, in seconds of show (at most a third of
+    /// the frame cache is used for it).
+    #[arg(long, env = "C3S_CLIP_AHEAD_S", default_value_t = 8)]
+    pub clip_ahead_s: u32,
+
+    /// Where a node keeps local copies of the clips it plays (default: a directory in the
+    /// system's temporary directory).
+    #[arg(long, env = "C3S_CLIP_SPOOL_DIR")]
+    pub clip_spool_dir: Option<std::path::PathBuf>,
+
+    /// Disk the local copies of clips may take, in MiB (least recently used removed first).
+    #[arg(long, env = "C3S_CLIP_SPOOL_MB", default_value_t = 8192)]
+    pub clip_spool_mb: u64,
+
     /// How long after a flash session ends its clip may still be sent, in minutes.
     #[arg(long, env = "C3S_FLASH_SESSION_TTL_MINUTES", default_value_t = 30)]
     pub flash_session_ttl_minutes: i64,
@@ -286,6 +325,33 @@ impl Config {
         }
     }
 
+    /// What a show clip may be, and what reading it may cost.
+    pub fn clip_limits(&self) -> crate::clips::ClipLimits {
+        crate::clips::ClipLimits {
+            max_bytes: self.max_clip_bytes,
+            max_seconds: self.max_clip_seconds,
+            max_pixels: self.max_clip_pixels,
+            timeout: Duration::from_secs(self.video_timeout_s.max(1)),
+            decoder_memory_bytes: self.clip_decoder_mb << 20,
+            threads: 2,
+        }
+    }
+
+    /// How this node plays clips.
+    pub fn clip_settings(&self) -> crate::dataplane::clips::ClipSettings {
+        let spool = self
+            .clip_spool_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("c3s-clips"));
+        crate::dataplane::clips::ClipSettings {
+            spool,
+            spool_bytes: self.clip_spool_mb << 20,
+            limits: self.clip_limits(),
+            max_decoders: self.clip_decoders.max(1),
+            ahead_s: self.clip_ahead_s.clamp(1, 60),
+        }
+    }
+
     /// The password-hashing queue these settings describe.
     pub fn password_queue(&self) -> crate::budget::WorkQueue {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -368,6 +434,15 @@ impl std::fmt::Debug for Config {
             .field("video_decoder_mb", &self.video_decoder_mb)
             .field("video_timeout_s", &self.video_timeout_s)
             .field("video_concurrency", &self.video_concurrency)
+            .field("max_clip_bytes", &self.max_clip_bytes)
+            .field("max_clip_seconds", &self.max_clip_seconds)
+            .field("max_clip_pixels", &self.max_clip_pixels)
+            .field("clip_upload_timeout_s", &self.clip_upload_timeout_s)
+            .field("clip_decoder_mb", &self.clip_decoder_mb)
+            .field("clip_decoders", &self.clip_decoders)
+            .field("clip_ahead_s", &self.clip_ahead_s)
+            .field("clip_spool_dir", &self.clip_spool_dir)
+            .field("clip_spool_mb", &self.clip_spool_mb)
             .field("flash_session_ttl_minutes", &self.flash_session_ttl_minutes)
             .field("session_ttl_hours", &self.session_ttl_hours)
             .field("device_ttl_days", &self.device_ttl_days)

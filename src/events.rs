@@ -167,6 +167,7 @@ mod tests {
                 duration_ms: 100,
                 width: 2,
                 height: 2,
+                clip: None,
             }],
             looped: true,
         }

@@ -43,6 +43,7 @@
 pub mod app;
 pub mod auth;
 pub mod budget;
+pub mod clips;
 pub mod clock;
 pub mod commands;
 pub mod config;

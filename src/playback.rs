@@ -24,6 +24,47 @@ pub struct ShowFrame {
     pub duration_ms: u32,
     pub width: u32,
     pub height: u32,
+    /// For a clip: which of its frames play (`duration_ms` is then what they last).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip: Option<ClipPlay>,
+}
+
+/// The stretch of a clip a show plays. Its show frames are the video sampled at `fps`: show
+/// frame `k` (from `first`) is the video at `k / fps` s and lasts from `ceil((k - first) ×
+/// 1000 / fps)` to `ceil((k - first + 1) × 1000 / fps)` ms into the entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ClipPlay {
+    /// The first show frame played (the clip's start × fps).
+    pub first: u32,
+    /// How many play.
+    pub frames: u32,
+    pub fps: u32,
+    /// The presentation time the video starts at, in µs (0 for most files).
+    pub video_start_us: i64,
+}
+
+impl ClipPlay {
+    /// What `frames` show frames at `fps` last, in ms.
+    pub fn duration_ms(frames: u32, fps: u32) -> u32 {
+        (u64::from(frames) * 1000 / u64::from(fps.max(1))) as u32
+    }
+
+    /// The show frame at `offset_ms` into the entry, and where (ms into the entry) the next
+    /// one begins.
+    pub fn frame_at(&self, offset_ms: i64) -> (u32, i64) {
+        let fps = i64::from(self.fps.max(1));
+        let k = (offset_ms.max(0) * fps / 1000).min(i64::from(self.frames.max(1)) - 1);
+        (
+            (self.first as i64 + k) as u32,
+            ((k + 1) * 1000 + fps - 1) / fps,
+        )
+    }
+
+    /// The frame cache's sub-key of show frame `index`: the rate and the index, so the same
+    /// file played at two rates is kept apart.
+    pub fn cache_sub(&self, index: u32) -> u32 {
+        (self.fps << 24) | (index & 0x00ff_ffff)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -142,11 +183,12 @@ pub enum PlaybackError {
 }
 
 /// The colour source of one stretch of a window: from `start_ms`, frame `frame` of the show
-/// (or the scene's idle colour when none).
+/// (or the scene's idle colour when none); for a clip, its show frame `sub` (0 for a still).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Segment {
     pub start_ms: i64,
     pub frame: Option<u32>,
+    pub sub: u32,
 }
 
 impl Timeline {
@@ -253,17 +295,39 @@ impl Timeline {
             } else {
                 i64::MAX
             };
-            let (frame, next) = match (state.mode, state.position_at(t)) {
-                (Mode::Playing, None) => (None, state.anchor_ms),
-                (Mode::Playing, Some(pos)) => match show.frame_at(pos) {
-                    Some((i, end_pos)) => (Some(i as u32), t + (end_pos - pos)),
-                    None => (None, i64::MAX),
-                },
-                (Mode::Paused, Some(pos)) => (show.frame_at(pos).map(|(i, _)| i as u32), i64::MAX),
-                _ => (None, i64::MAX),
+            // a clip's entry changes show frame within it: the sub-frame, and where it ends
+            let within = |i: usize, pos: i64, end_pos: i64| -> (u32, i64) {
+                let f = &show.frames[i];
+                match &f.clip {
+                    None => (0, end_pos),
+                    Some(clip) => {
+                        let entry_start = end_pos - i64::from(f.duration_ms);
+                        let (sub, next) = clip.frame_at(pos - entry_start);
+                        (sub, (entry_start + next).min(end_pos))
+                    }
+                }
             };
-            if out.last().is_none_or(|s| s.frame != frame) {
-                out.push(Segment { start_ms: t, frame });
+            let (frame, sub, next) = match (state.mode, state.position_at(t)) {
+                (Mode::Playing, None) => (None, 0, state.anchor_ms),
+                (Mode::Playing, Some(pos)) => match show.frame_at(pos) {
+                    Some((i, end_pos)) => {
+                        let (sub, end_pos) = within(i, pos, end_pos);
+                        (Some(i as u32), sub, t + (end_pos - pos))
+                    }
+                    None => (None, 0, i64::MAX),
+                },
+                (Mode::Paused, Some(pos)) => match show.frame_at(pos) {
+                    Some((i, end_pos)) => (Some(i as u32), within(i, pos, end_pos).0, i64::MAX),
+                    None => (None, 0, i64::MAX),
+                },
+                _ => (None, 0, i64::MAX),
+            };
+            if out.last().is_none_or(|s| (s.frame, s.sub) != (frame, sub)) {
+                out.push(Segment {
+                    start_ms: t,
+                    frame,
+                    sub,
+                });
             }
             t = next.min(state_end).min(to_ms).max(t + 1);
         }
@@ -295,6 +359,7 @@ mod tests {
                     duration_ms: d,
                     width: 4,
                     height: 4,
+                    clip: None,
                 })
                 .collect(),
             looped,
@@ -318,6 +383,44 @@ mod tests {
         let mut out = Vec::new();
         tl.segments(show, a, b, &mut out);
         out.into_iter().map(|s| (s.start_ms, s.frame)).collect()
+    }
+
+    #[test]
+    fn a_clip_entry_steps_through_its_frames_at_its_rate() {
+        let mut s = show(&[100], false);
+        let clip = ClipPlay {
+            first: 30,
+            frames: 10,
+            fps: 30,
+            video_start_us: 0,
+        };
+        s.frames.push(ShowFrame {
+            duration_ms: ClipPlay::duration_ms(10, 30),
+            clip: Some(clip),
+            ..s.frames[0].clone()
+        });
+        assert_eq!(s.total_ms(), 433);
+        let tl = played_at(&s, 1000);
+        let mut out = Vec::new();
+        tl.segments(&s, 1000, 1500, &mut out);
+        let got: Vec<_> = out
+            .iter()
+            .map(|g| (g.start_ms - 1000, g.frame, g.sub))
+            .collect();
+        let mut want = vec![(0, Some(0), 0)];
+        for (k, at) in [0, 34, 67, 100, 134, 167, 200, 234, 267, 300]
+            .into_iter()
+            .enumerate()
+        {
+            want.push((100 + at, Some(1), 30 + k as u32));
+        }
+        want.push((433, None, 0));
+        assert_eq!(got, want);
+        // paused inside the clip: its show frame there
+        let paused = tl.apply(Command::Pause { at_ms: 1100 + 150 }, &s).unwrap();
+        tl.segments(&s, 1300, 1400, &mut out);
+        paused.segments(&s, 1300, 1400, &mut out);
+        assert_eq!((out[0].frame, out[0].sub), (Some(1), 34));
     }
 
     #[test]

@@ -3,13 +3,18 @@
 //! Each frame is fetched once from its [`FrameSource`] (GridFS, in the server), decoded and
 //! resized onto the grid off the reactor, and kept while the cache's byte budget allows (least
 //! recently used go first). The scheduler only ever does a non-blocking [`FrameCache::get`].
+//! A clip's show frames are kept under the clip's hash and a sub-key each
+//! ([`crate::playback::ClipPlay::cache_sub`]); they are decoded ahead of playback by the
+//! cache's [`Clips`], never all at once. A still's sub-key is 0.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 
+use super::clips::{ClipSettings, Clips};
 use super::grid::{Grid, Raster};
 use crate::playback::{Show, ShowFrame};
 
@@ -19,6 +24,19 @@ pub type FetchError = Box<dyn std::error::Error + Send + Sync>;
 /// Where frame bytes come from: the frame store, named by the frame's stored id.
 pub trait FrameSource: Send + Sync + 'static {
     fn fetch<'a>(&'a self, stored_id: &'a str) -> BoxFuture<'a, Result<Vec<u8>, FetchError>>;
+
+    /// Writes the stored bytes to a file (a clip: streamed, not held in memory).
+    fn fetch_to_file<'a>(
+        &'a self,
+        stored_id: &'a str,
+        path: &'a Path,
+    ) -> BoxFuture<'a, Result<(), FetchError>> {
+        Box::pin(async move {
+            let bytes = self.fetch(stored_id).await?;
+            tokio::fs::write(path, bytes).await?;
+            Ok(())
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +47,8 @@ pub enum LoadError {
     Decode(#[from] image::ImageError),
     #[error("the decoder stopped")]
     Stopped,
+    #[error("the clip's frame was not decoded in time")]
+    ClipNotReady,
 }
 
 struct Entry {
@@ -36,35 +56,79 @@ struct Entry {
     last_used: u64,
 }
 
+/// One grid's rasters: by content hash, then sub-key (0 for a still, a clip's show frame).
+type BySha = HashMap<String, HashMap<u32, Entry>>;
+
 /// Rasters by grid and content hash, within a byte budget.
 pub struct FrameCache {
     /// Grid first, then hash: a lookup borrows the hash (the scheduler looks up every
     /// segment of every window, and should not allocate to do it).
-    entries: Mutex<HashMap<Grid, HashMap<String, Entry>>>,
+    entries: Mutex<HashMap<Grid, BySha>>,
+    /// The bytes the entries take.
+    used: AtomicU64,
     budget_bytes: u64,
     clock: AtomicU64,
     source: Arc<dyn FrameSource>,
+    clips: Clips,
     hits: AtomicU64,
     misses: AtomicU64,
 }
 
 impl FrameCache {
+    /// A cache whose clips are kept in a temporary spool (tests and tools).
     pub fn new(source: Arc<dyn FrameSource>, budget_bytes: u64) -> FrameCache {
+        FrameCache::with_clips(source, budget_bytes, ClipSettings::temporary())
+    }
+
+    pub fn with_clips(
+        source: Arc<dyn FrameSource>,
+        budget_bytes: u64,
+        clips: ClipSettings,
+    ) -> FrameCache {
         FrameCache {
             entries: Mutex::new(HashMap::new()),
+            used: AtomicU64::new(0),
             budget_bytes,
             clock: AtomicU64::new(0),
             source,
+            clips: Clips::new(clips),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
     }
 
+    pub fn budget_bytes(&self) -> u64 {
+        self.budget_bytes
+    }
+
+    /// The bytes the cached rasters take now.
+    pub fn used_bytes(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    pub fn source(&self) -> &dyn FrameSource {
+        &*self.source
+    }
+
+    /// The node's clip decoders and local copies.
+    pub fn clips(&self) -> &Clips {
+        &self.clips
+    }
+
     /// The raster when it is cached; never waits.
     pub fn get(&self, sha256: &str, grid: Grid) -> Option<Arc<Raster>> {
+        self.get_sub(sha256, 0, grid)
+    }
+
+    /// The raster of sub-key `sub` (a clip's show frame) when it is cached; never waits.
+    pub fn get_sub(&self, sha256: &str, sub: u32, grid: Grid) -> Option<Arc<Raster>> {
         let tick = self.clock.fetch_add(1, Ordering::Relaxed);
         let mut entries = self.entries.lock().expect("frame cache lock");
-        match entries.get_mut(&grid).and_then(|m| m.get_mut(sha256)) {
+        match entries
+            .get_mut(&grid)
+            .and_then(|m| m.get_mut(sha256))
+            .and_then(|m| m.get_mut(&sub))
+        {
             Some(e) => {
                 e.last_used = tick;
                 self.hits.fetch_add(1, Ordering::Relaxed);
@@ -86,52 +150,118 @@ impl FrameCache {
     }
 
     pub fn contains(&self, sha256: &str, grid: Grid) -> bool {
+        self.contains_sub(sha256, 0, grid)
+    }
+
+    pub fn contains_sub(&self, sha256: &str, sub: u32, grid: Grid) -> bool {
         self.entries
             .lock()
             .expect("frame cache lock")
             .get(&grid)
-            .is_some_and(|m| m.contains_key(sha256))
+            .and_then(|m| m.get(sha256))
+            .is_some_and(|m| m.contains_key(&sub))
     }
 
     /// Puts a raster in, evicting the least recently used beyond the budget.
     pub fn insert(&self, sha256: &str, raster: Arc<Raster>) {
+        self.insert_sub(sha256, 0, raster)
+    }
+
+    /// Puts the raster of sub-key `sub` in, evicting the least recently used beyond the
+    /// budget (never the one just put in).
+    pub fn insert_sub(&self, sha256: &str, sub: u32, raster: Arc<Raster>) {
         let tick = self.clock.fetch_add(1, Ordering::Relaxed);
+        let grid = raster.grid;
+        let added = raster.bytes();
         let mut entries = self.entries.lock().expect("frame cache lock");
-        entries.entry(raster.grid).or_default().insert(
-            sha256.to_owned(),
-            Entry {
-                raster,
-                last_used: tick,
-            },
-        );
-        let mut used: u64 = entries
-            .values()
-            .flat_map(|m| m.values())
-            .map(|e| e.raster.bytes())
-            .sum();
-        let mut count: usize = entries.values().map(HashMap::len).sum();
-        while used > self.budget_bytes && count > 1 {
-            let Some((grid, sha)) = entries
+        let old = entries
+            .entry(grid)
+            .or_default()
+            .entry(sha256.to_owned())
+            .or_default()
+            .insert(
+                sub,
+                Entry {
+                    raster,
+                    last_used: tick,
+                },
+            );
+        let mut used = self.used.load(Ordering::Relaxed) + added;
+        used -= old.map_or(0, |e| e.raster.bytes());
+        while used > self.budget_bytes {
+            let oldest = entries
                 .iter()
-                .flat_map(|(g, m)| m.iter().map(move |(sha, e)| (g, sha, e.last_used)))
-                .min_by_key(|&(_, _, last_used)| last_used)
-                .map(|(g, sha, _)| (*g, sha.clone()))
-            else {
+                .flat_map(|(g, m)| {
+                    m.iter().flat_map(move |(sha, subs)| {
+                        subs.iter().map(move |(s, e)| (g, sha, *s, e.last_used))
+                    })
+                })
+                .filter(|&(_, _, _, last_used)| last_used != tick)
+                .min_by_key(|&(_, _, _, last_used)| last_used)
+                .map(|(g, sha, s, _)| (*g, sha.clone(), s));
+            let Some((grid, sha, sub)) = oldest else {
                 break;
             };
             let by_sha = entries.get_mut(&grid).expect("found above");
-            if let Some(e) = by_sha.remove(&sha) {
+            let subs = by_sha.get_mut(&sha).expect("found above");
+            if let Some(e) = subs.remove(&sub) {
                 used -= e.raster.bytes();
-                count -= 1;
+            }
+            if subs.is_empty() {
+                by_sha.remove(&sha);
             }
             if by_sha.is_empty() {
                 entries.remove(&grid);
             }
         }
+        self.used.store(used, Ordering::Relaxed);
+    }
+
+    /// Asks for a clip's show frame `index` on `grid` (see [`Clips::want`]); never waits.
+    pub fn want_clip(
+        self: &Arc<Self>,
+        frame: &ShowFrame,
+        index: u32,
+        grid: Grid,
+        waker: Option<super::scheduler::Waker>,
+    ) {
+        if let Some(clip) = &frame.clip {
+            self.clips.want(self, frame, clip, index, grid, waker);
+        }
+    }
+
+    /// A clip's show frame `index` on `grid`: from the cache, or decoded (waiting up to
+    /// `patience` for it).
+    pub async fn load_clip_frame(
+        self: &Arc<Self>,
+        frame: &ShowFrame,
+        index: u32,
+        grid: Grid,
+        patience: std::time::Duration,
+    ) -> Result<Arc<Raster>, LoadError> {
+        let Some(clip) = &frame.clip else {
+            return self.load(frame, grid).await;
+        };
+        let sub = clip.cache_sub(index);
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            if let Some(raster) = self.get_sub(&frame.sha256, sub, grid) {
+                return Ok(raster);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(LoadError::ClipNotReady);
+            }
+            self.want_clip(frame, index, grid, None);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// The frame on `grid`: from the cache, or fetched, decoded and resampled (and cached).
     pub async fn load(&self, frame: &ShowFrame, grid: Grid) -> Result<Arc<Raster>, LoadError> {
+        debug_assert!(
+            frame.clip.is_none(),
+            "a clip's frames are decoded by its decoder"
+        );
         if let Some(raster) = self.get(&frame.sha256, grid) {
             return Ok(raster);
         }
@@ -150,10 +280,15 @@ impl FrameCache {
         Ok(raster)
     }
 
-    /// Loads every frame of a show (used when a show is installed, long before it plays).
-    pub async fn preload(&self, show: &Show) {
+    /// Loads every frame of a show (used when a show is installed, long before it plays); a
+    /// clip's first seconds are decoded.
+    pub async fn preload(self: &Arc<Self>, show: &Show) {
         let grid = Grid::for_show(show);
         for frame in &show.frames {
+            if let Some(clip) = &frame.clip {
+                self.want_clip(frame, clip.first, grid, None);
+                continue;
+            }
             if let Err(e) = self.load(frame, grid).await {
                 tracing::warn!(frame_id = %frame.frame_id, error = ?e, "frame preload failed");
             }
@@ -214,6 +349,7 @@ mod tests {
             duration_ms: 100,
             width: 4,
             height: 2,
+            clip: None,
         };
         let grid = Grid { w: 2, h: 1 };
         let raster = cache.load(&frame, grid).await.unwrap();

@@ -94,6 +94,7 @@ mod tests {
             duration_ms: 1,
             width: w,
             height: h,
+            clip: None,
         }
     }
 

@@ -19,6 +19,7 @@
 //! whichever node holds it, and [`presence`], the counts an operator sees.
 
 pub mod chunk;
+pub mod clips;
 pub mod follower;
 pub mod framecache;
 pub mod grid;

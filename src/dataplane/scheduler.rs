@@ -102,15 +102,16 @@ pub struct Built {
 }
 
 impl SceneWork {
-    /// Computes the window's segments and finds their rasters. Returns the frames that are
-    /// not cached yet (the window cannot be built until they are).
+    /// Computes the window's segments and finds their rasters. Returns the frames (show
+    /// frame index, and a clip's show frame or 0) that are not cached yet (the window cannot
+    /// be built until they are).
     pub fn prepare(
         &mut self,
         snap: &SceneSnapshot,
         cache: &FrameCache,
         from_ms: i64,
         to_ms: i64,
-    ) -> Vec<usize> {
+    ) -> Vec<(usize, u32)> {
         self.segments.clear();
         self.rasters.clear();
         let mut missing = Vec::new();
@@ -121,14 +122,16 @@ impl SceneWork {
             None => self.segments.push(Segment {
                 start_ms: from_ms,
                 frame: None,
+                sub: 0,
             }),
         }
         for seg in &self.segments {
             let raster = seg.frame.and_then(|i| {
                 let frame = &snap.show.as_ref()?.frames[i as usize];
-                let r = cache.get(&frame.sha256, snap.grid);
+                let sub = frame.clip.as_ref().map_or(0, |c| c.cache_sub(seg.sub));
+                let r = cache.get_sub(&frame.sha256, sub, snap.grid);
                 if r.is_none() {
-                    missing.push(i as usize);
+                    missing.push((i as usize, seg.sub));
                 }
                 r
             });
@@ -289,6 +292,12 @@ fn cell_of(conn: &Conn, snap: &SceneSnapshot, grid: Grid) -> Option<u32> {
         .map(|(x, y)| grid.cell_of(x, y, snap.width, snap.height))
 }
 
+/// What `loading` knows a frame by: its hash, its cache sub-key and the grid.
+fn load_key(frame: &crate::playback::ShowFrame, sub: u32, grid: Grid) -> (String, u32, Grid) {
+    let sub = frame.clip.as_ref().map_or(0, |c| c.cache_sub(sub));
+    (frame.sha256.clone(), sub, grid)
+}
+
 pub struct Scheduler {
     hub: Arc<Hub>,
     cache: Arc<FrameCache>,
@@ -297,8 +306,9 @@ pub struct Scheduler {
     scenes: HashMap<Uuid, SceneWork>,
     /// Its own waker: a frame load that completes wakes the scheduler to use it.
     waker: Waker,
-    /// Frames being fetched, and since when (a failed fetch is tried again after a while).
-    loading: HashMap<(String, Grid), Instant>,
+    /// Frames being fetched or decoded (by hash, cache sub-key and grid), and since when (a
+    /// failed fetch is tried again after a while).
+    loading: HashMap<(String, u32, Grid), Instant>,
 }
 
 /// How long a frame fetch may take before the scheduler asks for it again.
@@ -425,11 +435,16 @@ impl Scheduler {
             // Wait for missing frames while they load; a frame the store has not given
             // within LOAD_PATIENCE is shown as idle colour instead, so one unreadable frame
             // does not stop the whole show.
+            // (a clip's frame is waited for while the phones still hold show: a decoder
+            // that starts at a seek may need more than LOAD_PATIENCE to get there)
+            let running_short = from < now + config.tick_ms;
             let given_up = snap.show.as_ref().is_some_and(|show| {
-                missing.iter().any(|&i| {
+                missing.iter().any(|&(i, sub)| {
+                    let frame = &show.frames[i];
                     self.loading
-                        .get(&(show.frames[i].sha256.clone(), snap.grid))
+                        .get(&load_key(frame, sub, snap.grid))
                         .is_some_and(|since| since.elapsed() > LOAD_PATIENCE)
+                        && (frame.clip.is_none() || running_short)
                 })
             });
             if missing.is_empty() || given_up {
@@ -447,9 +462,18 @@ impl Scheduler {
         missing.sort_unstable();
         missing.dedup();
         if let Some(show) = &snap.show {
-            for i in missing {
-                let frame = show.frames[i].clone();
-                let key = (frame.sha256.clone(), snap.grid);
+            for (i, sub) in missing {
+                let frame = &show.frames[i];
+                let key = load_key(frame, sub, snap.grid);
+                if frame.clip.is_some() {
+                    // a clip's decoder is asked at every wake-up (cheap): it goes on, or
+                    // starts where the show is
+                    self.loading.entry(key).or_insert_with(Instant::now);
+                    self.cache
+                        .want_clip(frame, sub, snap.grid, Some(self.waker.clone()));
+                    continue;
+                }
+                let frame = frame.clone();
                 let due = self
                     .loading
                     .get(&key)
@@ -493,7 +517,7 @@ impl Scheduler {
         }
         let cache = &self.cache;
         self.loading
-            .retain(|(sha, grid), _| !cache.contains(sha, *grid));
+            .retain(|(sha, sub, grid), _| !cache.contains_sub(sha, *sub, *grid));
     }
 }
 
@@ -543,6 +567,7 @@ mod tests {
                     duration_ms: d,
                     width: 16,
                     height: 9,
+                    clip: None,
                 })
                 .collect(),
             looped: true,

@@ -223,6 +223,7 @@ async fn upload_frames(
             sha256: &p.sha256,
             gridfs_id: id.to_hex(),
             original_name: &name,
+            clip: None,
         })
         .collect();
     // A failed commit may still have committed (the connection died during it), so on a
@@ -241,7 +242,7 @@ async fn upload_frames(
 }
 
 /// The rows of uploaded frames (their bytes are in GridFS already), after the scene's last.
-async fn insert_frames(
+pub(super) async fn insert_frames(
     state: &AppState,
     scene_id: Uuid,
     actor: Uuid,
@@ -360,13 +361,16 @@ async fn reorder_frames(
     Ok(Json(frames))
 }
 
+/// One of: a still's duration, or a clip's trim and rate.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FrameUpdate {
-    pub duration_ms: u32,
+    pub duration_ms: Option<u32>,
+    pub clip: Option<super::clips::ClipUpdate>,
 }
 
-/// Changes how long a frame is shown.
+/// Changes how long a frame is shown; for a clip, which stretch of it plays and at what rate
+/// (its duration follows).
 #[utoipa::path(patch, path = "/scenes/{scene_id}/frames/{frame_id}", tag = "frames",
     params(("scene_id" = Uuid, Path), ("frame_id" = Uuid, Path)), request_body = FrameUpdate,
     responses((status = 200, body = Frame), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -379,15 +383,45 @@ async fn update_frame(
     Json(body): Json<FrameUpdate>,
 ) -> Result<Json<Frame>> {
     scene_with_right(&state, &me, scene_id, Permission::Operator).await?;
-    let duration = check_duration(body.duration_ms, state.config.min_frame_ms)?;
-    let mut command = state.commands.begin(scene_id).await?;
-    let tx = command.tx();
-    let frame = store::frames::set_duration(&mut **tx, scene_id, frame_id, duration)
+    let current = store::frames::frame_by_id(&state.db, scene_id, frame_id)
         .await?
         .ok_or(Error::NotFound("frame"))?;
+    let mut command = state.commands.begin(scene_id).await?;
+    let tx = command.tx();
+    let frame = match (&body.duration_ms, &body.clip, current.clip.is_some()) {
+        (Some(ms), None, false) => {
+            let duration = check_duration(*ms, state.config.min_frame_ms)?;
+            store::frames::set_duration(&mut **tx, scene_id, frame_id, duration).await?
+        }
+        (Some(_), None, true) => {
+            return Err(Error::invalid(
+                "invalid_duration",
+                "a clip lasts what its stretch lasts: set its `clip` start and end instead",
+            ))
+        }
+        (None, Some(update), _) => {
+            let (start, end, fps) = super::clips::updated_clip(&current, update)?;
+            let (_, _, duration) = super::clips::clip_frames(start, end, fps);
+            store::frames::set_clip(
+                &mut **tx,
+                scene_id,
+                frame_id,
+                (start, end, fps),
+                duration as i32,
+            )
+            .await?
+        }
+        _ => {
+            return Err(Error::invalid(
+                "invalid_update",
+                "send one of `duration_ms` (a still) or `clip` (a clip)",
+            ))
+        }
+    }
+    .ok_or(Error::NotFound("frame"))?;
     let updated = SceneEvent::FrameUpdated {
         frame_id,
-        duration_ms: duration,
+        duration_ms: frame.duration_ms,
     };
     command.commit(Some(me.user_id), vec![updated]).await?;
     Ok(Json(frame))
@@ -411,7 +445,7 @@ async fn delete_frame(
             "the scene's show uses this frame; rebuild the show without it first".into(),
         ));
     }
-    let gridfs_id = store::frames::delete_frame(tx, scene_id, frame_id)
+    let (gridfs_id, sha256) = store::frames::delete_frame(tx, scene_id, frame_id)
         .await?
         .ok_or(Error::NotFound("frame"))?;
     command
@@ -421,11 +455,13 @@ async fn delete_frame(
         )
         .await?;
     delete_bytes_after_commit(&state, vec![gridfs_id]).await;
+    // this node's copy of a clip (another node's goes with its spool's budget)
+    state.frame_cache.clips().forget(&hex::encode(sha256));
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// The frame's stored bytes, streamed from GridFS (a still upload's original file, byte for
-/// byte; an animation frame's PNG).
+/// byte; an animation frame's PNG; a clip's video file, byte for byte).
 #[utoipa::path(get, path = "/scenes/{scene_id}/frames/{frame_id}/image", tag = "frames",
     params(("scene_id" = Uuid, Path), ("frame_id" = Uuid, Path)),
     responses((status = 200, description = "the image", content_type = "image/*"),

@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod body;
 pub mod calendar;
+pub mod clips;
 pub mod extract;
 pub mod flash;
 pub mod frames;
@@ -37,6 +38,24 @@ use crate::error::{Error, ErrorBody};
 const MAX_JSON_BODY_BYTES: usize = 1024 * 1024;
 /// A request that takes longer than this is cut off (uploads of large frames included).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Ends a request that takes longer than it may with 408 (an empty body): `REQUEST_TIMEOUT`,
+/// or for a clip upload (gigabytes from a laptop on venue Wi-Fi) `C3S_CLIP_UPLOAD_TIMEOUT_S`.
+async fn request_timeout(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let limit = if clips::is_clip_upload(request.method(), request.uri().path()) {
+        Duration::from_secs(state.config.clip_upload_timeout_s.max(1))
+    } else {
+        REQUEST_TIMEOUT
+    };
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => StatusCode::REQUEST_TIMEOUT.into_response(),
+    }
+}
 
 #[derive(OpenApi)]
 #[openapi(
@@ -139,6 +158,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(accounts::router())
         .merge(scenes::router())
         .merge(frames::router())
+        .merge(clips::router())
         .merge(shows::router())
         .merge(live::router())
         .merge(locate::router())
@@ -190,9 +210,9 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             body::min_rate,
         ))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            request_timeout,
         ))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {

@@ -162,6 +162,15 @@ async fn put_show(
                 duration_ms: f.duration_ms as u32,
                 width: f.width as u32,
                 height: f.height as u32,
+                clip: f.clip.as_ref().map(|c| {
+                    let (first, frames, _) = super::clips::clip_frames(c.start_ms, c.end_ms, c.fps);
+                    crate::playback::ClipPlay {
+                        first,
+                        frames,
+                        fps: c.fps as u32,
+                        video_start_us: (c.video_start_s * 1e6).round() as i64,
+                    }
+                }),
             })
             .collect(),
         looped: body.looped,
@@ -295,12 +304,18 @@ async fn get_presence(
     Ok(Json(presence))
 }
 
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct RasterParams {
+    /// For a clip: which of its show frames (from its `clip.first`; default its first).
+    pub index: Option<u32>,
+}
+
 /// One frame of the scene's show as the phones get it: resampled to the show's grid (from
 /// the frame cache the scheduler reads), three bytes (r, g, b) a cell, row by row; the grid's
 /// size in `X-Grid-Width` and `X-Grid-Height`. A phone at scene point (x, y) shows the cell
 /// `floor(y / height × grid_h) × grid_w + floor(x / width × grid_w)` (clamped to the grid).
 #[utoipa::path(get, path = "/scenes/{scene_id}/show/frames/{frame_id}/raster", tag = "shows",
-    params(("scene_id" = Uuid, Path), ("frame_id" = Uuid, Path)),
+    params(("scene_id" = Uuid, Path), ("frame_id" = Uuid, Path), RasterParams),
     responses((status = 200, description = "the cells' colours", content_type = "application/octet-stream"),
         (status = 304, description = "unchanged since the `If-None-Match` ETag"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -308,6 +323,7 @@ async fn get_frame_raster(
     State(state): State<AppState>,
     Auth(me): Auth,
     Path((scene_id, frame_id)): Path<(Uuid, Uuid)>,
+    Query(params): Query<RasterParams>,
     request_headers: axum::http::HeaderMap,
 ) -> Result<axum::response::Response> {
     use crate::dataplane::framecache::LoadError;
@@ -324,8 +340,40 @@ async fn get_frame_raster(
         .find(|f| f.frame_id == frame_id)
         .ok_or(Error::NotFound("frame of the show"))?;
     let grid = Grid::for_show(&stored.show);
+    // a clip's show frame: the one asked for (within its stretch), else its first
+    let index = match (&frame.clip, params.index) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            return Err(Error::invalid(
+                "not_a_clip",
+                "only a clip's frames have an index",
+            ))
+        }
+        (Some(c), None) => Some(c.first),
+        (Some(c), Some(i)) if (c.first..c.first + c.frames).contains(&i) => Some(i),
+        (Some(c), Some(_)) => {
+            return Err(Error::invalid(
+                "invalid_index",
+                format!(
+                    "the clip plays show frames {} to {}",
+                    c.first,
+                    c.first + c.frames - 1
+                ),
+            ))
+        }
+    };
     // the same frame on the same grid is always the same colours
-    let etag = format!("\"{}-{}x{}\"", frame.sha256, grid.w, grid.h);
+    let etag = match index {
+        None => format!("\"{}-{}x{}\"", frame.sha256, grid.w, grid.h),
+        Some(i) => format!(
+            "\"{}-{}-{}-{}x{}\"",
+            frame.sha256,
+            frame.clip.as_ref().map_or(0, |c| c.fps),
+            i,
+            grid.w,
+            grid.h
+        ),
+    };
     let seen = request_headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -333,14 +381,20 @@ async fn get_frame_raster(
     if seen {
         return Ok(axum::http::StatusCode::NOT_MODIFIED.into_response());
     }
-    let raster = state
-        .frame_cache
-        .load(frame, grid)
-        .await
-        .map_err(|e| match e {
-            LoadError::Fetch(_) => Error::Unavailable("the frame store"),
-            other => Error::Internal(other.into()),
-        })?;
+    let loaded = match index {
+        None => state.frame_cache.load(frame, grid).await,
+        Some(i) => {
+            state
+                .frame_cache
+                .load_clip_frame(frame, i, grid, std::time::Duration::from_secs(10))
+                .await
+        }
+    };
+    let raster = loaded.map_err(|e| match e {
+        LoadError::Fetch(_) => Error::Unavailable("the frame store"),
+        LoadError::ClipNotReady => Error::Unavailable("the clip decoder"),
+        other => Error::Internal(other.into()),
+    })?;
     let mut response = raster.to_rgb_bytes().into_response();
     let headers = response.headers_mut();
     headers.insert(

@@ -146,6 +146,32 @@ impl FrameStore {
         .await
     }
 
+    /// Starts writing one file whose bytes arrive in pieces (a clip streamed as it is
+    /// uploaded): [`Upload::write`] each, then [`Upload::finish`]; dropping it unfinished, or
+    /// [`Upload::abort`], leaves nothing (or garbage the orphan sweep removes).
+    pub async fn start_upload(
+        &self,
+        filename: &str,
+        metadata: Document,
+    ) -> Result<Upload, GridFsError> {
+        let id = ObjectId::new();
+        let stream = self
+            .bounded(async {
+                Ok(self
+                    .bucket
+                    .open_upload_stream(filename)
+                    .id(Bson::ObjectId(id))
+                    .metadata(metadata)
+                    .await?)
+            })
+            .await?;
+        Ok(Upload {
+            id,
+            stream: Some(stream),
+            timeout: self.timeout * 6,
+        })
+    }
+
     /// Opens a file for streaming; the caller reads it as a byte stream.
     pub async fn open(&self, id: ObjectId) -> Result<GridFsDownloadStream, GridFsError> {
         self.bounded(async { Ok(self.bucket.open_download_stream(Bson::ObjectId(id)).await?) })
@@ -199,6 +225,50 @@ impl FrameStore {
     }
 }
 
+/// One file being written to GridFS piece by piece.
+pub struct Upload {
+    pub id: ObjectId,
+    stream: Option<mongodb::gridfs::GridFsUploadStream>,
+    timeout: Duration,
+}
+
+impl Upload {
+    /// Writes the next piece (each bounded by the store's timeout).
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), GridFsError> {
+        let stream = self.stream.as_mut().ok_or_else(|| {
+            GridFsError::Unavailable(anyhow::anyhow!("the upload was already ended"))
+        })?;
+        match tokio::time::timeout(self.timeout, stream.write_all(bytes)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(GridFsError::Unavailable(e.into())),
+            Err(_) => Err(GridFsError::Unavailable(anyhow::anyhow!("timed out"))),
+        }
+    }
+
+    /// Writes what is left and the file's document: the file exists from here on.
+    pub async fn finish(mut self) -> Result<ObjectId, GridFsError> {
+        let mut stream = self.stream.take().expect("not ended");
+        match tokio::time::timeout(self.timeout, stream.close()).await {
+            Ok(Ok(())) => Ok(self.id),
+            Ok(Err(e)) => {
+                let _ = stream.abort().await;
+                Err(GridFsError::Unavailable(e.into()))
+            }
+            Err(_) => {
+                let _ = stream.abort().await;
+                Err(GridFsError::Unavailable(anyhow::anyhow!("timed out")))
+            }
+        }
+    }
+
+    /// Removes the chunks written so far.
+    pub async fn abort(mut self) {
+        if let Some(mut stream) = self.stream.take() {
+            let _ = tokio::time::timeout(self.timeout, stream.abort()).await;
+        }
+    }
+}
+
 /// The frame cache reads frame bytes from GridFS, by the id a frame row names.
 impl crate::dataplane::framecache::FrameSource for FrameStore {
     fn fetch<'a>(
@@ -209,6 +279,23 @@ impl crate::dataplane::framecache::FrameSource for FrameStore {
         Box::pin(async move {
             let id = ObjectId::parse_str(stored_id)?;
             Ok(self.get(id).await?)
+        })
+    }
+
+    fn fetch_to_file<'a>(
+        &'a self,
+        stored_id: &'a str,
+        path: &'a std::path::Path,
+    ) -> futures::future::BoxFuture<'a, Result<(), crate::dataplane::framecache::FetchError>> {
+        Box::pin(async move {
+            use tokio_util::compat::FuturesAsyncReadCompatExt;
+            let id = ObjectId::parse_str(stored_id)?;
+            let stream = self.open(id).await?;
+            let mut reader = tokio::io::BufReader::with_capacity(256 * 1024, stream.compat());
+            let mut file = tokio::fs::File::create(path).await?;
+            tokio::io::copy_buf(&mut reader, &mut file).await?;
+            tokio::io::AsyncWriteExt::flush(&mut file).await?;
+            Ok(())
         })
     }
 }

@@ -5,6 +5,7 @@ mod accounts;
 mod backup;
 mod calendar;
 mod cli;
+mod clips;
 mod drill;
 mod events;
 mod faults;

@@ -1,6 +1,7 @@
 // The operator's frames: the list in show order with previews, durations, moving and
 // deleting; uploads (several files at once, drag and drop, progress, an animated GIF split
-// into its frames by the server). The frames are what a show is built from (show.js).
+// into its frames by the server; a video becomes one clip, shown by its poster with its
+// length and trimmed by start and end). The frames are what a show is built from (show.js).
 
 import { api, apiFetch, upload, ApiError } from '../api.js';
 import { $, state, messages, selected, fmtMs } from './state.js';
@@ -11,12 +12,18 @@ import { renderShowInfo } from './show.js';
 const blobs = new Map();
 function frameBlob(sceneId, frameId) {
   if (!blobs.has(frameId)) {
-    const p = apiFetch(`/api/scenes/${sceneId}/frames/${frameId}/image`).then((res) => res.blob());
+    // a clip is shown by its poster (its file may be gigabytes)
+    const isClip = state.frames?.find((f) => f.frame_id === frameId)?.clip || clipIds.has(frameId);
+    const what = isClip ? 'poster' : 'image';
+    const p = apiFetch(`/api/scenes/${sceneId}/frames/${frameId}/${what}`).then((res) => res.blob());
     p.catch(() => blobs.delete(frameId));
     blobs.set(frameId, p);
   }
   return blobs.get(frameId);
 }
+
+/** Frames known to be clips before the list is read again (just uploaded). */
+const clipIds = new Set();
 
 const objectUrls = new Map();
 function frameUrl(sceneId, frameId) {
@@ -40,8 +47,13 @@ function thumb(sceneId, frameId, alt, className) {
 function guessType(file) {
   if (file.type) return file.type;
   const ext = file.name.split('.').pop().toLowerCase();
-  return { png: 'image/png', jpg: 'image/jpeg', jpeg: 'image/jpeg', gif: 'image/gif', webp: 'image/webp' }[ext] ?? 'application/octet-stream';
+  return (
+    { png: 'image/png', jpg: 'image/jpeg', jpeg: 'image/jpeg', gif: 'image/gif', webp: 'image/webp', mp4: 'video/mp4', m4v: 'video/mp4', mov: 'video/quicktime', webm: 'video/webm', mkv: 'video/x-matroska' }[ext] ??
+    'application/octet-stream'
+  );
 }
+
+const isVideo = (file) => guessType(file).startsWith('video/');
 
 export async function loadFrames() {
   const id = state.scene.scene_id;
@@ -74,7 +86,9 @@ function renderFrames() {
     const label = `Frame ${i + 1}`;
     const meta = document.createElement('span');
     meta.className = 'meta';
-    meta.textContent = `${f.original_name || '(no name)'} · ${f.width}×${f.height}`;
+    meta.textContent = f.clip
+      ? `${f.original_name || '(no name)'} · clip · ${f.width}×${f.height} · ${fmtMs(f.clip.video_duration_ms)} long, plays ${fmtMs(f.duration_ms)} at ${f.clip.fps} fps`
+      : `${f.original_name || '(no name)'} · ${f.width}×${f.height}`;
     const durId = `duration-${f.frame_id}`;
     const durLabel = document.createElement('label');
     durLabel.htmlFor = durId;
@@ -91,6 +105,8 @@ function renderFrames() {
     dur.setAttribute('aria-label', `${label} duration in ms`);
     dur.addEventListener('change', () => setDuration(f.frame_id, dur));
     durLabel.append(dur);
+    // a clip lasts what its stretch of video lasts: trimmed by start and end instead
+    const timing = f.clip ? trimInputs(f, label) : [durLabel];
     const btn = (text, action, aria, onClick, disabled = false) => {
       const b = document.createElement('button');
       b.type = 'button';
@@ -106,7 +122,7 @@ function renderFrames() {
     const down = btn('↓ Down', 'down', `Move ${label} down`, () => moveFrame(i, 1), i === n - 1);
     const del = btn('Delete', 'delete', `Delete ${label}`, () => deleteFrame(f.frame_id));
     del.classList.add('danger');
-    li.append(num, thumb(id, f.frame_id, `${label}: ${f.original_name || 'image'}`, 'thumb'), meta, durLabel, up, down, del);
+    li.append(num, thumb(id, f.frame_id, `${label}: ${f.original_name || 'image'}`, 'thumb'), meta, ...timing, up, down, del);
     list.append(li);
   });
   if (focusAfter) {
@@ -117,6 +133,45 @@ function renderFrames() {
     focusAfter = null;
   }
   renderShowInfo();
+}
+
+/** A clip's start and end (seconds into the video), each saved when changed. */
+function trimInputs(f, label) {
+  const field = (name, ms, aria) => {
+    const l = document.createElement('label');
+    l.htmlFor = `${name}-${f.frame_id}`;
+    l.textContent = name === 'start' ? 'Start (s)' : 'End (s)';
+    const input = document.createElement('input');
+    input.type = 'number';
+    input.id = `${name}-${f.frame_id}`;
+    input.className = `clip-${name}`;
+    input.dataset.action = name;
+    input.min = 0;
+    input.max = f.clip.video_duration_ms / 1000;
+    input.step = 0.001;
+    input.value = ms / 1000;
+    input.setAttribute('aria-label', aria);
+    input.addEventListener('change', () => setTrim(f.frame_id));
+    l.append(input);
+    return l;
+  };
+  return [field('start', f.clip.start_ms, `${label} starts at, seconds into the video`), field('end', f.clip.end_ms, `${label} ends at, seconds into the video`)];
+}
+
+async function setTrim(frameId) {
+  const li = [...$('frame-list').children].find((l) => l.dataset.frameId === frameId);
+  const frame = state.frames.find((f) => f.frame_id === frameId);
+  if (!li || !frame) return;
+  const start = Math.round(Number(li.querySelector('.clip-start').value) * 1000);
+  const end = Math.round(Number(li.querySelector('.clip-end').value) * 1000);
+  const id = state.scene.scene_id;
+  const ok = await messages.run(async () => {
+    const updated = await api('PATCH', `/api/scenes/${id}/frames/${frameId}`, { clip: { start_ms: start, end_ms: end } });
+    state.frames = state.frames.map((f) => (f.frame_id === frameId ? updated : f));
+    renderFrames();
+    return true;
+  }, `Clip trimmed to ${fmtMs(start)} – ${fmtMs(end)}.`);
+  if (!ok) renderFrames(); // back to what is stored
 }
 
 async function moveFrame(index, delta) {
@@ -212,24 +267,28 @@ function pumpUploads() {
 
 async function uploadOne({ file, sceneId, durationText, bar, status, thumbs, li }) {
   const params = new URLSearchParams({ name: file.name });
-  if (durationText) params.set('duration_ms', durationText);
+  const video = isVideo(file);
+  if (durationText && !video) params.set('duration_ms', durationText);
   status.textContent = 'uploading';
   try {
-    const frames = await upload('POST', `/api/scenes/${sceneId}/frames?${params}`, file, (p) => {
+    const path = video ? 'clips' : 'frames';
+    const answer = await upload('POST', `/api/scenes/${sceneId}/${path}?${params}`, file, (p) => {
       bar.value = p;
-      status.textContent = p < 1 ? `uploading ${Math.round(p * 100)} %` : 'checking…';
+      status.textContent = p < 1 ? `uploading ${Math.round(p * 100)} %` : video ? 'reading the video…' : 'checking…';
     }, guessType(file));
+    const frames = video ? [answer] : answer;
+    if (video) clipIds.add(answer.frame_id);
     bar.value = 1;
     li.classList.add('done');
     status.className = 'ok';
-    status.textContent = frames.length === 1 ? 'done: 1 frame' : `done: ${frames.length} frames`;
+    status.textContent = video ? `done: a clip of ${fmtMs(answer.duration_ms)}` : frames.length === 1 ? 'done: 1 frame' : `done: ${frames.length} frames`;
     frames.forEach((f, i) => thumbs.append(thumb(sceneId, f.frame_id, `${file.name}, frame ${i + 1} of ${frames.length}`)));
     if (selected(sceneId)) {
       for (const f of frames) state.newFrameIds.add(f.frame_id);
       clearTimeout(reloadTimer);
       reloadTimer = setTimeout(() => messages.run(loadFrames), 150);
     }
-    messages.say(`${file.name} uploaded: ${frames.length} frame${frames.length === 1 ? '' : 's'}.`);
+    messages.say(video ? `${file.name} uploaded: a clip of ${fmtMs(answer.duration_ms)} at ${answer.clip.fps} fps.` : `${file.name} uploaded: ${frames.length} frame${frames.length === 1 ? '' : 's'}.`);
   } catch (err) {
     li.classList.add('failed');
     status.className = 'error';
@@ -256,9 +315,9 @@ export function wireFrames() {
   drop.addEventListener('drop', (e) => {
     e.preventDefault();
     drop.classList.remove('over');
-    const files = [...(e.dataTransfer?.files ?? [])].filter((f) => f.type.startsWith('image/') || /\.(png|jpe?g|gif|webp)$/i.test(f.name));
+    const files = [...(e.dataTransfer?.files ?? [])].filter((f) => /^(image|video)\//.test(f.type) || /\.(png|jpe?g|gif|webp|mp4|m4v|mov|webm|mkv)$/i.test(f.name));
     if (files.length) addFiles(files);
-    else messages.error(new Error('Drop image files (PNG, JPEG, GIF or WebP).'));
+    else messages.error(new Error('Drop image files (PNG, JPEG, GIF or WebP) or videos (MP4, MOV, WebM).'));
   });
   // a file dropped beside the zone should not navigate away from the page
   window.addEventListener('dragover', (e) => e.preventDefault());

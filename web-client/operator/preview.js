@@ -34,8 +34,9 @@ export function cellOf(grid, x, y, sceneW, sceneH) {
 }
 
 /** A frame on the show's grid: rgb bytes (3 per cell) and a faint canvas for the map. */
-async function fetchRaster(sceneId, frameId, grid) {
-  const res = await apiFetch(`/api/scenes/${sceneId}/show/frames/${frameId}/raster`);
+async function fetchRaster(sceneId, frameId, grid, index) {
+  const query = index == null ? '' : `?index=${index}`;
+  const res = await apiFetch(`/api/scenes/${sceneId}/show/frames/${frameId}/raster${query}`);
   // the headers say the grid the server used; if the show was rebuilt meanwhile it may not
   // be the grid this page has, and the colours would land in the wrong cells
   const w = Number(res.headers.get('x-grid-width') ?? grid.w);
@@ -89,8 +90,8 @@ async function pump() {
 
 /** The frame on the grid, or null while it is being fetched. `now` puts it first in line
  * (the frame showing right now). */
-function raster(sceneId, frame, grid, now = false) {
-  const key = `${frame.sha256}|${grid.w}x${grid.h}`;
+function raster(sceneId, frame, grid, now = false, index = null) {
+  const key = `${frame.sha256}|${index ?? ''}|${grid.w}x${grid.h}`;
   let entry = rasters.get(key);
   if (entry) {
     rasters.delete(key); // most recently used last
@@ -100,14 +101,14 @@ function raster(sceneId, frame, grid, now = false) {
       queue.unshift(entry.job);
     }
     if (!entry.value && !entry.job && !entry.fetching && entry.failedAt != null && performance.now() - entry.failedAt > RETRY_RASTER_MS) {
-      entry.job = { entry, args: [sceneId, frame.frame_id, grid] };
+      entry.job = { entry, args: [sceneId, frame.frame_id, grid, index] };
       queue.push(entry.job);
       pump();
     }
     return entry.value;
   }
   entry = { value: null, failedAt: null, job: null, fetching: false };
-  entry.job = { entry, args: [sceneId, frame.frame_id, grid] };
+  entry.job = { entry, args: [sceneId, frame.frame_id, grid, index] };
   rasters.set(key, entry);
   if (now) queue.unshift(entry.job);
   else queue.push(entry.job);
@@ -123,14 +124,15 @@ function raster(sceneId, frame, grid, now = false) {
 /** Like the server's preload: every frame of the show on its grid before it plays. */
 export function prepareShow(s) {
   if (!state.scene || !s.grid) return;
-  for (const f of s.show.frames.slice(0, RASTER_CACHE)) raster(state.scene.scene_id, f, s.grid);
+  // a clip's first frame only: the rest are fetched as it plays
+  for (const f of s.show.frames.slice(0, RASTER_CACHE)) raster(state.scene.scene_id, f, s.grid, false, f.clip ? f.clip.first : null);
 }
 
 /** Whether the frames of the show the page holds are all fetched (for the tests). */
 export function showPrepared() {
   const s = state.show;
   if (!s?.grid) return false;
-  return s.show.frames.slice(0, RASTER_CACHE).every((f) => rasters.get(`${f.sha256}|${s.grid.w}x${s.grid.h}`)?.value);
+  return s.show.frames.slice(0, RASTER_CACHE).every((f) => rasters.get(`${f.sha256}|${f.clip ? f.clip.first : ''}|${s.grid.w}x${s.grid.h}`)?.value);
 }
 
 export function makeMap() {
@@ -156,7 +158,7 @@ export function previewNow() {
     position = at.position;
     if (at.frame != null && s.grid) {
       grid = s.grid;
-      const r = raster(scene.scene_id, s.show.frames[at.frame], grid, true);
+      const r = raster(scene.scene_id, s.show.frames[at.frame], grid, true, at.index);
       if (r) {
         image = r.faint;
         rgb = r.rgb;
@@ -169,7 +171,7 @@ export function previewNow() {
           ? `${at.mode}, starts in ${fmtMs(stateAt(s.timeline, t).anchor_ms - t)}`
           : at.frame == null
             ? `${at.mode}, past the end (${fmtMs(at.position)})`
-            : `${at.mode} · frame ${at.frame + 1} of ${s.show.frames.length} · ${fmtMs(at.position)} of ${fmtMs(s.total_ms)}`;
+            : `${at.mode} · frame ${at.frame + 1} of ${s.show.frames.length}${at.index == null ? '' : ` (clip frame ${at.index + 1})`} · ${fmtMs(at.position)} of ${fmtMs(s.total_ms)}`;
   } else {
     info = 'no show';
   }

@@ -32,12 +32,27 @@ export function frameAt(show, position) {
   return null;
 }
 
-/** What the show does at server instant t (ms): {mode, position, frame, waiting}. */
+/** For a clip at `position` ms into the show, its show frame there (the `index` the raster
+ *  endpoint takes): the clip's first plus floor(ms into the clip × fps / 1000), as
+ *  Timeline::segments computes it. Null for a still. */
+export function clipIndexAt(show, frame, position) {
+  const f = show.frames[frame];
+  if (!f?.clip || position == null) return null;
+  const total = totalMs(show);
+  const within = show.loop ? ((position % total) + total) % total : position;
+  let start = 0;
+  for (let i = 0; i < frame; i++) start += show.frames[i].duration_ms;
+  const k = Math.floor(((within - start) * f.clip.fps) / 1000);
+  return f.clip.first + Math.min(Math.max(k, 0), f.clip.frames - 1);
+}
+
+/** What the show does at server instant t (ms): {mode, position, frame, index, waiting}. */
 export function showAt(showState, t) {
   t = Math.floor(t);
   const pb = stateAt(showState.timeline, t);
   const position = positionAt(pb, t);
   let frame = null;
   if (pb.mode === 'playing' || pb.mode === 'paused') frame = frameAt(showState.show, position);
-  return { mode: pb.mode, position, frame, waiting: pb.mode === 'playing' && position == null };
+  const index = frame == null ? null : clipIndexAt(showState.show, frame, position);
+  return { mode: pb.mode, position, frame, index, waiting: pb.mode === 'playing' && position == null };
 }

@@ -75,7 +75,7 @@ pub enum VideoError {
 
 /// Runs `program` with the limits (address space, CPU time) when `prlimit` is there, at a
 /// lower priority than the server's own threads (the scheduler must not miss a tick).
-fn bounded(program: &str, limits: &VideoLimits) -> Command {
+pub(crate) fn bounded(program: &str, limits: &VideoLimits) -> Command {
     static PRLIMIT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let have = *PRLIMIT.get_or_init(|| {
         Command::new("prlimit")
@@ -103,7 +103,10 @@ fn bounded(program: &str, limits: &VideoLimits) -> Command {
 
 /// Waits for a child to end, never holding its lock while it waits (the watchdog needs it
 /// to kill a child that hangs); kills it at `deadline`. True when it ended by itself in time.
-fn reap(child: &Mutex<std::process::Child>, deadline: Instant) -> Option<std::process::ExitStatus> {
+pub(crate) fn reap(
+    child: &Mutex<std::process::Child>,
+    deadline: Instant,
+) -> Option<std::process::ExitStatus> {
     loop {
         if let Ok(Some(status)) = child.lock().expect("child lock").try_wait() {
             return (Instant::now() < deadline).then_some(status);
@@ -119,7 +122,10 @@ fn reap(child: &Mutex<std::process::Child>, deadline: Instant) -> Option<std::pr
 }
 
 /// Kills a child once `deadline` passes unless told it is done.
-fn watchdog(child: Arc<Mutex<std::process::Child>>, deadline: Instant) -> mpsc::Sender<()> {
+pub(crate) fn watchdog(
+    child: Arc<Mutex<std::process::Child>>,
+    deadline: Instant,
+) -> mpsc::Sender<()> {
     let (done, wait) = mpsc::channel::<()>();
     std::thread::spawn(move || {
         let left = deadline.saturating_duration_since(Instant::now());
