@@ -38,6 +38,15 @@ pub struct ClipLimits {
 }
 
 impl ClipLimits {
+    /// A playback decode: its CPU limit is for a runaway, not the clip's length (a 10-minute
+    /// 4K clip takes many CPU-minutes).
+    fn playback(&self) -> VideoLimits {
+        VideoLimits {
+            timeout: Duration::from_secs_f64((self.max_seconds * 20.0).max(600.0)),
+            ..self.process()
+        }
+    }
+
     fn process(&self) -> VideoLimits {
         VideoLimits {
             max_seconds: self.max_seconds,
@@ -268,12 +277,7 @@ fn looks_like_video(path: &Path) -> bool {
 const POSTER_WIDTH: u32 = 320;
 
 /// A PNG of the frame at `at_ms` into the clip, at most 320 pixels wide. Blocking.
-pub fn poster(
-    path: &Path,
-    info: &ClipInfo,
-    at_ms: u32,
-    limits: &ClipLimits,
-) -> Result<Vec<u8>, ClipError> {
+pub fn poster(path: &Path, at_ms: u32, limits: &ClipLimits) -> Result<Vec<u8>, ClipError> {
     let mut cmd = bounded("ffmpeg", &limits.process());
     cmd.args([
         "-nostdin",
@@ -283,10 +287,7 @@ pub fn poster(
         "-threads",
         "1",
     ])
-    .args([
-        "-ss",
-        &format!("{:.3}", info.start_s + f64::from(at_ms) / 1000.0),
-    ])
+    .args(["-ss", &format!("{:.3}", f64::from(at_ms) / 1000.0)])
     .arg("-i")
     .arg(path)
     .args(["-map", "0:v:0", "-frames:v", "1"])
@@ -330,15 +331,17 @@ impl FrameStream {
     pub fn start(
         path: &Path,
         from_s: f64,
+        start_s: f64,
         w: u32,
         h: u32,
         limits: &ClipLimits,
     ) -> Result<FrameStream, ClipError> {
         // half a second early: the frame showing at `from_s` began before it (the caller
-        // skips what it does not need); -copyts keeps the file's own times
-        let seek = (from_s - 0.5).max(0.0);
-        let mut cmd = bounded("ffmpeg", &limits.process());
-        cmd.args(["-nostdin", "-hide_banner", "-loglevel", "info"])
+        // skips what it does not need); -copyts keeps the file's own times, and FFmpeg
+        // counts -ss from the file's start (which `from_s` includes)
+        let seek = (from_s - start_s - 0.5).max(0.0);
+        let mut cmd = bounded("ffmpeg", &limits.playback());
+        cmd.args(["-nostdin", "-nostats", "-hide_banner", "-loglevel", "info"])
             .args(["-threads", &limits.threads.max(1).to_string()])
             .args(["-copyts", "-ss", &format!("{seek:.6}")])
             .arg("-i")
@@ -361,6 +364,10 @@ impl FrameStream {
             .name("c3s-clip-times".into())
             .spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    // only the filter's own lines (a file's tags are printed too)
+                    if !line.starts_with("[Parsed_showinfo") {
+                        continue;
+                    }
                     let Some(at) = line.find("pts_time:") else {
                         continue;
                     };
@@ -397,7 +404,14 @@ impl FrameStream {
         }
         match read {
             Ok(true) => {}
-            Ok(false) => return Ok(None),
+            Ok(false) => {
+                // the end of the file, or a decoder that died (a limit, a crash)
+                let status = self.child.lock().unwrap_or_else(|p| p.into_inner()).wait();
+                return match status {
+                    Ok(s) if s.success() => Ok(None),
+                    _ => Err(ClipError::Undecodable),
+                };
+            }
             Err(_) => return Err(ClipError::Undecodable),
         }
         let t = self

@@ -329,7 +329,8 @@ impl Config {
     pub fn clip_limits(&self) -> crate::clips::ClipLimits {
         crate::clips::ClipLimits {
             max_bytes: self.max_clip_bytes,
-            max_seconds: self.max_clip_seconds,
+            // a show entry lasts at most an hour (the frame table's check)
+            max_seconds: self.max_clip_seconds.min(3600.0),
             max_pixels: self.max_clip_pixels,
             timeout: Duration::from_secs(self.video_timeout_s.max(1)),
             decoder_memory_bytes: self.clip_decoder_mb << 20,

@@ -306,6 +306,9 @@ pub async fn report(
         let (hits, misses) = frames.hits_and_misses();
         metrics::counter!("c3s_frame_cache_hits_total").absolute(hits);
         metrics::counter!("c3s_frame_cache_misses_total").absolute(misses);
+        metrics::gauge!("c3s_frame_cache_bytes").set(frames.used_bytes() as f64);
+        metrics::gauge!("c3s_frame_cache_budget_bytes").set(frames.budget_bytes() as f64);
+        metrics::gauge!("c3s_clip_decoders").set(frames.clips().running() as f64);
         if let Err(e) = store::nodes::heartbeat(&db, node_id).await {
             tracing::debug!(error = ?e, "heartbeat not written");
         }

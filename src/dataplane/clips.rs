@@ -158,13 +158,16 @@ impl Clips {
             // one window may span many seconds of the clip (a catch-up of 5.5 s): a frame up
             // to SEEK_FORWARD_S past the decoder is decoded to, not jumped to
             let reach = ahead.max(SEEK_FORWARD_S * clip.fps);
-            let reusable = !d.failed.load(Ordering::Acquire)
-                && !d.stop.load(Ordering::Acquire)
-                && d.start <= index
-                && index <= d.next.load(Ordering::Acquire) + reach;
+            let next = d.next.load(Ordering::Acquire);
+            let alive = !d.failed.load(Ordering::Acquire) && !d.stop.load(Ordering::Acquire);
+            // behind the decoder: decoded already (or asked for in a race with its insert),
+            // else gone from the cache (a loop, a seek back, an eviction) and decoded again
+            let behind_and_gone =
+                index < next && !cache.contains_sub(&frame.sha256, clip.cache_sub(index), grid);
+            let reusable = alive && d.start <= index && index <= next + reach && !behind_and_gone;
             if reusable {
                 let mut wanted = d.wanted_to.lock().unwrap_or_else(|p| p.into_inner());
-                wanted.0 = wanted.0.max(index + ahead);
+                wanted.0 = wanted.0.max((index + ahead).min(clip.first + clip.frames));
                 wanted.1 = Instant::now();
                 d.more.notify_all();
                 return;
@@ -173,8 +176,13 @@ impl Clips {
             {
                 return; // a broken file is not decoded again at every tick
             }
+            if !alive && cache.contains_sub(&frame.sha256, clip.cache_sub(index), grid) {
+                return; // a decoder that got to the stretch's end: the frame is there
+            }
             d.stop();
             decoders.remove(&key);
+        } else if cache.contains_sub(&frame.sha256, clip.cache_sub(index), grid) {
+            return; // nothing to decode
         }
         decoders.retain(|_, d| !d.stop.load(Ordering::Acquire));
         while decoders.len() >= self.settings.max_decoders.max(1) {
@@ -192,7 +200,10 @@ impl Clips {
         let decoder = Arc::new(Decoder {
             start: index,
             next: AtomicU32::new(index),
-            wanted_to: Mutex::new((index + ahead, Instant::now())),
+            wanted_to: Mutex::new((
+                (index + ahead).min(clip.first + clip.frames),
+                Instant::now(),
+            )),
             more: Condvar::new(),
             stop: AtomicBool::new(false),
             failed: AtomicBool::new(false),
@@ -309,13 +320,26 @@ struct Job {
     waker: Option<Waker>,
 }
 
+/// Marks a decoder stopped however its job ends (a panic too), so it is never taken for a
+/// live one.
+struct Ended(Arc<Decoder>);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.failed.store(true, Ordering::Release);
+        }
+        self.0.stop.store(true, Ordering::Release);
+    }
+}
+
 impl Job {
     fn run(self) {
+        let _ended = Ended(self.decoder.clone());
         if let Err(e) = self.decode() {
             tracing::warn!(sha256 = %self.key.sha256, error = %e, "a clip decoder stopped");
             self.decoder.failed.store(true, Ordering::Release);
         }
-        self.decoder.stop.store(true, Ordering::Release);
     }
 
     /// Waits until show frame `index` is wanted; false when the decoder is to stop.
@@ -349,8 +373,15 @@ impl Job {
         let start_s = clip.video_start_us as f64 / 1e6;
         let mut index = self.decoder.start;
         let from_s = start_s + f64::from(index) / f64::from(fps);
-        let mut stream = FrameStream::start(&path, from_s, grid.w, grid.h, &clips.settings.limits)
-            .map_err(|e| e.to_string())?;
+        let mut stream = FrameStream::start(
+            &path,
+            from_s,
+            start_s,
+            grid.w,
+            grid.h,
+            &clips.settings.limits,
+        )
+        .map_err(|e| e.to_string())?;
 
         // the newest source frames decoded: the one showing, and the one after it
         let mut shown: Option<(f64, Arc<Raster>)> = None;
@@ -387,8 +418,8 @@ impl Job {
                     w.wake();
                 }
             }
-            if ended && upcoming.is_none() && index >= clip.first + clip.frames {
-                break; // the end of the stretch that plays, and of the file
+            if index >= clip.first + clip.frames {
+                break; // the end of the stretch that plays
             }
         }
         if let Some(w) = &self.waker {

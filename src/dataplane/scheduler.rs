@@ -266,6 +266,16 @@ impl SceneWork {
         })
     }
 
+    /// The last clip frame of the prepared window (show frame index and the clip's show
+    /// frame), if it shows a clip.
+    pub fn last_clip_frame(&self) -> Option<(usize, u32)> {
+        // (a still's is given too: asking a still's "decoder" does nothing)
+        self.segments
+            .iter()
+            .rev()
+            .find_map(|s| s.frame.map(|f| (f as usize, s.sub)))
+    }
+
     /// Whether the prepared window shows only the idle colour.
     pub fn all_idle(&self) -> bool {
         self.rasters.iter().all(Option::is_none)
@@ -313,6 +323,8 @@ pub struct Scheduler {
 
 /// How long a frame fetch may take before the scheduler asks for it again.
 const RELOAD_AFTER: Duration = Duration::from_secs(5);
+/// How long a frame stays in the list of those being fetched or decoded when it never comes.
+const FORGET_LOADING_AFTER: Duration = Duration::from_secs(60);
 /// How long windows wait for a frame being fetched before showing idle colour in its place.
 const LOAD_PATIENCE: Duration = Duration::from_secs(1);
 
@@ -456,6 +468,14 @@ impl Scheduler {
                     scene.with_group(g, |conns| work.build_and_send(&snap, from, to, conns));
                 }
                 work.horizons[g] = to;
+                // a clip's decoder is told where the windows have got to, so it stays ahead
+                // of them instead of waiting for the next miss
+                if let Some((i, sub)) = work.last_clip_frame() {
+                    if let Some(frame) = snap.show.as_ref().map(|s| &s.frames[i]) {
+                        self.cache
+                            .want_clip(frame, sub, snap.grid, Some(self.waker.clone()));
+                    }
+                }
             }
         }
         missing.extend(catch_up_missing);
@@ -516,8 +536,10 @@ impl Scheduler {
             }
         }
         let cache = &self.cache;
-        self.loading
-            .retain(|(sha, sub, grid), _| !cache.contains_sub(sha, *sub, *grid));
+        // (a frame given up on, or evicted before it was seen, is forgotten after a while)
+        self.loading.retain(|(sha, sub, grid), since| {
+            since.elapsed() < FORGET_LOADING_AFTER && !cache.contains_sub(sha, *sub, *grid)
+        });
     }
 }
 

@@ -209,14 +209,15 @@ async fn upload_clip(
     state.rate_limits.uploads.check(&me.user_id)?;
     let name = Rule::line("name", 255).clean_opt(params.name.as_deref())?;
     let fps = params.fps.map(check_play_fps).transpose()?;
-    // clips are read one (or `C3S_VIDEO_CONCURRENCY`) at a time, like the observers' clips
+    let received = receive(&state, scene_id, &name, &headers, body).await?;
+    // read one (or `C3S_VIDEO_CONCURRENCY`) at a time, like the observers' clips; the
+    // slot is taken once the body is in, so a slow upload holds up nobody
     let _slot = state
         .video_slots
         .clone()
         .acquire_owned()
         .await
         .map_err(|e| Error::Internal(e.into()))?;
-    let received = receive(&state, scene_id, &name, &headers, body).await?;
     if received.bytes == 0 {
         received.gridfs.abort().await;
         return Err(Error::invalid("empty_body", "the body is empty"));
@@ -226,7 +227,7 @@ async fn upload_clip(
     let checked = tokio::task::spawn_blocking(
         move || -> std::result::Result<(ClipInfo, Vec<u8>), ClipError> {
             let info = crate::clips::check(&path, &limits)?;
-            let poster = crate::clips::poster(&path, &info, 0, &limits)?;
+            let poster = crate::clips::poster(&path, 0, &limits)?;
             Ok((info, poster))
         },
     )

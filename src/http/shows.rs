@@ -317,7 +317,9 @@ pub struct RasterParams {
 #[utoipa::path(get, path = "/scenes/{scene_id}/show/frames/{frame_id}/raster", tag = "shows",
     params(("scene_id" = Uuid, Path), ("frame_id" = Uuid, Path), RasterParams),
     responses((status = 200, description = "the cells' colours", content_type = "application/octet-stream"),
-        (status = 304, description = "unchanged since the `If-None-Match` ETag"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)),
+        (status = 304, description = "unchanged since the `If-None-Match` ETag"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "an `index` for a still, or outside the clip's stretch"),
+        (status = 503, body = ErrorBody, description = "the frame store is unreachable, or the clip's frame was not decoded within 10 s")),
     security(("bearer" = [])))]
 async fn get_frame_raster(
     State(state): State<AppState>,

@@ -7,6 +7,7 @@
 
 mod netem;
 mod phone;
+mod video;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -114,6 +115,11 @@ struct ShowArgs {
     /// Extra server settings, `NAME=value`, repeatable (e.g. C3S_TICK_MS=250).
     #[arg(long = "server-env")]
     server_env: Vec<String>,
+    /// The show is this video clip instead of generated frames (`scripts/bench video`):
+    /// its upload, its first second and the frame cache are measured, and the colours the
+    /// recorded phones got are checked against FFmpeg's decode.
+    #[arg(long)]
+    clip: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -131,6 +137,9 @@ struct NodesArgs {
 /// One generator's phones, on one node.
 #[derive(clap::Args, Debug)]
 struct PhoneArgs {
+    /// With `--clip`: this many phones keep every chunk they get, for the colour check.
+    #[arg(long, default_value_t = 16)]
+    record_phones: usize,
     /// Simulated phones.
     #[arg(long, default_value_t = 1000)]
     phones: usize,
@@ -243,6 +252,8 @@ struct Server {
     child: Child,
     base: String,
     addr: SocketAddr,
+    /// Its Prometheus endpoint, when it has one (a clip show's frame cache is sampled).
+    metrics: Option<String>,
 }
 
 impl Drop for Server {
@@ -299,6 +310,14 @@ async fn start_nodes(show: &ShowArgs, n: usize) -> anyhow::Result<Vec<Server>> {
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
+        let metrics = match show.clip {
+            Some(_) => {
+                let port = free_port()?;
+                cmd.env("C3S_METRICS_LISTEN", format!("127.0.0.1:{port}"));
+                Some(format!("http://127.0.0.1:{port}/metrics"))
+            }
+            None => None,
+        };
         for kv in &show.server_env {
             let (k, v) = kv
                 .split_once('=')
@@ -312,6 +331,7 @@ async fn start_nodes(show: &ShowArgs, n: usize) -> anyhow::Result<Vec<Server>> {
             child,
             base: format!("http://127.0.0.1:{port}"),
             addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+            metrics,
         });
         // the first node migrates the database; the others start on it
         wait_ready(servers.last().expect("just pushed")).await?;
@@ -432,6 +452,19 @@ async fn operator(base: &str) -> anyhow::Result<Operator> {
 /// One open scene with its show playing in a loop (from `PLAY_LEAD_MS` from now): the
 /// crowd joins a show already on, as a stadium's does.
 async fn set_up_scene(op: &Operator, show: &ShowArgs) -> anyhow::Result<Uuid> {
+    Ok(set_up_show(op, show).await?.0)
+}
+
+/// What [`set_up_show`] made of a clip: the show, and the instant it started playing.
+struct ClipRun {
+    show: video::ClipShow,
+    anchor_ms: i64,
+    path: PathBuf,
+    metrics: Option<String>,
+}
+
+/// [`set_up_scene`], and for a clip show what the colour check needs.
+async fn set_up_show(op: &Operator, show: &ShowArgs) -> anyhow::Result<(Uuid, Option<ClipRun>)> {
     let scene: Value = op
         .call(
             reqwest::Method::POST,
@@ -446,14 +479,29 @@ async fn set_up_scene(op: &Operator, show: &ShowArgs) -> anyhow::Result<Uuid> {
         Some(json!({"status": "open"})),
     )
     .await?;
-    build_show(op, scene_id, show.fps, show.frame_px).await?;
-    op.call(
-        reqwest::Method::POST,
-        &format!("/scenes/{scene_id}/playback"),
-        Some(json!({"command": "play", "start_in_ms": PLAY_LEAD_MS})),
-    )
-    .await?;
-    Ok(scene_id)
+    let clip = match &show.clip {
+        Some(path) => Some(video::set_up(op, scene_id, path).await?),
+        None => {
+            build_show(op, scene_id, show.fps, show.frame_px).await?;
+            None
+        }
+    };
+    let played = op
+        .call(
+            reqwest::Method::POST,
+            &format!("/scenes/{scene_id}/playback"),
+            Some(json!({"command": "play", "start_in_ms": PLAY_LEAD_MS})),
+        )
+        .await?;
+    let clip = clip.map(|c| ClipRun {
+        show: c,
+        anchor_ms: played["timeline"]["current"]["anchor_ms"]
+            .as_i64()
+            .unwrap_or_default(),
+        path: show.clip.clone().unwrap_or_default(),
+        metrics: None,
+    });
+    Ok((scene_id, clip))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -487,7 +535,15 @@ async fn run_phones(
     op: &Operator,
     args: &PhoneArgs,
     attack: Option<&str>,
+    clip: Option<&ClipRun>,
 ) -> anyhow::Result<Value> {
+    // a clip show: this many phones keep what they got, for the colour check
+    let record = if clip.is_some() {
+        args.record_phones
+    } else {
+        0
+    };
+    let mut places: std::collections::HashMap<usize, (f64, f64)> = Default::default();
     let pid = target.pid;
     let scene_id = target.scene_id;
     let (cpu_before, rss_before_kb, _) = proc_usage(pid)?;
@@ -531,6 +587,7 @@ async fn run_phones(
                 sync_delay: Duration::from_secs_f64(
                     rng.gen_range(0.0..args.sync_spread_s.max(1e-3)),
                 ),
+                record: index < record,
             };
             tasks.push(tokio::spawn(phone::run(
                 spec,
@@ -561,7 +618,13 @@ async fn run_phones(
     for batch in pixels.chunks(10_000) {
         let positions: Vec<Value> = batch
             .iter()
-            .map(|(_, pixel)| json!({"pixel_id": pixel, "x": rng.gen_range(0.0..100.0), "y": rng.gen_range(0.0..100.0)}))
+            .map(|&(index, pixel)| {
+                let (x, y) = (rng.gen_range(0.0..100.0), rng.gen_range(0.0..100.0));
+                if index < record {
+                    places.insert(index, (x, y));
+                }
+                json!({"pixel_id": pixel, "x": x, "y": y})
+            })
             .collect();
         op.call(
             reqwest::Method::POST,
@@ -622,10 +685,34 @@ async fn run_phones(
         }
     };
     let until = Duration::from_secs(args.duration_s);
+    // a clip show: the server's frame cache, sampled every second
+    let cache_peak = async {
+        let Some(url) = clip.and_then(|c| c.metrics.clone()) else {
+            return std::future::pending().await;
+        };
+        let mut peak = 0.0f64;
+        let mut budget = 0.0f64;
+        let mut decoders = 0.0f64;
+        loop {
+            if let Some(b) = video::gauge(&url, "c3s_frame_cache_bytes").await {
+                peak = peak.max(b);
+            }
+            budget = video::gauge(&url, "c3s_frame_cache_budget_bytes")
+                .await
+                .unwrap_or(budget);
+            decoders = decoders.max(video::gauge(&url, "c3s_clip_decoders").await.unwrap_or(0.0));
+            CACHE_PEAK
+                .lock()
+                .expect("peak lock")
+                .replace((peak, budget, decoders));
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    };
     let attack = tokio::select! {
         // the attack and the duration both run out (the minutes never do)
         (attack, ()) = async { tokio::join!(attack_run, tokio::time::sleep(until)) } => attack,
         () = minutes => Value::Null,
+        () = cache_peak => Value::Null,
     };
     let measured_s = show_started.elapsed().as_secs_f64();
     let (cpu_after, rss_end_kb, rss_peak_kb) = proc_usage(pid)?;
@@ -637,6 +724,34 @@ async fn run_phones(
     for t in tasks {
         reports.push(t.await.unwrap_or_default());
     }
+    let clip_figures = match clip {
+        None => Value::Null,
+        Some(c) => {
+            let recorded: Vec<video::Recorded> = reports
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(i, r)| {
+                    let &(x, y) = places.get(&i)?;
+                    Some(video::Recorded {
+                        x,
+                        y,
+                        chunks: std::mem::take(&mut r.recorded),
+                    })
+                })
+                .collect();
+            let mut figures = c.show.figures.clone();
+            let colours = video::check_colours(&c.path, &c.show, c.anchor_ms, &recorded)?;
+            for (k, v) in colours.as_object().into_iter().flatten() {
+                figures[k] = v.clone();
+            }
+            if let Some((peak, budget, decoders)) = *CACHE_PEAK.lock().expect("peak lock") {
+                figures["frame_cache_peak_mb"] = json!(round3(peak / 1048576.0));
+                figures["frame_cache_budget_mb"] = json!(round3(budget / 1048576.0));
+                figures["clip_decoders_max"] = json!(decoders);
+            }
+            figures
+        }
+    };
     let mut errs: Vec<f64> = reports.iter().filter_map(|r| r.sync_err_ms).collect();
     errs.sort_by(f64::total_cmp);
     let mut signed: Vec<f64> = reports
@@ -690,8 +805,12 @@ async fn run_phones(
         "sync_samples": args.sync_samples,
         "measured_s": round3(measured_s),
         "attack": attack,
+        "clip": clip_figures,
     }))
 }
+
+/// The frame cache's peak bytes, its budget and the most clip decoders seen (clip shows).
+static CACHE_PEAK: std::sync::Mutex<Option<(f64, f64, f64)>> = std::sync::Mutex::new(None);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -723,7 +842,7 @@ async fn main() -> anyhow::Result<()> {
                 pid: t.server_pid,
                 scene_id: t.scene,
             };
-            let mut line = run_phones(&target, &op, &p.phones, None).await?;
+            let mut line = run_phones(&target, &op, &p.phones, None, None).await?;
             line["node_pid"] = json!(t.server_pid);
             println!("{line}");
             Ok(())
@@ -733,13 +852,23 @@ async fn main() -> anyhow::Result<()> {
             let servers = start_nodes(&args.show, 1).await?;
             let server = &servers[0];
             let op = operator(&server.base).await?;
-            let scene_id = set_up_scene(&op, &args.show).await?;
+            let (scene_id, mut clip) = set_up_show(&op, &args.show).await?;
+            if let Some(c) = &mut clip {
+                c.metrics = server.metrics.clone();
+            }
             let target = Target {
                 addr: server.addr,
                 pid: server.child.id(),
                 scene_id,
             };
-            let mut line = run_phones(&target, &op, &args.phones, args.attack.as_deref()).await?;
+            let mut line = run_phones(
+                &target,
+                &op,
+                &args.phones,
+                args.attack.as_deref(),
+                clip.as_ref(),
+            )
+            .await?;
             line["fps"] = json!(args.show.fps);
             drop(servers);
             println!("{line}");

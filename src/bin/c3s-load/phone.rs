@@ -40,6 +40,8 @@ pub struct PhoneSpec {
     pub sync_samples: usize,
     /// How long after its welcome it syncs.
     pub sync_delay: Duration,
+    /// It keeps every chunk it gets (a clip show's colour check).
+    pub record: bool,
 }
 
 /// What one phone measured.
@@ -62,6 +64,8 @@ pub struct PhoneReport {
     pub join_retries: u32,
     /// The server said its join was queued before it was welcomed.
     pub queued: bool,
+    /// Every chunk, when the phone records.
+    pub recorded: Vec<chunk::Chunk>,
 }
 
 /// What all phones of the process received so far (read at intervals: a soak's minutes, the
@@ -282,6 +286,9 @@ async fn session(
                     report.catch_up_chunks += 1;
                 }
                 last_end = Some(end);
+                if spec.record {
+                    report.recorded.push(c);
+                }
             }
             Message::Close(frame) => {
                 report.close = Some(format!("{frame:?}"));
