@@ -18,7 +18,7 @@ use std::process::{Child, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::locate::flash::video::{bounded, reap, watchdog, VideoLimits};
+use crate::locate::flash::video::{bounded, reap, shown_size, watchdog, VideoLimits};
 
 /// What a clip may be, and what reading it may cost.
 #[derive(Debug, Clone, Copy)]
@@ -196,23 +196,7 @@ pub fn check(path: &Path, limits: &ClipLimits) -> Result<ClipInfo, ClipError> {
         return Err(broken);
     };
     let video = video.ok_or(ClipError::NoVideoStream)?;
-    let (w, h) = (
-        video["width"].as_u64().unwrap_or(0) as u32,
-        video["height"].as_u64().unwrap_or(0) as u32,
-    );
-    if w == 0 || h == 0 {
-        return Err(ClipError::NotAVideo);
-    }
-    let rotation = video["side_data_list"]
-        .as_array()
-        .and_then(|l| l.iter().find_map(|d| number(&d["rotation"])))
-        .or_else(|| number(&video["tags"]["rotate"]))
-        .unwrap_or(0.0) as i32;
-    let (width, height) = if rotation.rem_euclid(180) == 90 {
-        (h, w)
-    } else {
-        (w, h)
-    };
+    let (width, height, rotation) = shown_size(video).ok_or(ClipError::NotAVideo)?;
     if u64::from(width) * u64::from(height) > limits.max_pixels {
         return Err(ClipError::TooLarge {
             width,

@@ -20,6 +20,34 @@ pub struct TooSlow {
     pub min_bytes_per_s: u64,
 }
 
+/// The answer to a body that could not be read: 408 when it came too slowly, else 400.
+pub fn read_failed(e: axum::Error) -> crate::error::Error {
+    if is_too_slow(&e) {
+        crate::error::Error::TooSlow(e.to_string())
+    } else {
+        crate::error::Error::bad_request(
+            "body_read_failed",
+            format!("reading the body failed: {e}"),
+        )
+    }
+}
+
+/// A body whose declared length passes `limit` is refused before any of it is read; the
+/// declared length, if any.
+pub fn declared_length(
+    headers: &axum::http::HeaderMap,
+    limit: u64,
+) -> crate::error::Result<Option<u64>> {
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(crate::error::Error::PayloadTooLarge { limit });
+    }
+    Ok(declared)
+}
+
 /// Whether a body error is [`TooSlow`].
 pub fn is_too_slow(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cause = Some(e);

@@ -124,20 +124,8 @@ async fn receive(
     body: Body,
 ) -> Result<Received> {
     let limit = state.config.max_clip_bytes;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit) {
-        return Err(Error::PayloadTooLarge { limit });
-    }
-    let failed = |e: axum::Error| {
-        if super::body::is_too_slow(&e) {
-            Error::TooSlow(e.to_string())
-        } else {
-            Error::bad_request("body_read_failed", format!("reading the body failed: {e}"))
-        }
-    };
+    super::body::declared_length(headers, limit)?;
+    let failed = super::body::read_failed;
     let spool = &state.frame_cache.clips().settings().spool;
     tokio::fs::create_dir_all(spool)
         .await

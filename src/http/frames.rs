@@ -116,20 +116,8 @@ async fn read_body_limited(
     limit: u64,
     slots: &Arc<Semaphore>,
 ) -> Result<(Vec<u8>, OwnedSemaphorePermit)> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit) {
-        return Err(Error::PayloadTooLarge { limit });
-    }
-    let failed = |e: axum::Error| {
-        if super::body::is_too_slow(&e) {
-            Error::TooSlow(e.to_string())
-        } else {
-            Error::bad_request("body_read_failed", format!("reading the body failed: {e}"))
-        }
-    };
+    let declared = super::body::declared_length(headers, limit)?;
+    let failed = super::body::read_failed;
     let mut stream = body.into_data_stream().peekable();
     if let Some(Err(_)) = std::pin::Pin::new(&mut stream).peek().await {
         let e = stream

@@ -94,17 +94,8 @@ async fn upload_clip(
     bytes: Vec<u8>,
     content_type: &str,
 ) -> (StatusCode, Value) {
-    let resp = app
-        .client
-        .post(app.url(&format!("/api/scenes/{scene}/clips?name=clip")))
-        .bearer_auth(token)
-        .header("content-type", content_type)
-        .body(bytes)
-        .send()
-        .await
-        .expect("upload sent");
-    let status = resp.status();
-    (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+    let path = format!("/api/scenes/{scene}/clips?name=clip");
+    app.post_bytes(token, &path, content_type, bytes).await
 }
 
 /// A scene of the clip's shape (one scene unit a pixel of the clip).
@@ -217,11 +208,28 @@ async fn a_clip_uploads_round_trips_plays_frame_exact_seeks_and_is_deleted() {
         phones.push(phone);
     }
     app.build_show(&op, scene, false).await;
+    // as an operator would, wait until the clip's first 1.5 s are decoded (the preview's
+    // raster of its 45th frame answers) before pressing play: in a debug build on a busy
+    // machine the first frames can take longer than the play's lead
+    let ready = app
+        .client
+        .get(app.url(&format!(
+            "/api/scenes/{scene}/show/frames/{frame_id}/raster?index=45"
+        )))
+        .bearer_auth(&op)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ready.status(),
+        StatusCode::OK,
+        "the clip's first frames are decoded"
+    );
     let play = command(
         &app,
         &op,
         scene,
-        json!({"command": "play", "start_in_ms": 1500}),
+        json!({"command": "play", "start_in_ms": 3000}),
     )
     .await;
     let t0 = play["timeline"]["current"]["anchor_ms"].as_i64().unwrap();
@@ -260,7 +268,7 @@ async fn a_clip_uploads_round_trips_plays_frame_exact_seeks_and_is_deleted() {
         &app,
         &op,
         scene,
-        json!({"command": "seek", "position_ms": 2500, "in_ms": 1500}),
+        json!({"command": "seek", "position_ms": 2500, "in_ms": 3000}),
     )
     .await;
     let t1 = seek["timeline"]["current"]["anchor_ms"].as_i64().unwrap();

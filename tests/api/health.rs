@@ -61,6 +61,8 @@ async fn openapi_lists_every_route() {
         ("/api/scenes/{scene_id}/flash-sessions", "post"),
         ("/api/scenes/{scene_id}/flash-sessions/{session_id}", "get"),
         ("/api/scenes/{scene_id}/videos", "post"),
+        ("/api/scenes/{scene_id}/clips", "post"),
+        ("/api/scenes/{scene_id}/frames/{frame_id}/poster", "get"),
         ("/api/scenes/{scene_id}/pixels/{pixel_id}/position", "put"),
         ("/api/scenes/{scene_id}/pixels/positions", "post"),
         ("/api/scenes/{scene_id}/geo-reference", "put"),

@@ -247,9 +247,26 @@ impl TestApp {
         bytes: Vec<u8>,
         query: &str,
     ) -> (StatusCode, Value) {
+        self.post_bytes(
+            token,
+            &format!("/api/scenes/{scene_id}/frames{query}"),
+            content_type,
+            bytes,
+        )
+        .await
+    }
+
+    /// Posts raw bytes (an upload's body) to `path`; returns status and JSON body.
+    pub async fn post_bytes(
+        &self,
+        token: &str,
+        path: &str,
+        content_type: &str,
+        bytes: Vec<u8>,
+    ) -> (StatusCode, Value) {
         let resp = self
             .client
-            .post(self.url(&format!("/api/scenes/{scene_id}/frames{query}")))
+            .post(self.url(path))
             .bearer_auth(token)
             .header("content-type", content_type)
             .body(bytes)

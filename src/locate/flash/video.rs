@@ -185,23 +185,7 @@ pub fn probe(path: &Path, limits: &VideoLimits) -> Result<Probe, VideoError> {
             .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
             .filter(|x: &f64| x.is_finite())
     };
-    let (w, h) = (
-        video["width"].as_u64().unwrap_or(0) as u32,
-        video["height"].as_u64().unwrap_or(0) as u32,
-    );
-    if w == 0 || h == 0 {
-        return Err(VideoError::NotAVideo);
-    }
-    let rotation = video["side_data_list"]
-        .as_array()
-        .and_then(|l| l.iter().find_map(|d| number(&d["rotation"])))
-        .or_else(|| number(&video["tags"]["rotate"]))
-        .unwrap_or(0.0) as i32;
-    let (width, height) = if rotation.rem_euclid(180) == 90 {
-        (h, w)
-    } else {
-        (w, h)
-    };
+    let (width, height, rotation) = shown_size(video).ok_or(VideoError::NotAVideo)?;
     let fps = video["avg_frame_rate"]
         .as_str()
         .and_then(|r| {
@@ -233,6 +217,34 @@ pub fn probe(path: &Path, limits: &VideoLimits) -> Result<Probe, VideoError> {
         });
     }
     Ok(probe)
+}
+
+/// A video stream's size as shown (after its rotation) and the rotation, from `ffprobe`'s JSON;
+/// none when it has no size.
+pub(crate) fn shown_size(video: &serde_json::Value) -> Option<(u32, u32, i32)> {
+    let number = |v: &serde_json::Value| -> Option<f64> {
+        v.as_f64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            .filter(|x: &f64| x.is_finite())
+    };
+    let (w, h) = (
+        video["width"].as_u64().unwrap_or(0) as u32,
+        video["height"].as_u64().unwrap_or(0) as u32,
+    );
+    if w == 0 || h == 0 {
+        return None;
+    }
+    let rotation = video["side_data_list"]
+        .as_array()
+        .and_then(|l| l.iter().find_map(|d| number(&d["rotation"])))
+        .or_else(|| number(&video["tags"]["rotate"]))
+        .unwrap_or(0.0) as i32;
+    let (width, height) = if rotation.rem_euclid(180) == 90 {
+        (h, w)
+    } else {
+        (w, h)
+    };
+    Some((width, height, rotation))
 }
 
 /// Decodes the file into grey frames with their presentation times. Blocking: call it off
