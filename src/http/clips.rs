@@ -86,6 +86,9 @@ pub fn check_play_fps(fps: u32) -> Result<i32> {
     }
 }
 
+/// Body pieces waiting for GridFS at most (each a few tens of KiB).
+const STORE_PIPELINE: usize = 64;
+
 /// A file removed when dropped, unless kept.
 struct TempFile(Option<std::path::PathBuf>);
 
@@ -136,7 +139,19 @@ async fn receive(
         .map_err(|e| Error::Internal(e.into()))?;
     let mut local = tokio::io::BufWriter::with_capacity(1 << 20, created);
     let metadata = doc! { "scene_id": scene_id.to_string(), "kind": "clip" };
-    let mut gridfs = state.frame_store.start_upload(name, metadata).await?;
+    let gridfs = state.frame_store.start_upload(name, metadata).await?;
+    // GridFS is written by a task of its own, a few pieces behind the body: the body, the
+    // hash and the local file go on while the store takes a piece
+    let (pieces, mut to_store) = tokio::sync::mpsc::channel::<bytes::Bytes>(STORE_PIPELINE);
+    let storing = tokio::spawn(async move {
+        let mut gridfs = gridfs;
+        while let Some(piece) = to_store.recv().await {
+            if let Err(e) = gridfs.write(&piece).await {
+                return (gridfs, Err(Error::from(e)));
+            }
+        }
+        (gridfs, Ok(()))
+    });
     let mut hasher = Sha256::new();
     let mut bytes = 0u64;
     let mut stream = body.into_data_stream();
@@ -148,12 +163,12 @@ async fn receive(
                 return Err(Error::PayloadTooLarge { limit });
             }
             hasher.update(&chunk);
-            let (to_store, to_file) = tokio::join!(
-                gridfs.write(&chunk),
-                tokio::io::AsyncWriteExt::write_all(&mut local, &chunk)
-            );
-            to_store?;
-            to_file.map_err(|e| Error::Internal(e.into()))?;
+            tokio::io::AsyncWriteExt::write_all(&mut local, &chunk)
+                .await
+                .map_err(|e| Error::Internal(e.into()))?;
+            if pieces.send(chunk).await.is_err() {
+                break; // the store failed: its error is below
+            }
         }
         tokio::io::AsyncWriteExt::flush(&mut local)
             .await
@@ -161,7 +176,9 @@ async fn receive(
         Ok(())
     }
     .await;
-    if let Err(e) = written {
+    drop(pieces);
+    let (gridfs, stored) = storing.await.map_err(|e| Error::Internal(e.into()))?;
+    if let Err(e) = written.and(stored) {
         gridfs.abort().await;
         return Err(e);
     }

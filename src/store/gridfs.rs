@@ -161,6 +161,7 @@ impl FrameStore {
                     .bucket
                     .open_upload_stream(filename)
                     .id(Bson::ObjectId(id))
+                    .chunk_size_bytes(LARGE_FILE_CHUNK_BYTES)
                     .metadata(metadata)
                     .await?)
             })
@@ -224,6 +225,10 @@ impl FrameStore {
         .await
     }
 }
+
+/// The chunk size of files written piece by piece (clips, up to gigabytes): 1 MiB, a quarter
+/// of the documents of the 255 KiB default (measured against SecantusDB: 108 → 135 MB/s).
+const LARGE_FILE_CHUNK_BYTES: u32 = 1 << 20;
 
 /// One file being written to GridFS piece by piece.
 pub struct Upload {
