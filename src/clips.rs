@@ -18,7 +18,9 @@ use std::process::{Child, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::locate::flash::video::{bounded, reap, shown_size, watchdog, VideoLimits};
+use crate::locate::flash::video::{
+    bounded, reap, showinfo_time, shown_size, watchdog, VideoLimits,
+};
 
 /// What a clip may be, and what reading it may cost.
 #[derive(Debug, Clone, Copy)]
@@ -352,14 +354,9 @@ impl FrameStream {
                     if !line.starts_with("[Parsed_showinfo") {
                         continue;
                     }
-                    let Some(at) = line.find("pts_time:") else {
+                    let Some(t) = showinfo_time(&line) else {
                         continue;
                     };
-                    let t: f64 = line[at + 9..]
-                        .split_whitespace()
-                        .next()
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(f64::NAN);
                     if tx.send(t).is_err() {
                         return;
                     }

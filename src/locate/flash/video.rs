@@ -288,14 +288,9 @@ pub fn decode(path: &Path, probe: &Probe, limits: &VideoLimits) -> Result<Clip, 
     let (info_tx, info) = mpsc::sync_channel::<(Option<(usize, usize)>, f64)>(4096);
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let Some(at) = line.find("pts_time:") else {
+            let Some(t) = showinfo_time(&line) else {
                 continue;
             };
-            let t: f64 = line[at + 9..]
-                .split_whitespace()
-                .next()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(f64::NAN);
             let size = line.find(" s:").and_then(|i| {
                 let (a, b) = line[i + 3..].split_whitespace().next()?.split_once('x')?;
                 Some((a.parse().ok()?, b.parse().ok()?))
@@ -397,6 +392,19 @@ pub fn decode(path: &Path, probe: &Probe, limits: &VideoLimits) -> Result<Clip, 
         clip.pixels = pixels;
     }
     Ok(clip)
+}
+
+/// The frame time on a line of FFmpeg's `showinfo` output (NaN when it cannot be read); none
+/// for a line without one.
+pub(crate) fn showinfo_time(line: &str) -> Option<f64> {
+    let at = line.find("pts_time:")?;
+    Some(
+        line[at + 9..]
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN),
+    )
 }
 
 /// A process's largest resident memory so far, in bytes (0 when it cannot be read).
