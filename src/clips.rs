@@ -19,7 +19,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::locate::flash::video::{
-    bounded, reap, showinfo_time, shown_size, watchdog, VideoLimits,
+    bounded, number, reap, showinfo_time, shown_size, watchdog, VideoLimits,
 };
 
 /// What a clip may be, and what reading it may cost.
@@ -114,12 +114,6 @@ pub enum ClipError {
     Undecodable,
     #[error("the server cannot decode videos (FFmpeg is missing)")]
     NoDecoder,
-}
-
-fn number(v: &serde_json::Value) -> Option<f64> {
-    v.as_f64()
-        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-        .filter(|x: &f64| x.is_finite())
 }
 
 fn rate(v: &serde_json::Value) -> Option<f64> {

@@ -153,6 +153,7 @@ impl Clips {
             grid,
         };
         let ahead = self.ahead_frames(clip.fps, grid, cache.budget_bytes());
+        let cached = cache.contains_sub(&frame.sha256, clip.cache_sub(index), grid);
         let mut decoders = self.decoders.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(d) = decoders.get(&key) {
             // one window may span many seconds of the clip (a catch-up of 5.5 s): a frame up
@@ -162,8 +163,7 @@ impl Clips {
             let alive = !d.failed.load(Ordering::Acquire) && !d.stop.load(Ordering::Acquire);
             // behind the decoder: decoded already (or asked for in a race with its insert),
             // else gone from the cache (a loop, a seek back, an eviction) and decoded again
-            let behind_and_gone =
-                index < next && !cache.contains_sub(&frame.sha256, clip.cache_sub(index), grid);
+            let behind_and_gone = index < next && !cached;
             let reusable = alive && d.start <= index && index <= next + reach && !behind_and_gone;
             if reusable {
                 let mut wanted = d.wanted_to.lock().unwrap_or_else(|p| p.into_inner());
@@ -176,12 +176,12 @@ impl Clips {
             {
                 return; // a broken file is not decoded again at every tick
             }
-            if !alive && cache.contains_sub(&frame.sha256, clip.cache_sub(index), grid) {
+            if !alive && cached {
                 return; // a decoder that got to the stretch's end: the frame is there
             }
             d.stop();
             decoders.remove(&key);
-        } else if cache.contains_sub(&frame.sha256, clip.cache_sub(index), grid) {
+        } else if cached {
             return; // nothing to decode
         }
         decoders.retain(|_, d| !d.stop.load(Ordering::Acquire));

@@ -180,11 +180,6 @@ pub fn probe(path: &Path, limits: &VideoLimits) -> Result<Probe, VideoError> {
         } else {
             VideoError::NoVideoStream
         })?;
-    let number = |v: &serde_json::Value| -> Option<f64> {
-        v.as_f64()
-            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-            .filter(|x: &f64| x.is_finite())
-    };
     let (width, height, rotation) = shown_size(video).ok_or(VideoError::NotAVideo)?;
     let fps = video["avg_frame_rate"]
         .as_str()
@@ -219,14 +214,16 @@ pub fn probe(path: &Path, limits: &VideoLimits) -> Result<Probe, VideoError> {
     Ok(probe)
 }
 
+/// A number in `ffprobe`'s JSON (it writes some as strings); none when absent or not finite.
+pub(crate) fn number(v: &serde_json::Value) -> Option<f64> {
+    v.as_f64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        .filter(|x: &f64| x.is_finite())
+}
+
 /// A video stream's size as shown (after its rotation) and the rotation, from `ffprobe`'s JSON;
 /// none when it has no size.
 pub(crate) fn shown_size(video: &serde_json::Value) -> Option<(u32, u32, i32)> {
-    let number = |v: &serde_json::Value| -> Option<f64> {
-        v.as_f64()
-            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-            .filter(|x: &f64| x.is_finite())
-    };
     let (w, h) = (
         video["width"].as_u64().unwrap_or(0) as u32,
         video["height"].as_u64().unwrap_or(0) as u32,
