@@ -13,7 +13,7 @@ use c3s::config::Config;
 use c3s::store::backup;
 use c3s::store::gridfs::FrameStore;
 use c3s::testkit::{fresh_database, shared_mongodb_url};
-use mongodb::bson::{doc, oid::ObjectId};
+use mongodb::bson::doc;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -63,15 +63,12 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..FILES {
         let bytes = noise(i as u64 + 1);
         let sha = Sha256::digest(&bytes).to_vec();
-        let id = store
-            .put_with_id(ObjectId::new(), "frame", doc! {}, &bytes)
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "writing file {i} ({} MB so far): {e:?}",
-                    i * FILE_BYTES / 1_000_000
-                )
-            })?;
+        let id = store.put("frame", doc! {}, &bytes).await.map_err(|e| {
+            anyhow::anyhow!(
+                "writing file {i} ({} MB so far): {e:?}",
+                i * FILE_BYTES / 1_000_000
+            )
+        })?;
         sqlx::query(
             "insert into frame (scene_id, position, duration_ms, width, height, content_type,
                  byte_size, sha256, gridfs_id)

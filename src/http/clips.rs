@@ -214,7 +214,9 @@ async fn upload_clip(
     state.rate_limits.uploads.check(&me.user_id)?;
     let name = Rule::line("name", 255).clean_opt(params.name.as_deref())?;
     let fps = params.fps.map(check_play_fps).transpose()?;
+    let started = std::time::Instant::now();
     let received = receive(&state, scene_id, &name, &headers, body).await?;
+    let received_s = started.elapsed().as_secs_f64();
     // read one (or `C3S_VIDEO_CONCURRENCY`) at a time, like the observers' clips; the
     // slot is taken once the body is in, so a slow upload holds up nobody
     let _slot = state
@@ -231,8 +233,15 @@ async fn upload_clip(
     let path = received.file.path().to_path_buf();
     let checked = tokio::task::spawn_blocking(
         move || -> std::result::Result<(ClipInfo, Vec<u8>), ClipError> {
-            let info = crate::clips::check(&path, &limits)?;
-            let poster = crate::clips::poster(&path, 0, &limits)?;
+            // the two read the file at once: each is mostly FFmpeg starting and reading
+            // the index, and the upload is answered only after both
+            let (info, poster) = std::thread::scope(|s| {
+                let poster = s.spawn(|| crate::clips::poster(&path, 0, &limits));
+                let info = crate::clips::check(&path, &limits);
+                (info, poster.join())
+            });
+            let info = info?;
+            let poster = poster.map_err(|_| ClipError::Undecodable)??;
             Ok((info, poster))
         },
     )
@@ -249,7 +258,15 @@ async fn upload_clip(
             return Err(e);
         }
     };
+    let probed_s = started.elapsed().as_secs_f64();
     let stored = received.gridfs.finish().await?;
+    tracing::info!(
+        bytes = received.bytes,
+        received_s,
+        probed_s,
+        stored_s = started.elapsed().as_secs_f64(),
+        "clip uploaded"
+    );
     let fps = fps.unwrap_or(info.default_play_fps() as i32);
     let (_, _, duration_ms) = clip_frames(0, info.duration_ms as i32, fps);
     let row = NewFrame {

@@ -169,21 +169,18 @@ pub async fn backup(config: &Config, dir: &Path) -> anyhow::Result<Report> {
     let mut frame_bytes = 0u64;
     for (gridfs_id, sha256) in &frames {
         let id = ObjectId::parse_str(gridfs_id)?;
-        let bytes = store
-            .get(id)
+        let (digest, bytes) = copy_out(&store, id, &dir.join("frames").join(gridfs_id))
             .await
-            .map_err(|e| anyhow::anyhow!("frame file {gridfs_id}: {e:?}; run the backup again"))?;
-        let digest = Sha256::digest(&bytes);
+            .map_err(|e| anyhow::anyhow!("frame file {gridfs_id}: {e:#}; run the backup again"))?;
         ensure!(
             digest.as_slice() == sha256.as_slice(),
             "frame file {gridfs_id} does not match its SHA-256 in the database"
         );
-        tokio::fs::write(dir.join("frames").join(gridfs_id), &bytes).await?;
-        frame_bytes += bytes.len() as u64;
+        frame_bytes += bytes;
         files.push(FrameFile {
             gridfs_id: gridfs_id.clone(),
             sha256: hex::encode(digest),
-            bytes: bytes.len() as u64,
+            bytes,
         });
     }
     dumped.await??;
@@ -287,16 +284,9 @@ pub async fn restore(config: &Config, dir: &Path, force: bool) -> anyhow::Result
     connect_to(&mut restore, config);
     tokio::task::spawn_blocking(move || run(restore, "pg_restore")).await??;
     for file in &manifest.frames {
-        let bytes = frame_file(dir, file).await?;
-        store
-            .put_with_id(
-                ObjectId::parse_str(&file.gridfs_id)?,
-                &file.gridfs_id,
-                doc! {"restored": true},
-                &bytes,
-            )
+        copy_in(&store, dir, file)
             .await
-            .map_err(|e| anyhow::anyhow!("writing frame {}: {e:?}", file.gridfs_id))?;
+            .map_err(|e| anyhow::anyhow!("writing frame {}: {e:#}", file.gridfs_id))?;
     }
     Ok(Report {
         frames: manifest.frames.len(),
@@ -329,17 +319,85 @@ async fn verify(dir: &Path, manifest: &Manifest) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One frame file of the backup, checked against its SHA-256.
-async fn frame_file(dir: &Path, file: &FrameFile) -> anyhow::Result<Vec<u8>> {
-    let bytes = tokio::fs::read(dir.join("frames").join(&file.gridfs_id))
-        .await
-        .with_context(|| format!("frame file {} is missing from the backup", file.gridfs_id))?;
+/// One frame file of the backup, checked against its SHA-256 (read in pieces: a clip can be
+/// gigabytes).
+async fn frame_file(dir: &Path, file: &FrameFile) -> anyhow::Result<()> {
+    let path = dir.join("frames").join(&file.gridfs_id);
     ensure!(
-        hex::encode(Sha256::digest(&bytes)) == file.sha256,
+        path.exists(),
+        "frame file {} is missing from the backup",
+        file.gridfs_id
+    );
+    ensure!(
+        hex_sha256_of_file(&path).await? == file.sha256,
         "frame file {} in the backup is damaged (SHA-256 differs); nothing was changed",
         file.gridfs_id
     );
-    Ok(bytes)
+    Ok(())
+}
+
+/// Copies one GridFS file to `path` in pieces, returning its SHA-256 and length.
+async fn copy_out(
+    store: &FrameStore,
+    id: ObjectId,
+    path: &Path,
+) -> anyhow::Result<([u8; 32], u64)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_util::compat::FuturesAsyncReadCompatExt;
+    let mut stream = store
+        .open(id)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?
+        .compat();
+    let mut file =
+        tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::create(path).await?);
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut bytes = 0u64;
+    loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        file.write_all(&buf[..n]).await?;
+        bytes += n as u64;
+    }
+    file.flush().await?;
+    Ok((hasher.finalize().into(), bytes))
+}
+
+/// Writes one frame file of the backup to GridFS under its own id, in pieces.
+async fn copy_in(store: &FrameStore, dir: &Path, file: &FrameFile) -> anyhow::Result<()> {
+    use tokio::io::AsyncReadExt;
+    let id = ObjectId::parse_str(&file.gridfs_id)?;
+    let mut upload = store
+        .start_upload_with_id(id, &file.gridfs_id, doc! {"restored": true})
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let mut source = tokio::fs::File::open(dir.join("frames").join(&file.gridfs_id)).await?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match source.read(&mut buf).await {
+            Ok(n) => n,
+            Err(e) => {
+                upload.abort().await;
+                return Err(e.into());
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        if let Err(e) = upload.write(&buf[..n]).await {
+            upload.abort().await;
+            return Err(anyhow::anyhow!("{e:?}"));
+        }
+    }
+    upload
+        .finish()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    Ok(())
 }
 
 /// Hex SHA-256 of a file, read in pieces (a dump can be large).

@@ -48,6 +48,9 @@ impl From<mongodb::error::Error> for GridFsError {
 pub struct FrameStore {
     db: Database,
     bucket: GridFsBucket,
+    bucket_name: String,
+    /// Whether [`FrameStore::ensure_indexes`] has run in this process.
+    indexed: std::sync::Arc<tokio::sync::OnceCell<()>>,
     timeout: Duration,
 }
 
@@ -80,6 +83,8 @@ impl FrameStore {
         Ok(FrameStore {
             db,
             bucket,
+            bucket_name: config.gridfs_bucket.clone(),
+            indexed: std::sync::Arc::new(tokio::sync::OnceCell::new()),
             timeout,
         })
     }
@@ -111,18 +116,7 @@ impl FrameStore {
         metadata: Document,
         bytes: &[u8],
     ) -> Result<ObjectId, GridFsError> {
-        self.put_with_id(ObjectId::new(), filename, metadata, bytes)
-            .await
-    }
-
-    /// Writes one file under a given id (a restore keeps the ids the frame rows name).
-    pub async fn put_with_id(
-        &self,
-        id: ObjectId,
-        filename: &str,
-        metadata: Document,
-        bytes: &[u8],
-    ) -> Result<ObjectId, GridFsError> {
+        let id = ObjectId::new();
         self.bounded(async {
             let mut upload = self
                 .bucket
@@ -154,23 +148,71 @@ impl FrameStore {
         filename: &str,
         metadata: Document,
     ) -> Result<Upload, GridFsError> {
-        let id = ObjectId::new();
-        let stream = self
-            .bounded(async {
-                Ok(self
-                    .bucket
-                    .open_upload_stream(filename)
-                    .id(Bson::ObjectId(id))
-                    .chunk_size_bytes(LARGE_FILE_CHUNK_BYTES)
-                    .metadata(metadata)
-                    .await?)
-            })
-            .await?;
+        self.start_upload_with_id(ObjectId::new(), filename, metadata)
+            .await
+    }
+
+    /// [`FrameStore::start_upload`] under a given id (a restore keeps the ids rows name).
+    pub async fn start_upload_with_id(
+        &self,
+        id: ObjectId,
+        filename: &str,
+        metadata: Document,
+    ) -> Result<Upload, GridFsError> {
+        self.bounded(self.ensure_indexes()).await?;
         Ok(Upload {
             id,
-            stream: Some(stream),
+            filename: filename.to_owned(),
+            metadata,
+            chunks: self.collection("chunks"),
+            files: self.collection("files"),
+            piece: Vec::with_capacity(LARGE_FILE_CHUNK_BYTES as usize),
+            batch: Vec::with_capacity(CHUNKS_PER_INSERT),
+            next_n: 0,
+            length: 0,
+            inserting: tokio::task::JoinSet::new(),
             timeout: self.timeout * 6,
         })
+    }
+
+    fn collection(&self, suffix: &str) -> mongodb::Collection<Document> {
+        self.db.collection_with_options(
+            &format!("{}.{suffix}", self.bucket_name),
+            mongodb::options::CollectionOptions::builder()
+                .write_concern(WriteConcern::majority())
+                .build(),
+        )
+    }
+
+    /// The two indexes GridFS readers rely on, made once per process (the driver makes them
+    /// when it writes a file itself; [`Upload`] writes the documents directly).
+    async fn ensure_indexes(&self) -> Result<(), GridFsError> {
+        use mongodb::IndexModel;
+        self.indexed
+            .get_or_try_init(|| async {
+                self.collection("files")
+                    .create_index(
+                        IndexModel::builder()
+                            .keys(doc! { "filename": 1, "uploadDate": 1 })
+                            .build(),
+                    )
+                    .await?;
+                self.collection("chunks")
+                    .create_index(
+                        IndexModel::builder()
+                            .keys(doc! { "files_id": 1, "n": 1 })
+                            .options(
+                                mongodb::options::IndexOptions::builder()
+                                    .unique(true)
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                    .await?;
+                Ok::<(), GridFsError>(())
+            })
+            .await?;
+        Ok(())
     }
 
     /// Opens a file for streaming; the caller reads it as a byte stream.
@@ -230,47 +272,141 @@ impl FrameStore {
 /// of the documents of the 255 KiB default (measured against SecantusDB: 108 → 135 MB/s).
 const LARGE_FILE_CHUNK_BYTES: u32 = 1 << 20;
 
-/// One file being written to GridFS piece by piece.
+/// Chunks sent in one `insert` command, and inserts in flight at once (the driver's own upload
+/// stream sends one chunk per round trip, one after the other). Against SecantusDB on the
+/// same 2 cores, 4 × 4, 8 × 1 and 4 MiB chunks 2 × 2 came within the noise of one another
+/// (1.2–1.7 s for 122 MB; the store's own CPU is half of it); a MongoDB on a machine of its
+/// own gains from the overlap.
+const CHUNKS_PER_INSERT: usize = 8;
+const INSERTS_IN_FLIGHT: usize = 2;
+
+/// One file being written to GridFS piece by piece: its chunk documents go in batches, a few
+/// in flight at once; the file's document goes last, so the file exists only once every chunk
+/// is stored. The documents are GridFS's own, so any GridFS reader reads the file.
 pub struct Upload {
     pub id: ObjectId,
-    stream: Option<mongodb::gridfs::GridFsUploadStream>,
+    filename: String,
+    metadata: Document,
+    chunks: mongodb::Collection<Document>,
+    files: mongodb::Collection<Document>,
+    /// The chunk being filled.
+    piece: Vec<u8>,
+    /// Full chunks not yet sent.
+    batch: Vec<Document>,
+    next_n: i32,
+    length: u64,
+    inserting: tokio::task::JoinSet<Result<(), GridFsError>>,
     timeout: Duration,
 }
 
 impl Upload {
-    /// Writes the next piece (each bounded by the store's timeout).
-    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), GridFsError> {
-        let stream = self.stream.as_mut().ok_or_else(|| {
-            GridFsError::Unavailable(anyhow::anyhow!("the upload was already ended"))
-        })?;
-        match tokio::time::timeout(self.timeout, stream.write_all(bytes)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(GridFsError::Unavailable(e.into())),
-            Err(_) => Err(GridFsError::Unavailable(anyhow::anyhow!("timed out"))),
+    /// Takes the next piece; waits only while [`INSERTS_IN_FLIGHT`] inserts are under way
+    /// (each bounded by the store's timeout).
+    pub async fn write(&mut self, mut bytes: &[u8]) -> Result<(), GridFsError> {
+        while !bytes.is_empty() {
+            let room = LARGE_FILE_CHUNK_BYTES as usize - self.piece.len();
+            let (now, later) = bytes.split_at(room.min(bytes.len()));
+            self.piece.extend_from_slice(now);
+            bytes = later;
+            if self.piece.len() == LARGE_FILE_CHUNK_BYTES as usize {
+                self.end_chunk();
+                if self.batch.len() == CHUNKS_PER_INSERT {
+                    self.send_batch().await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn end_chunk(&mut self) {
+        let data = std::mem::replace(
+            &mut self.piece,
+            Vec::with_capacity(LARGE_FILE_CHUNK_BYTES as usize),
+        );
+        self.length += data.len() as u64;
+        self.batch.push(doc! {
+            "_id": ObjectId::new(),
+            "files_id": self.id,
+            "n": self.next_n,
+            "data": mongodb::bson::Binary {
+                subtype: mongodb::bson::spec::BinarySubtype::Generic,
+                bytes: data,
+            },
+        });
+        self.next_n += 1;
+    }
+
+    async fn send_batch(&mut self) -> Result<(), GridFsError> {
+        while self.inserting.len() >= INSERTS_IN_FLIGHT {
+            self.settle_one().await?;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let chunks = self.chunks.clone();
+        let timeout = self.timeout;
+        self.inserting.spawn(async move {
+            match tokio::time::timeout(timeout, chunks.insert_many(batch)).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(GridFsError::from(e)),
+                Err(_) => Err(GridFsError::Unavailable(anyhow::anyhow!("timed out"))),
+            }
+        });
+        Ok(())
+    }
+
+    async fn settle_one(&mut self) -> Result<(), GridFsError> {
+        match self.inserting.join_next().await {
+            Some(Ok(result)) => result,
+            Some(Err(e)) => Err(GridFsError::Unavailable(e.into())),
+            None => Ok(()),
         }
     }
 
     /// Writes what is left and the file's document: the file exists from here on.
     pub async fn finish(mut self) -> Result<ObjectId, GridFsError> {
-        let mut stream = self.stream.take().expect("not ended");
-        match tokio::time::timeout(self.timeout, stream.close()).await {
-            Ok(Ok(())) => Ok(self.id),
-            Ok(Err(e)) => {
-                let _ = stream.abort().await;
-                Err(GridFsError::Unavailable(e.into()))
+        let written = async {
+            if !self.piece.is_empty() {
+                self.end_chunk();
             }
-            Err(_) => {
-                let _ = stream.abort().await;
-                Err(GridFsError::Unavailable(anyhow::anyhow!("timed out")))
+            if !self.batch.is_empty() {
+                self.send_batch().await?;
+            }
+            while !self.inserting.is_empty() {
+                self.settle_one().await?;
+            }
+            let file = doc! {
+                "_id": self.id,
+                "length": self.length as i64,
+                "chunkSize": LARGE_FILE_CHUNK_BYTES as i32,
+                "uploadDate": mongodb::bson::DateTime::now(),
+                "filename": &self.filename,
+                "metadata": self.metadata.clone(),
+            };
+            match tokio::time::timeout(self.timeout, self.files.insert_one(file)).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(GridFsError::from(e)),
+                Err(_) => Err(GridFsError::Unavailable(anyhow::anyhow!("timed out"))),
+            }
+        }
+        .await;
+        match written {
+            Ok(()) => Ok(self.id),
+            Err(e) => {
+                self.abort().await;
+                Err(e)
             }
         }
     }
 
-    /// Removes the chunks written so far.
+    /// Removes the chunks written so far (if the store is gone this fails too, and the
+    /// orphan sweep removes them later).
     pub async fn abort(mut self) {
-        if let Some(mut stream) = self.stream.take() {
-            let _ = tokio::time::timeout(self.timeout, stream.abort()).await;
-        }
+        self.inserting.abort_all();
+        while self.inserting.join_next().await.is_some() {}
+        let _ = tokio::time::timeout(
+            self.timeout,
+            self.chunks.delete_many(doc! { "files_id": self.id }),
+        )
+        .await;
     }
 }
 
