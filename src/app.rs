@@ -72,6 +72,8 @@ pub struct AppState {
     pub phone_writes: Arc<dashmap::DashMap<uuid::Uuid, std::sync::Mutex<crate::budget::Bucket>>>,
     /// Sockets per client address that have not said hello yet.
     pub pending_sockets: Arc<dashmap::DashMap<std::net::IpAddr, u32>>,
+    /// Sound sessions phones report in, read once per node (a session never changes).
+    pub sound_sessions: Arc<crate::ws::sound::SessionCache>,
 }
 
 pub struct App {
@@ -169,6 +171,7 @@ impl App {
             rate_limits,
             pending_sockets: Arc::default(),
             phone_writes: Arc::default(),
+            sound_sessions: Arc::default(),
         };
         tokio::spawn(sweep_orphans(state.clone()));
         tokio::spawn(forget_idle(state.clone()));

@@ -185,6 +185,20 @@ pub struct Config {
     #[arg(long, env = "C3S_FLASH_SESSION_TTL_MINUTES", default_value_t = 30)]
     pub flash_session_ttl_minutes: i64,
 
+    /// How long after a sound session's recording ends its phones may report, in seconds.
+    #[arg(long, env = "C3S_SOUND_REPORT_TTL_S", default_value_t = 120)]
+    pub sound_report_ttl_s: u64,
+
+    /// A sound fit leaving more than this (RMS, ms) is refused: some delay was not the direct
+    /// sound (1 ms is 34 cm of path).
+    #[arg(long, env = "C3S_SOUND_MAX_RESIDUAL_MS", default_value_t = 1.0)]
+    pub sound_max_residual_ms: f64,
+
+    /// A sound fit whose position is more uncertain than this (m, one standard deviation,
+    /// from the beacons' geometry) is refused.
+    #[arg(long, env = "C3S_SOUND_MAX_UNCERTAINTY_M", default_value_t = 0.75)]
+    pub sound_max_uncertainty_m: f64,
+
     /// Lifetime of a login session token, in hours.
     #[arg(long, env = "C3S_SESSION_TTL_HOURS", default_value_t = 24)]
     pub session_ttl_hours: i64,
@@ -445,6 +459,9 @@ impl std::fmt::Debug for Config {
             .field("clip_spool_dir", &self.clip_spool_dir)
             .field("clip_spool_mb", &self.clip_spool_mb)
             .field("flash_session_ttl_minutes", &self.flash_session_ttl_minutes)
+            .field("sound_report_ttl_s", &self.sound_report_ttl_s)
+            .field("sound_max_residual_ms", &self.sound_max_residual_ms)
+            .field("sound_max_uncertainty_m", &self.sound_max_uncertainty_m)
             .field("session_ttl_hours", &self.session_ttl_hours)
             .field("device_ttl_days", &self.device_ttl_days)
             .field("tick_ms", &self.tick_ms)

@@ -23,6 +23,7 @@ use crate::dataplane::follower::Follower;
 use crate::dataplane::framecache::FrameCache;
 use crate::dataplane::hub::Hub;
 use crate::dataplane::presence::Presence;
+use crate::dataplane::protocol::ServerMsg;
 use crate::dataplane::signals::{self, Signal};
 use crate::store::{self, listen::Heard, nodes::SIGNAL_ACK_CHANNEL, nodes::SIGNAL_CHANNEL};
 
@@ -139,6 +140,9 @@ impl Signals {
                 )
                 .await;
         }
+        if let Signal::Listen { .. } = signal {
+            return self.tell_to_listen(scene_id, &signal).await;
+        }
         let (hub, secret) = (self.hub.clone(), self.secret.clone());
         tokio::task::spawn_blocking(move || signals::deliver(&hub, scene_id, &signal, &secret))
             .await
@@ -162,7 +166,7 @@ impl Signals {
             return Ok(self.deliver_here(scene_id, signal).await);
         }
         let wait = match signal {
-            Signal::Flash { .. } => FLASH_ANSWER_WAIT,
+            Signal::Flash { .. } | Signal::Listen { .. } => FLASH_ANSWER_WAIT,
             _ => SIGNAL_ANSWER_WAIT,
         };
         // the others first, so every node works on it at once (a flash session's codes are
@@ -232,6 +236,49 @@ impl Signals {
             tracing::warn!(%session_id, error = ?e, "flash phones not counted");
         }
         reached
+    }
+
+    /// Tells this node's phones of the scene to listen in a sound session, once it has
+    /// recorded whom it told (a report from anyone else is refused).
+    async fn tell_to_listen(&self, scene_id: Uuid, signal: &Signal) -> usize {
+        let Signal::Listen {
+            session_id,
+            starts_at_us,
+            period_us,
+            slot_us,
+            repeats,
+            slots,
+            record_from_us,
+            record_until_us,
+            unlocated_only,
+        } = signal
+        else {
+            return 0;
+        };
+        let conns = signals::phones(&self.hub, scene_id, *unlocated_only);
+        if conns.is_empty() {
+            return 0;
+        }
+        let pixels: Vec<Uuid> = conns.iter().map(|c| c.pixel_id).collect();
+        if let Err(e) = store::sound::add_listeners(&self.db, *session_id, &pixels).await {
+            tracing::warn!(%session_id, error = ?e, "phones not told to listen");
+            return 0;
+        }
+        let msg = ServerMsg::Listen {
+            session_id: *session_id,
+            starts_at_us: *starts_at_us,
+            period_us: *period_us,
+            slot_us: *slot_us,
+            repeats: *repeats,
+            slots,
+            record_from_us: *record_from_us,
+            record_until_us: *record_until_us,
+        }
+        .to_json();
+        conns
+            .iter()
+            .filter(|conn| conn.offer_text(msg.clone()))
+            .count()
     }
 
     /// Another node's signal: delivered to this node's phones, and answered.

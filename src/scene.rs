@@ -88,15 +88,24 @@ pub enum LocationMethod {
     Seat,
     /// Codes every phone flashes in lock-step, read from an observer's clip.
     Flash,
+    /// Beacons' chirps heard by the phone (docs/sound.md).
+    Sound,
 }
 
 impl LocationMethod {
     /// A new scene's methods unless it names its own. Flash locating is chosen per scene:
-    /// it makes every phone flicker (docs/flash.md, photosensitivity).
+    /// it makes every phone flicker (docs/flash.md, photosensitivity); sound too: it asks
+    /// every phone for its microphone, and needs beacons set up.
     pub const DEFAULT: [LocationMethod; 4] = [Self::Qr, Self::Gps, Self::Observer, Self::Seat];
 
-    pub const ALL: [LocationMethod; 5] =
-        [Self::Qr, Self::Gps, Self::Observer, Self::Seat, Self::Flash];
+    pub const ALL: [LocationMethod; 6] = [
+        Self::Qr,
+        Self::Gps,
+        Self::Observer,
+        Self::Seat,
+        Self::Flash,
+        Self::Sound,
+    ];
 
     /// The `location_method.location_method_id` seeded by the first migration.
     pub fn id(self) -> i16 {
@@ -106,6 +115,7 @@ impl LocationMethod {
             Self::Observer => 3,
             Self::Seat => 4,
             Self::Flash => 5,
+            Self::Sound => 6,
         }
     }
 

@@ -84,6 +84,19 @@ enum Cmd {
         #[arg(long)]
         count: Option<u64>,
     },
+    /// Solves phones' sound arrivals with the server's solver, offline: a JSON line per phone
+    /// on stdin (`{"id", "beacons": [{"index", "x", "y"}] in metres, "speed_m_s",
+    /// "arrivals": [{"beacon", "delay_ms"}], "area": [x0, y0, x1, y1]}`, the area optional), a
+    /// JSON line per phone on stdout (for
+    /// `scripts/bench sound`).
+    SoundSolve {
+        /// The residual limit (ms), as `C3S_SOUND_MAX_RESIDUAL_MS`.
+        #[arg(long, default_value_t = 1.0)]
+        max_residual_ms: f64,
+        /// The uncertainty limit (m), as `C3S_SOUND_MAX_UNCERTAINTY_M`.
+        #[arg(long, default_value_t = 0.75)]
+        max_uncertainty_m: f64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -283,6 +296,13 @@ async fn main() -> anyhow::Result<()> {
             .build()?,
     };
     match cli.command {
+        Cmd::SoundSolve {
+            max_residual_ms,
+            max_uncertainty_m,
+        } => sound_solve(c3s::locate::sound::Limits {
+            max_residual_ms,
+            max_uncertainty_m,
+        })?,
         Cmd::Login { login } => {
             let password = match std::env::var("C3S_PASSWORD") {
                 Ok(p) => p,
@@ -410,6 +430,72 @@ async fn main() -> anyhow::Result<()> {
                 printed += 1;
             }
         }
+    }
+    Ok(())
+}
+
+/// `c3s-ctl sound-solve`: one JSON line in, one out, per phone.
+fn sound_solve(limits: c3s::locate::sound::Limits) -> anyhow::Result<()> {
+    use c3s::locate::sound::{solve, Arrival, Beacon};
+    #[derive(serde::Deserialize)]
+    struct In {
+        id: Value,
+        beacons: Vec<InBeacon>,
+        speed_m_s: f64,
+        arrivals: Vec<InArrival>,
+        /// Where the phone may be, `[x0, y0, x1, y1]` in metres (default: around the beacons).
+        #[serde(default)]
+        area: Option<[f64; 4]>,
+    }
+    #[derive(serde::Deserialize)]
+    struct InBeacon {
+        index: u8,
+        x: f64,
+        y: f64,
+    }
+    #[derive(serde::Deserialize)]
+    struct InArrival {
+        beacon: u8,
+        delay_ms: f64,
+    }
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let phone: In = serde_json::from_str(&line).context("a line is not a phone's arrivals")?;
+        let beacons: Vec<Beacon> = phone
+            .beacons
+            .iter()
+            .map(|b| Beacon {
+                index: b.index,
+                x_m: b.x,
+                y_m: b.y,
+            })
+            .collect();
+        let arrivals: Vec<Arrival> = phone
+            .arrivals
+            .iter()
+            .map(|a| Arrival {
+                beacon: a.beacon,
+                delay_ms: a.delay_ms,
+            })
+            .collect();
+        let area = phone
+            .area
+            .map(|[x0, y0, x1, y1]| c3s::locate::sound::Area { x0, y0, x1, y1 });
+        let answer = match solve(&beacons, &arrivals, phone.speed_m_s, 7200.0, area, &limits) {
+            Ok(fit) => json!({
+                "id": phone.id, "placed": true, "x": fit.x_m, "y": fit.y_m,
+                "residual_ms": fit.residual_ms, "uncertainty_m": fit.uncertainty_m,
+                "beacons_used": fit.beacons_used,
+            }),
+            Err(refusal) => json!({"id": phone.id, "placed": false, "reason": refusal.to_string()}),
+        };
+        writeln!(out, "{answer}")?;
+        out.flush()?;
     }
     Ok(())
 }

@@ -34,6 +34,20 @@ pub enum ClientMsg {
     Gps { lat: f64, lon: f64, accuracy_m: f64 },
     /// The observer asks for this phone's QR code.
     ShowQr,
+    /// What the phone heard in a sound session (after `listen`): for each beacon slot it
+    /// heard, the delay from the chirp's emission to its arrival, in ms on the synced clock.
+    Sound {
+        session_id: Uuid,
+        arrivals: Vec<HeardBeacon>,
+    },
+}
+
+/// One beacon a phone heard.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeardBeacon {
+    pub slot: u8,
+    pub delay_ms: f64,
 }
 
 /// What a phone is told about its scene.
@@ -113,6 +127,19 @@ pub enum ServerMsg<'a> {
         starts_at_us: i64,
         symbol_us: i64,
         slots: &'a str,
+    },
+    /// Record the microphone from `record_from_us` to `record_until_us` (server time) and
+    /// find the chirps of the beacons in `slots`: slot s of period r is emitted at
+    /// `starts_at_us + r · period_us + s · slot_us`. Then send `sound`.
+    Listen {
+        session_id: Uuid,
+        starts_at_us: i64,
+        period_us: i32,
+        slot_us: i32,
+        repeats: i16,
+        slots: &'a [u8],
+        record_from_us: i64,
+        record_until_us: i64,
     },
     /// The phone's QR code: `side` × `side` modules, row by row, '1' dark; draw it with a
     /// quiet zone of 4 modules. Valid until `expires_us`.

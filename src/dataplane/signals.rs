@@ -30,6 +30,19 @@ pub enum Signal {
         symbol_us: i64,
         unlocated_only: bool,
     },
+    /// Listen in this sound session (every phone, or the unlocated ones only). Each node
+    /// records whom it told (`nodes`), so this is not for [`deliver`] either.
+    Listen {
+        session_id: Uuid,
+        starts_at_us: i64,
+        period_us: i32,
+        slot_us: i32,
+        repeats: i16,
+        slots: Vec<u8>,
+        record_from_us: i64,
+        record_until_us: i64,
+        unlocated_only: bool,
+    },
 }
 
 /// How long a phone's QR token stays valid: long enough for an observer's photo session.
@@ -94,7 +107,7 @@ pub fn deliver(hub: &Hub, scene_id: Uuid, signal: &Signal, secret: &[u8]) -> usi
                 conn.offer_text(msg)
             })
             .count(),
-        Signal::Flash { .. } => {
+        Signal::Flash { .. } | Signal::Listen { .. } => {
             let _ = scene;
             0
         }

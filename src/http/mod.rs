@@ -15,6 +15,7 @@ pub mod log;
 pub mod scenes;
 pub mod search;
 pub mod shows;
+pub mod sound;
 
 use std::time::Duration;
 
@@ -163,6 +164,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(live::router())
         .merge(locate::router())
         .merge(flash::router())
+        .merge(sound::router())
         .merge(log::router())
         .merge(calendar::router())
         .merge(search::router());

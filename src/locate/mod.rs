@@ -7,6 +7,7 @@ pub mod gps;
 pub mod homography;
 pub mod qr;
 pub mod seat;
+pub mod sound;
 
 use serde::Serialize;
 use utoipa::ToSchema;

@@ -23,6 +23,7 @@ pub mod nodes;
 pub mod presence;
 pub mod scenes;
 pub mod shows;
+pub mod sound;
 pub mod users;
 pub mod views;
 

@@ -33,9 +33,12 @@ use crate::store::{self, joins::Answer, joins::Ask};
 use joins::Unavailable;
 
 pub mod joins;
+pub mod sound;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(scene_socket))
+    OpenApiRouter::new()
+        .routes(routes!(scene_socket))
+        .routes(routes!(clock_socket))
 }
 
 /// Largest message a phone may send; its messages are tiny JSON.
@@ -81,43 +84,101 @@ async fn scene_socket(
         Ok(Path(id)) => id,
         Err(e) => return Error::bad_request("bad_path", e.body_text()).into_response(),
     };
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(e) => return e.into_response(),
+    let (ws, pending) = match accept(&state, client.ip, ws) {
+        Ok(accepted) => accepted,
+        Err(refused) => return *refused,
     };
-    let pending = match PendingHello::enter(&state, client.ip) {
-        Ok(pending) => pending,
-        Err(e) => return e.into_response(),
-    };
-    ws.max_message_size(READ_LIMIT_BYTES)
-        .max_frame_size(READ_LIMIT_BYTES)
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(0)
-        .on_upgrade(move |socket| async move {
-            let mut socket = socket;
-            let end = session(&state, scene_id, &mut socket, pending, client.ip).await;
-            let (code, reason) = end;
-            let close = Message::Close(Some(CloseFrame {
-                code,
-                reason: Utf8Bytes::from(reason),
-            }));
-            if !matches!(timeout(CLOSE_TIMEOUT, socket.send(close)).await, Ok(Ok(()))) {
-                // the phone closed first: its close frame was answered in the socket's own
-                // queue, which only a flush writes
-                let _ = timeout(CLOSE_TIMEOUT, futures::SinkExt::flush(&mut socket)).await;
+    ws.on_upgrade(move |socket| async move {
+        let mut socket = socket;
+        let end = session(&state, scene_id, &mut socket, pending, client.ip).await;
+        let (code, reason) = end;
+        let close = Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from(reason),
+        }));
+        if !matches!(timeout(CLOSE_TIMEOUT, socket.send(close)).await, Ok(Ok(()))) {
+            // the phone closed first: its close frame was answered in the socket's own
+            // queue, which only a flush writes
+            let _ = timeout(CLOSE_TIMEOUT, futures::SinkExt::flush(&mut socket)).await;
+        }
+        // what the phone still sends is read (and dropped) until its close frame: a
+        // connection closed with bytes unread is reset, and the reset loses the close
+        // frame the phone has not read yet
+        let drain = async {
+            while let Some(Ok(msg)) = socket.recv().await {
+                if matches!(msg, Message::Close(_)) {
+                    break;
+                }
             }
-            // what the phone still sends is read (and dropped) until its close frame: a
-            // connection closed with bytes unread is reset, and the reset loses the close
-            // frame the phone has not read yet
-            let drain = async {
-                while let Some(Ok(msg)) = socket.recv().await {
-                    if matches!(msg, Message::Close(_)) {
-                        break;
+        };
+        let _ = timeout(CLOSE_TIMEOUT, drain).await;
+    })
+}
+
+/// A socket that only keeps a clock (`GET /ws/clock`): it answers `sync` as the phones'
+/// socket does, and nothing else. Beacon pages sync with it (docs/sound.md): their chirps are
+/// only as well placed in time as their clocks. It counts as a socket that has not said hello
+/// for as long as it is open (`C3S_PENDING_SOCKETS_PER_ADDRESS` bounds them per address).
+#[utoipa::path(get, path = "/ws/clock", tag = "realtime",
+    responses((status = 101, description = "switching to the WebSocket protocol: send `sync`, get `sync` back (docs/protocol.md)"),
+        (status = 426, description = "not a WebSocket upgrade request"),
+        (status = 429, body = crate::error::ErrorBody, description = "too many such sockets from this address")))]
+async fn clock_socket(
+    State(state): State<AppState>,
+    client: ClientIp,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let (ws, pending) = match accept(&state, client.ip, ws) {
+        Ok(accepted) => accepted,
+        Err(refused) => return *refused,
+    };
+    ws.on_upgrade(move |mut socket| async move {
+        let _pending = pending;
+        let mut messages = Bucket::new(CLIENT_MSGS_PER_SEC, CLIENT_MSG_BURST);
+        let (code, reason) = loop {
+            let msg = match timeout(IDLE_TIMEOUT, socket.recv()).await {
+                Err(_) => break end(close::HEARTBEAT_TIMEOUT, "no sync for too long"),
+                Ok(None) => break end(close::BYE, "bye"),
+                Ok(Some(msg)) => msg,
+            };
+            let t1 = clock::now_us();
+            if !messages.take() {
+                break end(close::TOO_MANY_MESSAGES, "too many messages");
+            }
+            match parse(msg) {
+                Ok(None) => {}
+                Ok(Some(ClientMsg::Sync { t0 })) => {
+                    if let Err(e) = reply_sync(&mut socket, t0, t1).await {
+                        break e;
                     }
                 }
-            };
-            let _ = timeout(CLOSE_TIMEOUT, drain).await;
-        })
+                Ok(Some(_)) => break end(close::BAD_MESSAGE, "this socket only answers sync"),
+                Err(e) => break e,
+            }
+        };
+        let close = Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from(reason),
+        }));
+        let _ = timeout(CLOSE_TIMEOUT, socket.send(close)).await;
+    })
+}
+
+/// What both sockets take before the upgrade: a place among this address's sockets that have
+/// not said hello, and the read limits.
+fn accept(
+    state: &AppState,
+    ip: std::net::IpAddr,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<(WebSocketUpgrade, PendingHello), Box<Response>> {
+    let ws = ws.map_err(|e| Box::new(e.into_response()))?;
+    let pending = PendingHello::enter(state, ip).map_err(|e| Box::new(e.into_response()))?;
+    let ws = ws
+        .max_message_size(READ_LIMIT_BYTES)
+        .max_frame_size(READ_LIMIT_BYTES)
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0);
+    Ok((ws, pending))
 }
 
 type End = (u16, String);
@@ -441,6 +502,9 @@ async fn run(
                     }
                     // each asks the database for the scene and renders a code: under the same
                     // allowance
+                    Some(ClientMsg::Sound { .. }) if !locating.take() => {
+                        refuse(socket, LocationMethod::Sound, Some(TOO_MANY_ATTEMPTS.into())).await?;
+                    }
                     Some(ClientMsg::ShowQr) if !locating.take() => {
                         refuse(socket, LocationMethod::Qr, Some(TOO_MANY_ATTEMPTS.into())).await?;
                     }
@@ -459,6 +523,11 @@ async fn run(
                             let refused = Some("this scene does not locate phones by QR code".to_owned());
                             refuse(socket, LocationMethod::Qr, refused).await?;
                         }
+                    }
+                    Some(ClientMsg::Sound { session_id, arrivals }) => {
+                        let scene = current(state, &scene).await;
+                        let refused = sound::locate_by_sound(state, &scene, &conn, session_id, &arrivals).await;
+                        refuse(socket, LocationMethod::Sound, refused).await?;
                     }
                     Some(ClientMsg::Gps { lat, lon, accuracy_m }) => {
                         let scene = current(state, &scene).await;

@@ -12,7 +12,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::helpers::{node_config, spawn_app, spawn_app_with, Node, TestApp};
+use crate::helpers::{node_config, spawn_app, spawn_app_with, until_nodes, Node, TestApp};
 use crate::phone::{next_json, Phone};
 
 const SCENE_W: f64 = 100.0;
@@ -571,19 +571,7 @@ async fn phones_on_two_nodes_flash_one_session_and_one_clip_places_them_all() {
         phones.push(Phone::join(&node.app, scene, None).await);
     }
     // every node is up and has said so (heartbeats every 2 s)
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while sqlx::query_scalar::<_, i64>("select count(*) from node")
-        .fetch_one(&a.app.db)
-        .await
-        .unwrap()
-        < 2
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the nodes never said they are up"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_nodes(&a.app, 2).await;
     let (status, session) = start_session(&a.app, &op, scene, json!({"start_in_ms": 1500})).await;
     assert_eq!(status, StatusCode::CREATED, "{session}");
     assert_eq!(

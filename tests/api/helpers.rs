@@ -383,6 +383,23 @@ impl Drop for Node {
 }
 
 /// Settings for nodes sharing a fresh database and the shared GridFS store.
+/// Waits until `n` nodes of the deployment have said they are up (heartbeats every 2 s).
+pub async fn until_nodes(app: &TestApp, n: i64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while sqlx::query_scalar::<_, i64>("select count(*) from node")
+        .fetch_one(&app.db)
+        .await
+        .unwrap()
+        < n
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the nodes never said they are up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 pub async fn node_config() -> Config {
     let database_url = fresh_database().await.expect("create a test database");
     let mut config = Config::for_tests(

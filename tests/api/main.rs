@@ -23,3 +23,4 @@ mod nodes;
 mod phone;
 mod realtime;
 mod scenes;
+mod sound;

@@ -295,19 +295,7 @@ async fn signals_to_phones_reach_them_on_whichever_node_holds_them() {
     a.app.place(&op, scene, on_a.pixel_id(), 0.5, 0.5).await;
     assert_eq!(next_json(&mut on_a.socket).await["type"], "located");
     // every node is up and has said so (heartbeats every 2 s)
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while sqlx::query_scalar::<_, i64>("select count(*) from node")
-        .fetch_one(&a.app.db)
-        .await
-        .unwrap()
-        < 2
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the nodes never said they are up"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    crate::helpers::until_nodes(&a.app, 2).await;
 
     // identify through A reaches the phone on B
     let identify = |pixel: Uuid| format!("/api/scenes/{scene}/pixels/{pixel}/identify");
