@@ -1,9 +1,10 @@
 //! `c3s-load --clip FILE` (`scripts/bench video`): the show is one video clip. Uploads it
-//! (timed: the upload and the server's probe), builds the show, times until its first second
-//! is decoded on the server (the raster of the clip's 30th show frame answers), samples the
-//! server's frame cache while the crowd watches, and afterwards checks every colour the
-//! recorded phones got against FFmpeg's own decode of the clip, resampled to the show's grid
-//! as the server says it does (`scale=W:H:flags=area`, RGB).
+//! three times (each timed: the upload and the server's probe; the median is the figure, the
+//! first, into an empty store, is reported apart), builds the show of the last, times until
+//! its first second is decoded on the server (the raster of the clip's 30th show frame
+//! answers), samples the server's frame cache while the crowd watches, and afterwards checks
+//! every colour the recorded phones got against FFmpeg's own decode of the clip, resampled to
+//! the show's grid as the server says it does (`scale=W:H:flags=area`, RGB).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
