@@ -11,6 +11,7 @@ import { ClockSync } from '/clock.js';
 import { parseChunk, Timeline } from '/chunks.js';
 import { drawQr } from '/qr.js';
 import { sceneIdFromKey } from '/api.js';
+import { canListen, listen } from '/sound/listen.js';
 
 const PROTOCOL = 1;
 const DEVICE_TOKEN_KEY = 'c3s.device_token';
@@ -60,7 +61,9 @@ const state = {
   flash: null, // {session, startMs, symbolMs, slots} while a flash session is on or ahead
   flashLog: [], // [{session, slot, lit, at: server ms at the refresh that showed it, wall}]
   flashSkipped: new Set(), // sessions the user chose not to flash
-  
+  sound: null, // the last sound session: {sessionId, phase, error, report, refused}
+  refusals: [], // [{method, reason, at: server ms}] the last locate_refused messages
+
   shown: null, // the colour on screen, 'r,g,b'
   changes: [], // [{at: server ms at the refresh that showed it, color}]
   // every refresh, for tests and the crowd bench: {local: this clock's ms at the refresh
@@ -179,6 +182,16 @@ function onMessage(msg) {
       describe();
       break;
     case 'locate_refused':
+      state.refusals.push({ method: msg.method, reason: msg.reason, at: clock.serverNow() });
+      if (state.refusals.length > 50) state.refusals.splice(0, 25);
+      if (msg.method === 'sound') {
+        const sound = state.sound;
+        if (sound?.report && /^too many attempts/.test(msg.reason) && (sound.retries = (sound.retries ?? 0) + 1) <= 5) {
+          setTimeout(() => send(sound.report.message), 2000 + Math.random() * 3000);
+          break;
+        }
+        if (sound) sound.refused = msg.reason;
+      }
       say(msg.method === 'seat' ? 'That seat could not be used.' : 'Your location could not be used.', msg.reason);
       break;
     case 'qr':
@@ -189,6 +202,9 @@ function onMessage(msg) {
       break;
     case 'flash':
       startFlash(msg);
+      break;
+    case 'listen':
+      listenForBeacons(msg);
       break;
     default:
       break; // a newer server's message: ignore
@@ -242,7 +258,7 @@ function describe() {
   gpsButton.hidden = state.position !== null || !methods.includes('gps') || !navigator.geolocation;
   if (!state.position) {
     const ways = state.scene.location_methods
-      .map((m) => ({ qr: 'an observer photographs the crowd', flash: 'an observer films the crowd while your screen flashes', observer: 'an observer places you on the map', seat: 'you enter your seat below', gps: 'you share your location' })[m])
+      .map((m) => ({ qr: 'an observer photographs the crowd', flash: 'an observer films the crowd while your screen flashes', sound: 'this phone hears the venue\'s beacons', observer: 'an observer places you on the map', seat: 'you enter your seat below', gps: 'you share your location' })[m])
       .filter(Boolean);
     say('Waiting to be located.', ways.length ? `You will be placed when ${ways.join(', or ')}.` : '');
   } else {
@@ -251,6 +267,23 @@ function describe() {
 }
 
 // ---- locating ----------------------------------------------------------------------------------
+
+/** A sound session: record the beacons' chirps, then report what was heard. A refusal
+ * because the scene is busy is tried again a few times, a few seconds apart. */
+async function listenForBeacons(msg) {
+  if (!canListen() || state.sound?.sessionId === msg.session_id) return;
+  const sound = { sessionId: msg.session_id, phase: 'starting', error: null, report: null };
+  state.sound = sound;
+  try {
+    const heard = await listen(msg, (local) => clock.serverAt(local), (phase) => (sound.phase = phase));
+    sound.report = heard;
+    sound.phase = 'reported';
+    send(heard.message);
+  } catch (err) {
+    sound.phase = 'failed';
+    sound.error = String(err?.message ?? err);
+  }
+}
 
 seatForm.addEventListener('submit', (e) => {
   e.preventDefault();
