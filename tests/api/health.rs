@@ -93,6 +93,15 @@ async fn openapi_lists_every_route() {
         ("/api/calendar", "get"),
         ("/api/search", "get"),
         ("/ws/scenes/{scene_id}", "get"),
+        ("/ws/clock", "get"),
+        ("/api/scenes/{scene_id}/sound", "get"),
+        ("/api/scenes/{scene_id}/sound", "put"),
+        ("/api/scenes/{scene_id}/beacons", "post"),
+        ("/api/scenes/{scene_id}/beacons/{beacon_id}", "patch"),
+        ("/api/scenes/{scene_id}/beacons/{beacon_id}", "delete"),
+        ("/api/beacons/{beacon_id}/schedule", "get"),
+        ("/api/scenes/{scene_id}/sound-sessions", "post"),
+        ("/api/scenes/{scene_id}/sound-sessions/{session_id}", "get"),
     ];
     for (path, method) in expected {
         assert!(
